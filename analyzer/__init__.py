@@ -1,0 +1,1 @@
+"""oisp-analyze: rebuild connections and exchanges from segments and emit OISP events."""

@@ -1,0 +1,57 @@
+/* Shared layout of the records the TLS capture program writes to its ring buffer.
+ *
+ * The recorder decodes these with the same field order (recorder/records.py); change both together
+ * and bump RECORD_LAYOUT_VERSION. Every record starts with the same fixed header; DATA records are
+ * followed by `len` bytes of plaintext.
+ */
+#ifndef OISP_TLS_CAPTURE_H
+#define OISP_TLS_CAPTURE_H
+
+#define RECORD_LAYOUT_VERSION 1
+
+/* record kinds */
+#define KIND_DATA 1  /* plaintext bytes follow the header */
+#define KIND_GAP 2   /* `len` bytes at `offset` were moved by the call but not captured */
+#define KIND_OPEN 3  /* a handshake started on this SSL: the stream is observed from byte 0 */
+#define KIND_CLOSE 4 /* SSL_free: the connection ended; offsets hold the final stream lengths */
+
+/* gap reasons (in the `func` byte of GAP records) */
+#define GAP_RINGBUF_FULL 1  /* the ring buffer had no room for the chunk */
+#define GAP_OVER_LIMIT 2    /* the call moved more than MAX_CHUNKS * CHUNK_SIZE bytes */
+#define GAP_READ_FAULT 3    /* bpf_probe_read_user failed (page not resident) */
+
+/* directions */
+#define DIR_EGRESS 0  /* SSL_write*: the application sent these bytes */
+#define DIR_INGRESS 1 /* SSL_read*: the application received these bytes */
+
+/* TLS functions probed (the `func` byte of DATA records) */
+#define FN_SSL_WRITE 1
+#define FN_SSL_WRITE_EX 2
+#define FN_SSL_READ 3
+#define FN_SSL_READ_EX 4
+#define FN_SSL_FREE 5
+#define FN_SSL_DO_HANDSHAKE 6
+#define FN_SSL_CONNECT 7
+#define FN_SSL_ACCEPT 8
+
+struct record_header {
+    u64 ts_mono_ns;   /* bpf_ktime_get_ns() at the return of the call */
+    u64 ssl;          /* SSL* in the process */
+    u64 conn_gen;     /* generation: new for every (pid, SSL*) the program first sees */
+    u64 offset;       /* byte offset of this record in its connection-direction stream;
+                       * CLOSE: total egress bytes of the connection */
+    u64 call_len;     /* bytes the whole call moved (DATA/GAP); CLOSE: total ingress bytes */
+    u64 cgroup_id;    /* cgroup v2 id of the calling task */
+    u32 pid;          /* tgid, host pid namespace */
+    u32 tid;
+    u32 uid;
+    u32 len;          /* bytes in this record (DATA) or bytes missing (GAP) */
+    u16 lib_id;       /* index of the probed library file, assigned by the recorder */
+    u8 kind;
+    u8 dir;
+    u8 func;          /* FN_* for DATA/OPEN/CLOSE, GAP_* reason for GAP */
+    u8 pad[3];
+    char comm[16];
+};
+
+#endif

@@ -1,0 +1,1 @@
+"""oisp-record: capture TLS plaintext with eBPF uprobes into Parquet segments."""

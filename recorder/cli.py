@@ -1,0 +1,56 @@
+"""`oisp-record`: the command line of the recorder."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .config import ConfigError, load_config
+from .preflight import PreflightError
+
+log = logging.getLogger("oisp.record")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--segments-dir", type=click.Path(path_type=Path), help="Directory to write segments to.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="YAML config file; its 'recorder' section may set every option.")
+@click.option("--ready-file", type=click.Path(path_type=Path),
+              help="File created once every probe is attached (removed on exit).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this many seconds (default: run until SIGINT/SIGTERM).")
+@click.option("--pid", "pids", type=int, multiple=True, help="Capture only this process (repeatable).")
+@click.option("--comm", "comms", multiple=True, help="Capture only this command name (repeatable).")
+@click.option("--cgroup", "cgroups", multiple=True, help="Capture only this cgroup v2 path (repeatable).")
+@click.option("--library", "extra_libraries", multiple=True,
+              help="Also probe this file (a libssl, or a binary linking OpenSSL statically).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, extra_libraries, log_level):
+    """Record the plaintext of TLS connections on this node into Parquet segments.
+
+    Needs root (or CAP_BPF and CAP_PERFMON), bcc and kernel headers. Exit codes: 0 ok,
+    1 runtime failure, 2 usage or configuration error.
+    """
+    try:
+        cfg = load_config(config_file, {
+            "segments_dir": segments_dir, "ready_file": ready_file, "duration": duration,
+            "pids": pids, "comms": comms, "cgroups": cgroups, "extra_libraries": extra_libraries,
+            "log_level": log_level,
+        })
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=cfg.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s oisp-record %(levelname)s %(message)s",
+    )
+    from .run import record  # imported here so --help and config errors never need bcc or pyarrow
+
+    try:
+        code = record(cfg)
+    except PreflightError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    sys.exit(code)

@@ -1,0 +1,139 @@
+"""Recorder configuration: defaults, a YAML file (what a Kubernetes ConfigMap mounts), and flags.
+
+Flags override the file; the file overrides the defaults. Unknown keys and values of the wrong type
+are errors, reported with the key's name, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration is malformed: a usage error (exit code 2)."""
+
+
+@dataclass
+class RecorderConfig:
+    segments_dir: Path | None = None
+    ready_file: Path | None = None
+    duration: float | None = None  # seconds; None runs until SIGINT/SIGTERM
+    node_name: str = field(default_factory=socket.gethostname)
+    # Capture filters: empty means everything.
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)  # cgroup v2 paths, e.g. /system.slice/x.service
+    # Library files to probe besides those discovered (e.g. a binary that links OpenSSL statically).
+    extra_libraries: list[str] = field(default_factory=list)
+    discover_libraries: bool = True
+    # Segment rotation
+    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_seconds: float = 60.0
+    flush_interval_seconds: float = 1.0
+    # How much of one call is captured: CHUNK_SIZE * MAX_CHUNKS bytes (default 1 MiB).
+    chunk_size: int = 16384
+    max_chunks_per_call: int = 64
+    ringbuf_bytes: int = 32 * 1024 * 1024
+    stats_interval_seconds: float = 5.0
+    log_level: str = "info"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RecorderConfig)}
+_PATH_KEYS = {"segments_dir", "ready_file"}
+_LIST_KEYS = {"pids": int, "comms": str, "cgroups": str, "extra_libraries": str}
+_INT_KEYS = {"segment_max_bytes", "chunk_size", "max_chunks_per_call", "ringbuf_bytes"}
+_FLOAT_KEYS = {"duration", "segment_max_seconds", "flush_interval_seconds", "stats_interval_seconds"}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if value is None:
+        if key in ("ready_file", "duration", "segments_dir"):
+            return None
+        raise ConfigError(f"config key '{key}' must not be empty")
+    if key in _PATH_KEYS:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"config key '{key}' must be a path, not {type(value).__name__}")
+        return Path(value)
+    if key in _LIST_KEYS:
+        kind = _LIST_KEYS[key]
+        if not isinstance(value, list) or not all(
+            isinstance(v, kind) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"config key '{key}' must be a list of {kind.__name__}")
+        return list(value)
+    if key in _INT_KEYS:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config key '{key}' must be a positive integer, not {value!r}")
+        return value
+    if key in _FLOAT_KEYS:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config key '{key}' must be a positive number, not {value!r}")
+        return float(value)
+    if key == "discover_libraries":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false")
+        return value
+    if key == "log_level":
+        if value not in _LOG_LEVELS:
+            raise ConfigError(f"config key 'log_level' must be one of {', '.join(_LOG_LEVELS)}")
+        return value
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config key '{key}' must be a non-empty string")
+    return value
+
+
+def _validate(cfg: RecorderConfig) -> None:
+    if cfg.chunk_size & (cfg.chunk_size - 1) or not 256 <= cfg.chunk_size <= 65536:
+        raise ConfigError("chunk_size must be a power of two between 256 and 65536")
+    if cfg.max_chunks_per_call > 1024:
+        raise ConfigError("max_chunks_per_call must be at most 1024")
+    pages = cfg.ringbuf_bytes // 4096
+    if cfg.ringbuf_bytes % 4096 or pages & (pages - 1):
+        raise ConfigError("ringbuf_bytes must be a power-of-two number of 4096-byte pages")
+    if cfg.ringbuf_bytes < 4 * cfg.chunk_size:
+        raise ConfigError("ringbuf_bytes must hold at least four chunks")
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> RecorderConfig:
+    """Build the configuration from an optional YAML file, then flag overrides (None = not given)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of keys to values")
+        # The same file is shared with other programs (a ConfigMap): our keys live under `recorder`.
+        if set(loaded) - {"recorder"}:
+            unknown = ", ".join(sorted(map(str, set(loaded) - {"recorder"})))
+            raise ConfigError(f"config file {path}: unknown top-level key(s): {unknown}")
+        section = loaded.get("recorder") or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: 'recorder' must be a mapping")
+        for key, value in section.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown key 'recorder.{key}'")
+            values[key] = _coerce(key, value)
+    for key, value in overrides.items():
+        if value is None or value == ():
+            continue
+        values[key] = _coerce(key, list(value) if isinstance(value, tuple) else value)
+    cfg = RecorderConfig(**values)
+    _validate(cfg)
+    if cfg.segments_dir is None:
+        raise ConfigError("no segments directory: pass --segments-dir or set recorder.segments_dir")
+    return cfg

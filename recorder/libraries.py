@@ -1,0 +1,96 @@
+"""Find the TLS library files to probe: from the dynamic loader's cache and running processes.
+
+A file is probed once however many processes map it, so files are identified by (device, inode).
+Files inside containers are reached through /proc/PID/root, which is also the path handed to bcc.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("oisp.record")
+
+# libssl 3.x and 1.1 (Debian/Ubuntu, RHEL, Alpine names); not libssl3.so, which is NSS.
+LIBSSL_NAME = re.compile(r"(^|/)libssl\.so\.(3|1\.1)$")
+
+
+@dataclass(frozen=True)
+class LibraryFile:
+    path: str  # path the probes attach through (may be /proc/PID/root/...)
+    display_path: str  # path as the process sees it
+    dev: int
+    ino: int
+    found_by: str
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def from_loader_cache() -> list[str]:
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return []
+    paths = []
+    for line in out.splitlines():
+        if "=>" not in line or "x86-64" not in line and "64bit" not in line and "AArch64" not in line:
+            continue
+        path = line.split("=>", 1)[1].strip()
+        if LIBSSL_NAME.search(path):
+            paths.append(path)
+    return paths
+
+
+def from_process_maps(proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(pid, path inside the process) for every libssl mapped by a running process."""
+    found: list[tuple[int, str]] = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "maps").read_text()
+        except (OSError, UnicodeDecodeError):
+            continue  # the process exited, or is a kernel thread
+        seen: set[str] = set()
+        for line in text.splitlines():
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and LIBSSL_NAME.search(parts[5]) and parts[5] not in seen:
+                seen.add(parts[5])
+                found.append((int(entry.name), parts[5]))
+    return found
+
+
+def discover(extra: list[str], scan: bool = True) -> list[LibraryFile]:
+    """Every distinct TLS library file to probe, extra (configured) files first."""
+    result: list[LibraryFile] = []
+    seen: set[tuple[int, int]] = set()
+
+    def add(path: str, display: str, how: str) -> None:
+        ident = _identity(path)
+        if ident is None:
+            if how == "config":
+                log.warning("configured library %s does not exist: skipped", path)
+            return
+        if ident in seen:
+            return
+        seen.add(ident)
+        result.append(LibraryFile(path, display, ident[0], ident[1], how))
+
+    for path in extra:
+        add(os.path.realpath(path), path, "config")
+    if scan:
+        for path in from_loader_cache():
+            add(os.path.realpath(path), os.path.realpath(path), "loader cache")
+        for pid, path in from_process_maps():
+            add(f"/proc/{pid}/root{path}", path, f"maps of pid {pid}")
+    return result

@@ -1,0 +1,138 @@
+"""The recorder's main loop: drain the ring buffer, decode in batches, write segments, log totals."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from . import libraries, preflight
+from .config import RecorderConfig
+from .probes import CaptureProgram, cgroup_ids
+from .records import Columns, RecordDecoder
+from .segment_writer import SegmentWriter
+
+log = logging.getLogger("oisp.record")
+
+POLL_MS = 100
+# Flush early when a batch holds this much plaintext, to bound the recorder's memory.
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+
+
+def _write_ready_file(path: Path, info: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.rename(tmp, path)
+
+
+def record(cfg: RecorderConfig) -> int:
+    """Run until SIGINT/SIGTERM or cfg.duration; returns the exit code."""
+    bpf_cls = preflight.run_all()
+    preflight.prepare_segments_dir(cfg.segments_dir)
+
+    libs = libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries)
+    if not libs:
+        raise preflight.PreflightError(
+            "no TLS library found to probe (looked for libssl.so.3 and libssl.so.1.1 in the loader "
+            "cache and in running processes): install libssl3, or name files in extra_libraries"
+        )
+    program = CaptureProgram(bpf_cls, cfg, libs)
+    attached = program.attach_all()
+    usable = [a for a in attached if not (set(a.missing) & {"SSL_write", "SSL_read"})]
+    if not usable:
+        raise preflight.PreflightError("no library could be probed: see the warnings above")
+    try:
+        program.set_filters(cfg.pids, cfg.comms, cgroup_ids(cfg.cgroups))
+    except ValueError as exc:
+        raise preflight.PreflightError(str(exc)) from None
+
+    lib_paths = {a.lib_id: a.library.display_path for a in attached}
+    run_id = f"{program.gen_seed:x}"
+    mono_to_wall = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths)
+    writer = SegmentWriter(
+        cfg.segments_dir, cfg.node_name, run_id, lib_paths, cfg.segment_max_bytes, cfg.segment_max_seconds
+    )
+
+    pending: list[bytes] = []
+    pending_bytes = 0
+
+    def on_record(_ctx, data, size):
+        nonlocal pending_bytes
+        pending.append(ctypes.string_at(data, size))
+        pending_bytes += size
+
+    program.open_ring_buffer(on_record)
+
+    stop = False
+
+    def on_signal(signum, _frame):
+        nonlocal stop
+        stop = True
+        log.info("received %s: flushing and stopping", signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def totals() -> dict:
+        t = program.counters()
+        t.update(
+            segments_written=writer.segments_written,
+            rows_written=writer.rows_written,
+            unexplained_gap_bytes=decoder.unexplained_gap_bytes,
+            malformed_records=decoder.malformed_records,
+        )
+        return t
+
+    writer.stats_provider = totals
+
+    def flush() -> None:
+        nonlocal pending_bytes
+        batch = Columns()
+        raws = pending[:]
+        pending.clear()
+        pending_bytes = 0
+        decoder.decode(raws, batch)
+        writer.write(batch.to_table())
+
+    if cfg.ready_file:
+        _write_ready_file(cfg.ready_file, {
+            "pid": os.getpid(),
+            "run_id": run_id,
+            "libraries": [{"lib_id": a.lib_id, "path": a.library.display_path, "symbols": a.symbols}
+                          for a in attached],
+        })
+    log.info("recording to %s (run %s, %d libraries probed)", cfg.segments_dir, run_id, len(usable))
+
+    started = time.monotonic()
+    last_flush = last_stats = started
+    try:
+        while not stop:
+            program.poll(POLL_MS)
+            now = time.monotonic()
+            if cfg.duration is not None and now - started >= cfg.duration:
+                log.info("duration of %.1f s reached", cfg.duration)
+                break
+            if now - last_flush >= cfg.flush_interval_seconds or pending_bytes >= MAX_BATCH_BYTES:
+                flush()
+                writer.maybe_rotate()
+                last_flush = now
+            if now - last_stats >= cfg.stats_interval_seconds:
+                log.info("totals %s", json.dumps(totals(), sort_keys=True))
+                last_stats = now
+    finally:
+        program.drain()
+        flush()
+        writer.close()
+        log.info("final totals %s", json.dumps(totals(), sort_keys=True))
+        program.close()
+        if cfg.ready_file:
+            try:
+                cfg.ready_file.unlink()
+            except FileNotFoundError:
+                pass
+    return 0

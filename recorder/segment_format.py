@@ -1,0 +1,73 @@
+"""The segment format: the one contract between the recorder and the analyzer.
+
+A segment is a zstd-compressed Parquet file with one row per captured chunk or connection event.
+This module holds only the Arrow schema and the names that go with it, and imports nothing from
+bcc, so the analyzer (which runs on laptops without eBPF) can read it. docs/segment-format.md
+explains every column; change both together and bump FORMAT_VERSION.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_VERSION = "1"
+# Parquet footer (key-value metadata) keys
+META_VERSION = b"oisp.segment.version"
+META_NODE = b"oisp.segment.node"
+META_RUN = b"oisp.segment.run_id"
+META_LIBRARIES = b"oisp.segment.libraries"  # JSON: lib_id -> path, for the probes of this run
+META_STATS = b"oisp.segment.stats"  # JSON: the recorder's running totals when the file was closed
+
+SEGMENT_SUFFIX = ".parquet"
+# Files being written carry this prefix and suffix, so `*.parquet` globs never match them.
+IN_PROGRESS_PREFIX = "."
+IN_PROGRESS_SUFFIX = ".parquet.inprogress"
+
+KIND_DATA = "data"
+KIND_GAP = "gap"
+KIND_OPEN = "open"
+KIND_CLOSE = "close"
+
+DIRECTION_EGRESS = "egress"  # the application wrote these bytes (SSL_write*)
+DIRECTION_INGRESS = "ingress"  # the application read these bytes (SSL_read*)
+
+GAP_RINGBUF_FULL = "ringbuf_full"
+GAP_OVER_LIMIT = "over_capture_limit"
+GAP_READ_FAULT = "read_fault"
+GAP_UNEXPLAINED = "unexplained"  # an offset jump the kernel could not even report
+
+_dict = pa.dictionary(pa.int32(), pa.string())
+
+SCHEMA = pa.schema(
+    [
+        pa.field("kind", _dict, nullable=False),
+        pa.field("ts_wall", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.field("ts_mono_ns", pa.int64(), nullable=False),
+        pa.field("node", _dict, nullable=False),
+        pa.field("pid", pa.int32(), nullable=False),
+        pa.field("tid", pa.int32(), nullable=False),
+        pa.field("uid", pa.int64(), nullable=False),
+        pa.field("comm", _dict, nullable=False),
+        pa.field("cgroup_id", pa.uint64(), nullable=False),
+        pa.field("conn_id", _dict, nullable=False),
+        pa.field("ssl_ptr", pa.uint64(), nullable=False),
+        pa.field("conn_gen", pa.uint64(), nullable=False),
+        pa.field("direction", _dict),
+        pa.field("func", _dict),
+        pa.field("stream_offset", pa.uint64()),
+        pa.field("length", pa.uint32()),
+        pa.field("call_len", pa.uint64()),
+        pa.field("data", pa.binary()),
+        pa.field("gap_reason", _dict),
+        pa.field("egress_bytes", pa.uint64()),
+        pa.field("ingress_bytes", pa.uint64()),
+        pa.field("lib_path", _dict),
+    ]
+)
+
+DICTIONARY_COLUMNS = [f.name for f in SCHEMA if pa.types.is_dictionary(f.type)]
+
+
+def conn_id(pid: int, ssl_ptr: int, conn_gen: int) -> str:
+    """The connection key as one string: unique per node across recorder runs (see docs)."""
+    return f"{pid}-{ssl_ptr:x}-{conn_gen}"

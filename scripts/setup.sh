@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Make this machine ready to record and test: system packages (bcc from Debian, kernel headers),
+# the kernel-headers link bcc needs, tracefs, and the project's virtualenv in .venv/.
+# Idempotent: each step is skipped when what it provides is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "setup: $*" >&2; }
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    need=()
+    [ -d /usr/lib/python3/dist-packages/bcc ] || need+=(python3-bpfcc bpfcc-tools)
+    ls /usr/lib/x86_64-linux-gnu/libbcc.so.0* >/dev/null 2>&1 || need+=(libbpfcc)
+    ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1 || need+=(linux-headers-amd64)
+    command -v curl >/dev/null || need+=(curl)
+    command -v openssl >/dev/null || need+=(openssl)
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+    # bcc compiles against kernel headers; this kernel ships none, and uprobe programs only need
+    # pt_regs, so the packaged headers of another recent version serve (see docs/recorder.md).
+    release=$(uname -r)
+    build=/lib/modules/$release/build
+    if [ ! -e "$build" ] && [ -z "${BCC_KERNEL_SOURCE:-}" ]; then
+        hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
+        common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1 || true)
+        if [ -n "$hdr" ]; then
+            log "linking $build -> $hdr"
+            mkdir -p "/lib/modules/$release"
+            ln -sfn "$hdr" "$build"
+            [ -n "$common" ] && ln -sfn "$common" "/lib/modules/$release/source"
+        fi
+    fi
+    if [ ! -e /sys/kernel/tracing/uprobe_events ] && [ -d /sys/kernel/tracing ]; then
+        mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || log "could not mount tracefs"
+    fi
+else
+    log "not root (or no apt-get): system packages and kernel headers left as they are"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with $($PY --version)"
+    "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+# Expose Debian's bcc (pure Python over ctypes) to the venv without the rest of dist-packages.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -d /usr/lib/python3/dist-packages/bcc ]; then
+    mkdir -p .venv/debian-bcc
+    ln -sfn /usr/lib/python3/dist-packages/bcc .venv/debian-bcc/bcc
+    echo "$PWD/.venv/debian-bcc" > "$site/debian-bcc.pth"
+fi
+log "ready: .venv/bin/oisp-record, .venv/bin/oisp-analyze"
