@@ -176,7 +176,7 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func, u16 l
     struct call_args_t a = *args;
     active_calls.delete(&pid_tgid);
 
-    long ret = PT_REGS_RC(ctx);
+    int ret = (int)PT_REGS_RC(ctx); /* SSL_read/SSL_write return int: -1 is 0x00000000ffffffff in rax */
     u64 total = 0;
     if (a.len_ptr) {
         /* _ex variants return 1 on success and store the byte count */

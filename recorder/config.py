@@ -36,9 +36,9 @@ class RecorderConfig:
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_seconds: float = 60.0
     flush_interval_seconds: float = 1.0
-    # How much of one call is captured: CHUNK_SIZE * MAX_CHUNKS bytes (default 1 MiB).
+    # How much of one call is captured: chunk_size * max_chunks_per_call bytes (default 2 MiB).
     chunk_size: int = 16384
-    max_chunks_per_call: int = 64
+    max_chunks_per_call: int = 128
     ringbuf_bytes: int = 32 * 1024 * 1024
     stats_interval_seconds: float = 5.0
     log_level: str = "info"

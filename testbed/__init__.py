@@ -1,0 +1,1 @@
+"""Real peers for tests and the demo: TLS servers on loopback with a throwaway CA."""

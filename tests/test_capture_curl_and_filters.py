@@ -1,0 +1,70 @@
+"""curl (libcurl on libssl's SSL_write/SSL_read) under the real recorder, and capture filters."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import read_segments, stream_bytes
+from testbed.https_server import HttpsServer
+
+pytestmark = pytest.mark.ebpf
+
+
+def curl(server: HttpsServer, ca_file, path: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["curl", "-sS", "--http1.1", "--cacert", str(ca_file), *extra, f"{server.url}{path}"],
+        capture_output=True, check=True, timeout=60,
+    )
+
+
+def test_curl_is_captured(recorder_factory, pki):
+    rec = recorder_factory()
+    server = HttpsServer(pki.server_context())
+    try:
+        out = curl(server, pki.ca_file, "/hello-from-curl", "-d", "x" * 5000)
+    finally:
+        server.close()
+    assert out.stdout == b"you asked for /hello-from-curl"
+    assert rec.stop() == 0, rec.log
+
+    table = read_segments(rec.segments_dir)
+    rows = [r for r in table.to_pylist() if r["comm"] == "curl"]
+    assert rows, "no rows from curl"
+    conns = {r["conn_id"] for r in rows}
+    assert len(conns) == 1
+    conn = conns.pop()
+    sent = stream_bytes(table, conn, "egress")
+    received = stream_bytes(table, conn, "ingress")
+    assert sent.startswith(b"POST /hello-from-curl HTTP/1.1\r\n")
+    assert sent.endswith(b"\r\n\r\n" + b"x" * 5000)
+    assert received == server.exchanges[0].response
+    assert sent == server.exchanges[0].request
+    assert {r["func"] for r in rows if r["kind"] == "data"} <= {"SSL_write", "SSL_read", "SSL_write_ex",
+                                                              "SSL_read_ex"}
+
+
+def test_comm_filter_captures_only_that_command(recorder_factory, pki):
+    rec = recorder_factory(args=["--comm", "curl"])
+    server = HttpsServer(pki.server_context())  # Python ssl in this process: must not be captured
+    try:
+        curl(server, pki.ca_file, "/only-curl")
+    finally:
+        server.close()
+    assert rec.stop() == 0, rec.log
+    table = read_segments(rec.segments_dir)
+    assert set(table.column("comm").to_pylist()) == {"curl"}
+
+
+def test_pid_filter_excludes_other_processes(recorder_factory, pki):
+    # a pid that is not curl's: nothing from curl may be recorded
+    rec = recorder_factory(args=["--pid", "1"])
+    server = HttpsServer(pki.server_context())
+    try:
+        curl(server, pki.ca_file, "/nobody-listens")
+    finally:
+        server.close()
+    assert rec.stop() == 0, rec.log
+    assert not list(rec.segments_dir.glob("*.parquet"))  # no rows, so no segment was opened
+    assert rec.final_totals()["calls"] == 0
