@@ -28,12 +28,25 @@ log = logging.getLogger("oisp.record")
 @click.option("--library", "extra_libraries", multiple=True,
               help="Also probe this file (a libssl, or a binary linking OpenSSL statically).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, extra_libraries, log_level):
+@click.option("--check", is_flag=True, help="Only check that this node can record (exit 0 if so, 1 if not).")
+def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, extra_libraries, log_level,
+         check):
     """Record the plaintext of TLS connections on this node into Parquet segments.
 
     Needs root (or CAP_BPF and CAP_PERFMON), bcc and kernel headers. Exit codes: 0 ok,
     1 runtime failure, 2 usage or configuration error.
     """
+    if check:
+        logging.basicConfig(level="INFO", stream=sys.stderr, format="oisp-record: %(message)s")
+        from . import preflight
+
+        try:
+            preflight.run_all()
+        except PreflightError as exc:
+            log.error("cannot record here: %s", exc)
+            sys.exit(1)
+        log.info("this node can record")
+        sys.exit(0)
     try:
         cfg = load_config(config_file, {
             "segments_dir": segments_dir, "ready_file": ready_file, "duration": duration,

@@ -45,7 +45,17 @@ if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $($PY --version)"
     "$PY" -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# Reinstall only when the dependency list changed (a stamp of pyproject.toml's hash).
+stamp=.venv/.pyproject.sha256
+if ! sha256sum -c --status "$stamp" 2>/dev/null; then
+    log "installing the Python dependencies (log: .venv/pip.log)"
+    if ! .venv/bin/pip install --disable-pip-version-check -e '.[test]' > .venv/pip.log 2>&1; then
+        tail -n 30 .venv/pip.log >&2
+        log "pip install failed"
+        exit 1
+    fi
+    sha256sum pyproject.toml > "$stamp"
+fi
 
 # Expose Debian's bcc (pure Python over ctypes) to the venv without the rest of dist-packages.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -1,0 +1,20 @@
+# The two set-up commands of the README: `make run` (the main job) and `make test` (all tests).
+# Both start with `setup`, which installs what is missing (idempotent; apt needs root).
+.PHONY: setup run test lint bench
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	bash scripts/demo.sh
+
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/pytest
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	.venv/bin/python bench/recorder_overhead.py
+	.venv/bin/python bench/recorder_sustained.py
