@@ -122,7 +122,7 @@ def check_uprobe_support() -> None:
 def describe_kernel() -> None:
     log.info("kernel %s on %s", platform.release(), platform.machine())
     btf = Path("/sys/kernel/btf/vmlinux")
-    log.info("BTF: %s", "present at /sys/kernel/btf/vmlinux" if btf.exists() else "absent (not needed by bcc)")
+    log.info("BTF: %s", f"present at {btf}" if btf.exists() else "absent (not needed by bcc)")
 
 
 def prepare_segments_dir(path: Path) -> None:

@@ -103,7 +103,7 @@ class RecordDecoder:
             if kind is None:
                 self.malformed_records += 1
                 continue
-            ssl, gen, offset, call_len, pid, length, direction, func = h[1], h[2], h[3], h[4], h[6], h[9], h[12], h[13]
+            _ts, ssl, gen, offset, call_len, _cg, pid, _tid, _uid, length, _lib, _k, direction, func, _c = h
             if kind == sf.KIND_DATA:
                 data = raw[HEADER.size:HEADER.size + length]
                 if len(data) != length:

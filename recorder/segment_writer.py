@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,7 +57,7 @@ class SegmentWriter:
         }
 
     def _open(self) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         name = f"{self.node}-{stamp}-{self.run_id}-{self.seq:06d}"
         self.seq += 1
         self._final = self.directory / f"{name}{sf.SEGMENT_SUFFIX}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from conftest import read_segments, stream_bytes
+
 from testbed.https_server import HttpsServer
 
 pytestmark = pytest.mark.ebpf
