@@ -13,16 +13,18 @@
 #include <linux/sched.h>
 #include "tls_capture.h"
 
-/* Plaintext records, drained in batches by the recorder. */
+/* Plaintext records, drained in batches by the recorder. Records are written with
+ * BPF_RB_NO_WAKEUP: waking the reader on each record cost the traced thread more than the copy
+ * itself (docs/performance.md); the recorder drains on a short timer instead. */
 BPF_RINGBUF_OUTPUT(records, RINGBUF_PAGES);
 
-/* Per-CPU scratch space where a record is assembled before bpf_ringbuf_output copies it out with
- * its exact size (ringbuf_reserve would need a constant size and waste space on small writes). */
-struct scratch_t {
-    struct record_header h;
-    u8 data[CHUNK_SIZE];
-};
-BPF_PERCPU_ARRAY(scratch, struct scratch_t, 1);
+/* A data record is reserved in the ring buffer at one of four constant sizes (the verifier wants
+ * constants) and the application's buffer is read straight into it: one copy, not two. The sizes
+ * waste at most 4x of ring space, never segment space: the recorder keeps only `len` bytes. */
+#define CLASS_1 (CHUNK_SIZE / 64)
+#define CLASS_2 (CHUNK_SIZE / 16)
+#define CLASS_3 (CHUNK_SIZE / 4)
+#define CLASS_4 CHUNK_SIZE
 
 /* Connection state keyed by (tgid, SSL*): the generation that tells reused pointers apart, and
  * the next stream offset per direction. LRU so that connections whose SSL_free we never see (the
@@ -141,18 +143,48 @@ static __always_inline void fill_header(struct record_header *h, u64 ssl, u64 ge
 
 /* A header-only record (OPEN, CLOSE, GAP). */
 static __always_inline void emit_meta(struct record_header *h) {
-    if (records.ringbuf_output(h, sizeof(*h), 0) == 0)
+    if (records.ringbuf_output(h, sizeof(*h), BPF_RB_NO_WAKEUP) == 0)
         count(CTR_RECORDS, 1);
     else
         count(CTR_DROPPED_RECORDS, 1);
 }
 
-static __always_inline void emit_gap(struct scratch_t *s, u64 offset, u64 missing, u8 reason) {
-    s->h.kind = KIND_GAP;
-    s->h.func = reason;
-    s->h.offset = offset;
-    s->h.len = missing;
-    emit_meta(&s->h);
+static __always_inline void emit_gap(struct record_header *h, u64 offset, u64 missing, u8 reason) {
+    h->kind = KIND_GAP;
+    h->func = reason;
+    h->offset = offset;
+    h->len = missing;
+    emit_meta(h);
+}
+
+/* One chunk as a DATA record of size class `cls` (a constant once inlined): 0 on success, else a
+ * GAP_* reason. */
+static __always_inline u8 emit_chunk_class(struct record_header *h, u32 n, const void *src,
+                                           const u32 cls) {
+    u8 *r = records.ringbuf_reserve(sizeof(struct record_header) + cls);
+    if (!r)
+        return GAP_RINGBUF_FULL;
+    __builtin_memcpy(r, h, sizeof(struct record_header));
+    /* equals n for 1 <= n <= cls; written so that the verifier can see the bound */
+    u32 size = ((n - 1) & (cls - 1)) + 1;
+    if (bpf_probe_read_user(r + sizeof(struct record_header), size, src) != 0) {
+        records.ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+        return GAP_READ_FAULT;
+    }
+    records.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    return 0;
+}
+
+static __always_inline u8 emit_chunk(struct record_header *h, u32 n, const void *src) {
+    if (n <= CLASS_1)
+        return emit_chunk_class(h, n, src, CLASS_1);
+    if (n <= CLASS_2)
+        return emit_chunk_class(h, n, src, CLASS_2);
+    if (n <= CLASS_3)
+        return emit_chunk_class(h, n, src, CLASS_3);
+    if (n <= CLASS_4)
+        return emit_chunk_class(h, n, src, CLASS_4);
+    return GAP_OVER_LIMIT; /* not reached: n <= CHUNK_SIZE */
 }
 
 static __always_inline int on_entry(struct pt_regs *ctx, int has_len_ptr) {
@@ -202,11 +234,9 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func, u16 l
     u64 gen = c->gen;
 
     u32 zero = 0;
-    struct scratch_t *s = scratch.lookup(&zero);
-    if (!s)
-        return 0;
-    fill_header(&s->h, a.ssl, gen, KIND_DATA, dir, func, lib_id);
-    s->h.call_len = total;
+    struct record_header h = {};
+    fill_header(&h, a.ssl, gen, KIND_DATA, dir, func, lib_id);
+    h.call_len = total;
 
     struct counters_t *ctr = counters.lookup(&zero);
     if (!ctr)
@@ -219,14 +249,11 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func, u16 l
     for (int i = 0; i < MAX_CHUNKS; i++) {
         u64 left = total - done;
         u32 n = left > CHUNK_SIZE ? CHUNK_SIZE : left;
-        s->h.offset = base + done;
-        s->h.len = n;
-        if (bpf_probe_read_user(s->data, n, (void *)(a.buf + done)) != 0) {
-            reason = GAP_READ_FAULT;
-            break;
-        }
-        if (records.ringbuf_output(s, sizeof(s->h) + n, 0) != 0) {
-            reason = GAP_RINGBUF_FULL;
+        h.offset = base + done;
+        h.len = n;
+        u8 failed = emit_chunk(&h, n, (void *)(a.buf + done));
+        if (failed) {
+            reason = failed;
             break;
         }
         ctr->v[CTR_RECORDS] += 1;
@@ -250,7 +277,7 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func, u16 l
         }
         /* if even this small record finds no room, the recorder sees the offset jump and writes
          * the gap itself */
-        emit_gap(s, base + done, missing, reason);
+        emit_gap(&h, base + done, missing, reason);
     }
     return 0;
 }

@@ -136,23 +136,9 @@ class CaptureProgram:
     def open_ring_buffer(self, callback) -> None:
         self.bpf["records"].open_ring_buffer(callback)
 
-    def poll(self, timeout_ms: int) -> None:
-        self.bpf.ring_buffer_poll(timeout_ms)
-
     def drain(self) -> None:
+        """Consume every record in the ring buffer (records never wake us: BPF_RB_NO_WAKEUP)."""
         self.bpf.ring_buffer_consume()
 
     def close(self) -> None:
         self.bpf.cleanup()
-
-
-def cgroup_ids(paths: list[str], root: Path = Path("/sys/fs/cgroup")) -> list[int]:
-    """cgroup v2 ids are the inode numbers of the cgroup directories."""
-    ids = []
-    for p in paths:
-        full = root / p.lstrip("/")
-        try:
-            ids.append(os.stat(full).st_ino)
-        except OSError as exc:
-            raise ValueError(f"cgroup {p} not found under {root}: {exc.strerror}") from None
-    return ids

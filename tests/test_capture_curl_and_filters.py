@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -68,3 +69,39 @@ def test_pid_filter_excludes_other_processes(recorder_factory, pki):
     assert rec.stop() == 0, rec.log
     assert not list(rec.segments_dir.glob("*.parquet"))  # no rows, so no segment was opened
     assert rec.final_totals()["calls"] == 0
+
+
+def test_cgroup_filter_captures_only_that_cgroup(recorder_factory, pki):
+    from recorder.cgroups import cgroup2_root
+
+    cgroup = cgroup2_root() / f"oisp-test-{os.getpid()}"
+    cgroup.mkdir()
+    cgroup_id = cgroup.stat().st_ino
+    try:
+        rec = recorder_factory(args=["--cgroup", f"/{cgroup.name}"])
+        server = HttpsServer(pki.server_context())
+        try:
+            inside = (f"echo $$ > {cgroup}/cgroup.procs && exec curl -sS --http1.1 --cacert {pki.ca_file} "
+                      f"{server.url}/inside")
+            subprocess.run(["sh", "-c", inside], check=True, capture_output=True, timeout=60)
+            curl(server, pki.ca_file, "/outside")
+        finally:
+            server.close()
+        assert rec.stop() == 0, rec.log
+    finally:
+        cgroup.rmdir()
+    table = read_segments(rec.segments_dir)
+    rows = table.to_pylist()
+    assert {r["comm"] for r in rows} == {"curl"}
+    assert {r["cgroup_id"] for r in rows} == {cgroup_id}
+    sent = b"".join(r["data"] for r in rows if r["kind"] == "data" and r["direction"] == "egress")
+    assert b"GET /inside " in sent and b"/outside" not in sent
+
+
+def test_unknown_cgroup_is_a_clear_error(tmp_path):
+    from conftest import BIN
+
+    out = subprocess.run([str(BIN / "oisp-record"), "--segments-dir", str(tmp_path / "s"), "--cgroup",
+                          "/no-such-cgroup-here"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "cgroup /no-such-cgroup-here not found" in out.stderr and "Traceback" not in out.stderr
