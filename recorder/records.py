@@ -1,54 +1,61 @@
-"""Decode ring-buffer records (bpf/tls_capture.h) into segment columns.
+"""Decode ring-buffer records (bpf/tls_capture.h) into segment tables, a batch at a time.
 
-Decoding is done in batches, off the ring-buffer callback, which only copies bytes. Besides
-decoding, this is where a lost record becomes explicit: the recorder tracks the next expected
-offset of every connection-direction stream and writes a gap row for any jump the kernel could not
-report itself (its own gap record found no room either).
+The ring-buffer callback only copies bytes; everything else happens here, vectorized: the fixed
+headers of a whole batch are read as one numpy structured array, and string columns are built as
+dictionaries from their few distinct values. At 40,000 records a second a per-row Python loop was
+what made the recorder fall behind (docs/performance.md).
+
+This is also where a lost record becomes explicit: the decoder remembers the next expected offset of
+every connection-direction stream and writes a gap row for any jump the kernel could not report
+itself (when even its small gap record found no room), and for a tail that never arrived before
+`SSL_free`.
 """
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from . import segment_format as sf
 
 # struct record_header: 6 u64, 4 u32, u16, 3 u8, 3 pad, char[16]
-HEADER = struct.Struct("<6Q4IH3B3x16s")
-assert HEADER.size == 88
+HEADER_DTYPE = np.dtype([
+    ("ts_mono_ns", "<u8"), ("ssl", "<u8"), ("conn_gen", "<u8"), ("offset", "<u8"), ("call_len", "<u8"),
+    ("cgroup_id", "<u8"), ("pid", "<u4"), ("tid", "<u4"), ("uid", "<u4"), ("len", "<u4"),
+    ("lib_id", "<u2"), ("kind", "u1"), ("dir", "u1"), ("func", "u1"), ("pad", "V3"), ("comm", "S16"),
+])
+HEADER_SIZE = HEADER_DTYPE.itemsize
+assert HEADER_SIZE == 88
 
-_KINDS = {1: sf.KIND_DATA, 2: sf.KIND_GAP, 3: sf.KIND_OPEN, 4: sf.KIND_CLOSE}
-_DIRS = {0: sf.DIRECTION_EGRESS, 1: sf.DIRECTION_INGRESS}
-_FUNCS = {
-    1: "SSL_write", 2: "SSL_write_ex", 3: "SSL_read", 4: "SSL_read_ex",
-    5: "SSL_free", 6: "SSL_do_handshake", 7: "SSL_connect", 8: "SSL_accept",
-}
-_GAPS = {1: sf.GAP_RINGBUF_FULL, 2: sf.GAP_OVER_LIMIT, 3: sf.GAP_READ_FAULT}
+K_DATA, K_GAP, K_OPEN, K_CLOSE = 1, 2, 3, 4
+# code -> string tables; index 0 ("?") is never a valid code, and never referenced by a row
+KINDS = ["?", sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE]
+DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]
+FUNCS = ["?", "SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_free", "SSL_do_handshake",
+         "SSL_connect", "SSL_accept"]
+GAP_REASONS = [sf.GAP_UNEXPLAINED, sf.GAP_RINGBUF_FULL, sf.GAP_OVER_LIMIT, sf.GAP_READ_FAULT]
 
 # How many streams' expected offsets to remember (oldest forgotten first).
 MAX_TRACKED_STREAMS = 200_000
 
 
-@dataclass
-class Columns:
-    """Column lists for one batch, in segment schema order."""
+def _dict_column(codes: np.ndarray, table: list, valid: np.ndarray | None = None) -> pa.Array:
+    """A dictionary array from small integer codes and their strings."""
+    idx = pa.array(codes.astype(np.int32), mask=None if valid is None else ~valid)
+    return pa.DictionaryArray.from_arrays(idx, pa.array(table, pa.string()))
 
-    names: tuple[str, ...] = tuple(sf.SCHEMA.names)
-    cols: dict[str, list] = field(default_factory=lambda: {n: [] for n in sf.SCHEMA.names})
-    payload_bytes: int = 0
 
-    def __len__(self) -> int:
-        return len(self.cols["kind"])
-
-    def to_table(self) -> pa.Table:
-        return pa.Table.from_pydict(self.cols, schema=sf.SCHEMA)
+def _dict_from_values(values: np.ndarray, to_str) -> pa.Array:
+    """A dictionary array from raw values, converting only the distinct ones to strings."""
+    uniq, inverse = np.unique(values, return_inverse=True)
+    return pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)),
+                                          pa.array([to_str(u) for u in uniq], pa.string()))
 
 
 class RecordDecoder:
-    """Turns raw records into rows; remembers stream offsets across batches."""
+    """Turns batches of raw records into segment tables; remembers stream offsets across batches."""
 
     def __init__(self, node: str, mono_to_wall_ns: int, lib_paths: dict[int, str]):
         self.node = node
@@ -58,77 +65,129 @@ class RecordDecoder:
         self.unexplained_gap_bytes = 0
         self.malformed_records = 0
 
-    def _row(self, out: Columns, h: tuple, kind: str, **extra) -> None:
-        ts_mono, ssl, gen, offset, call_len, cgroup, pid, tid, uid, length, lib_id, _k, d, func, comm = h
-        c = out.cols
-        c["kind"].append(kind)
-        c["ts_wall"].append(ts_mono + self.mono_to_wall_ns)
-        c["ts_mono_ns"].append(ts_mono)
-        c["node"].append(self.node)
-        c["pid"].append(pid)
-        c["tid"].append(tid)
-        c["uid"].append(uid)
-        c["comm"].append(comm.split(b"\0", 1)[0].decode("utf-8", "replace"))
-        c["cgroup_id"].append(cgroup)
-        c["conn_id"].append(sf.conn_id(pid, ssl, gen))
-        c["ssl_ptr"].append(ssl)
-        c["conn_gen"].append(gen)
-        c["lib_path"].append(self.lib_paths.get(lib_id, f"lib#{lib_id}"))
-        for name in ("direction", "func", "stream_offset", "length", "call_len", "data",
-                     "gap_reason", "egress_bytes", "ingress_bytes"):
-            c[name].append(extra.get(name))
+    def decode(self, raws: list[bytes]) -> pa.Table:
+        good = [r for r in raws if len(r) >= HEADER_SIZE]
+        self.malformed_records += len(raws) - len(good)
+        if not good:
+            return sf.SCHEMA.empty_table()
+        h = np.frombuffer(b"".join([r[:HEADER_SIZE] for r in good]), dtype=HEADER_DTYPE)
+        kind = h["kind"]
+        lengths = h["len"].tolist()
+        # data rows must hold `len` bytes; unknown kinds and short records are malformed
+        data = [r[HEADER_SIZE:HEADER_SIZE + n] if k == K_DATA else None
+                for r, n, k in zip(good, lengths, kind.tolist(), strict=True)]
+        ok = (kind >= K_DATA) & (kind <= K_CLOSE)
+        ok &= np.array([d is None or len(d) == n for d, n in zip(data, lengths, strict=True)], dtype=bool)
+        if not ok.all():
+            self.malformed_records += int((~ok).sum())
+            keep = np.flatnonzero(ok)
+            h = h[keep]
+            data = [data[i] for i in keep.tolist()]
+            if len(h) == 0:
+                return sf.SCHEMA.empty_table()
+        extra, keep_rows = self._track_offsets(h)
+        table = self._table(h, data)
+        if keep_rows is not None:  # kernel gap records already covered by our own gap rows
+            table = table.filter(pa.array(keep_rows))
+        if extra:
+            table = self._insert_rows(table, extra, keep_rows)
+        return table
 
-    def _stream_jump(self, out: Columns, h: tuple, key: tuple, offset: int, default=None) -> None:
-        expected = self.expected.get(key, default)
-        if expected is not None and offset > expected:
-            missing = offset - expected
-            self.unexplained_gap_bytes += missing
-            self._row(out, h, sf.KIND_GAP, direction=_DIRS[h[12]], func=None, stream_offset=expected,
-                      length=missing, call_len=None, gap_reason=sf.GAP_UNEXPLAINED)
-
-    def _advance(self, key: tuple, end: int) -> None:
-        if self.expected.get(key, -1) < end:
-            self.expected[key] = end
-            self.expected.move_to_end(key)
-            if len(self.expected) > MAX_TRACKED_STREAMS:
-                self.expected.popitem(last=False)
-
-    def decode(self, raws: list[bytes], out: Columns) -> None:
-        for raw in raws:
-            if len(raw) < HEADER.size:
-                self.malformed_records += 1
+    def _track_offsets(self, h: np.ndarray):
+        """Walk data/gap/close rows in order; returns gap rows to insert (before index) and a mask of
+        rows to keep (None when all are kept)."""
+        extra: list[tuple[int, dict]] = []
+        keep: list[bool] | None = None
+        kind = h["kind"].tolist()
+        pid, ssl, gen, d = h["pid"].tolist(), h["ssl"].tolist(), h["conn_gen"].tolist(), h["dir"].tolist()
+        offset, length, call_len = h["offset"].tolist(), h["len"].tolist(), h["call_len"].tolist()
+        expected = self.expected
+        for i, k in enumerate(kind):
+            if k == K_OPEN:
                 continue
-            h = HEADER.unpack_from(raw)
-            kind = _KINDS.get(h[11])
-            if kind is None:
-                self.malformed_records += 1
-                continue
-            _ts, ssl, gen, offset, call_len, _cg, pid, _tid, _uid, length, _lib, _k, direction, func, _c = h
-            if kind == sf.KIND_DATA:
-                data = raw[HEADER.size:HEADER.size + length]
-                if len(data) != length:
-                    self.malformed_records += 1
-                    continue
-                key = (pid, ssl, gen, direction)
-                self._stream_jump(out, h, key, offset)
-                self._row(out, h, kind, direction=_DIRS[direction], func=_FUNCS.get(func),
-                          stream_offset=offset, length=length, call_len=call_len, data=data)
-                self._advance(key, offset + length)
-                out.payload_bytes += length
-            elif kind == sf.KIND_GAP:
-                key = (pid, ssl, gen, direction)
-                end = offset + length
-                if self.expected.get(key, -1) >= end:
-                    continue  # already written as an unexplained gap
-                self._stream_jump(out, h, key, offset)
-                self._row(out, h, kind, direction=_DIRS[direction], func=None, stream_offset=offset,
-                          length=length, call_len=call_len, gap_reason=_GAPS.get(func, sf.GAP_UNEXPLAINED))
-                self._advance(key, end)
-            elif kind == sf.KIND_OPEN:
-                self._row(out, h, kind, func=_FUNCS.get(func))
-            else:  # close: offset = egress total, call_len = ingress total
+            if k == K_CLOSE:
                 # bytes up to the final totals that never arrived (all of them if none did)
-                for d, total in ((0, offset), (1, call_len)):
-                    self._stream_jump(out, h[:12] + (d,) + h[13:], (pid, ssl, gen, d), total, default=0)
-                    self.expected.pop((pid, ssl, gen, d), None)
-                self._row(out, h, kind, func=_FUNCS.get(func), egress_bytes=offset, ingress_bytes=call_len)
+                for direction, total in ((0, offset[i]), (1, call_len[i])):
+                    key = (pid[i], ssl[i], gen[i], direction)
+                    have = expected.pop(key, 0)
+                    if total > have:
+                        extra.append((i, self._gap_row(h[i], direction, have, total - have)))
+                continue
+            key = (pid[i], ssl[i], gen[i], d[i])
+            have = expected.get(key)
+            start, end = offset[i], offset[i] + length[i]
+            if have is not None and end <= have and k == K_GAP:
+                if keep is None:
+                    keep = [True] * len(kind)
+                keep[i] = False  # the kernel's late gap record: already written as unexplained
+                continue
+            if have is not None and start > have:
+                extra.append((i, self._gap_row(h[i], d[i], have, start - have)))
+            if have is None or end > have:
+                expected[key] = end
+                expected.move_to_end(key)
+                if len(expected) > MAX_TRACKED_STREAMS:
+                    expected.popitem(last=False)
+        return extra, keep
+
+    def _gap_row(self, rec, direction: int, offset: int, missing: int) -> dict:
+        self.unexplained_gap_bytes += missing
+        return {"rec": rec, "direction": direction, "offset": offset, "length": missing}
+
+    def _table(self, h: np.ndarray, data: list) -> pa.Table:
+        kind = h["kind"]
+        is_data = kind == K_DATA
+        is_gap = kind == K_GAP
+        is_stream = is_data | is_gap
+        is_close = kind == K_CLOSE
+        ts = h["ts_mono_ns"].astype(np.int64)
+        n = len(h)
+        # func byte: FN_* for data/open/close, GAP_* reason for gaps
+        func_codes = np.where(is_gap, 0, h["func"]).astype(np.int32)
+        func_valid = ~is_gap & (func_codes > 0) & (func_codes < len(FUNCS))
+        gap_codes = np.where(is_gap & (h["func"] < len(GAP_REASONS)), h["func"], 0)
+        conn = np.empty(n, dtype=[("pid", "<u4"), ("ssl", "<u8"), ("gen", "<u8")])
+        conn["pid"], conn["ssl"], conn["gen"] = h["pid"], h["ssl"], h["conn_gen"]
+        lib_paths = self.lib_paths
+        cols = {
+            "kind": _dict_column(kind, KINDS),
+            "ts_wall": pa.array(ts + self.mono_to_wall_ns, pa.timestamp("ns", tz="UTC")),
+            "ts_mono_ns": pa.array(ts),
+            "node": _dict_column(np.zeros(n, np.int32), [self.node]),
+            "pid": pa.array(h["pid"].astype(np.int32)),
+            "tid": pa.array(h["tid"].astype(np.int32)),
+            "uid": pa.array(h["uid"].astype(np.int64)),
+            "comm": _dict_from_values(h["comm"], lambda c: c.split(b"\0", 1)[0].decode("utf-8", "replace")),
+            "cgroup_id": pa.array(h["cgroup_id"]),
+            "conn_id": _dict_from_values(conn, lambda c: sf.conn_id(int(c[0]), int(c[1]), int(c[2]))),
+            "ssl_ptr": pa.array(h["ssl"]),
+            "conn_gen": pa.array(h["conn_gen"]),
+            "direction": _dict_column(h["dir"] & 1, DIRECTIONS, is_stream),
+            "func": _dict_column(np.where(func_valid, func_codes, 0), FUNCS, func_valid),
+            "stream_offset": pa.array(h["offset"], mask=~is_stream),
+            "length": pa.array(h["len"], mask=~is_stream),
+            "call_len": pa.array(h["call_len"], mask=~is_stream),
+            "data": pa.array(data, pa.binary()),
+            "gap_reason": _dict_column(gap_codes, GAP_REASONS, is_gap),
+            "egress_bytes": pa.array(h["offset"], mask=~is_close),
+            "ingress_bytes": pa.array(h["call_len"], mask=~is_close),
+            "lib_path": _dict_from_values(h["lib_id"], lambda i: lib_paths.get(int(i), f"lib#{int(i)}")),
+        }
+        return pa.Table.from_pydict(cols).cast(sf.SCHEMA)
+
+    def _insert_rows(self, table: pa.Table, extra: list[tuple[int, dict]], keep: list[bool] | None):
+        """Put the gap rows the decoder found just before the row that revealed them."""
+        recs = np.array([e[1]["rec"] for e in extra], dtype=HEADER_DTYPE)
+        recs["kind"] = K_GAP
+        recs["func"] = 0  # GAP_REASONS[0]: unexplained
+        recs["dir"] = [e[1]["direction"] for e in extra]
+        recs["offset"] = [e[1]["offset"] for e in extra]
+        recs["len"] = [e[1]["length"] for e in extra]
+        recs["call_len"] = 0
+        gaps = self._table(recs, [None] * len(extra)).set_column(
+            sf.SCHEMA.get_field_index("call_len"), "call_len", pa.nulls(len(extra), pa.uint64()))
+        # order keys: original row i -> 2i+1, a gap found at row i -> 2i
+        kept = np.arange(table.num_rows) if keep is None else np.flatnonzero(keep)
+        order = np.concatenate([2 * kept + 1, 2 * np.array([e[0] for e in extra])])
+        both = pa.concat_tables([table, gaps])
+        return both.take(pa.array(np.argsort(order, kind="stable")))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import pyarrow.parquet as pq
 import pytest
 
 from recorder import segment_format as sf
-from recorder.records import HEADER, Columns, RecordDecoder
+from recorder.records import HEADER_SIZE, RecordDecoder
 from recorder.segment_writer import SegmentWriter
 
 SSL, GEN, PID = 0x5555AAAA0000, 7, 4242
+HEADER = struct.Struct("<6Q4IH3B3x16s")  # bpf/tls_capture.h, written out independently
+assert HEADER.size == HEADER_SIZE
 
 
 def rec(kind, offset=0, length=0, direction=0, func=2, call_len=None, data=b""):
@@ -23,9 +26,9 @@ def rec(kind, offset=0, length=0, direction=0, func=2, call_len=None, data=b""):
 
 def decode(*raws):
     dec = RecordDecoder("node-a", 10**18, {0: "/lib/libssl.so.3"})
-    out = Columns()
-    dec.decode(list(raws), out)
-    return dec, out.to_table().drop_columns(["ts_wall"]).to_pylist()
+    table = dec.decode(list(raws))
+    assert table.schema == sf.SCHEMA
+    return dec, table.drop_columns(["ts_wall"]).to_pylist()
 
 
 def test_data_rows_carry_identity_and_bytes():
@@ -74,9 +77,7 @@ def test_writer_rotates_and_publishes_atomically(tmp_path):
     w = SegmentWriter(tmp_path, "node-a", "run1", {0: "/lib/libssl.so.3"}, max_bytes=1, max_seconds=3600)
     w.stats_provider = lambda: {"dropped_bytes": 0}
     for i in range(3):
-        out = Columns()
-        RecordDecoder("node-a", 0, {}).decode([rec(1, 0, 5, data=b"%05d" % i)], out)
-        w.write(out.to_table())
+        w.write(RecordDecoder("node-a", 0, {}).decode([rec(1, 0, 5, data=b"%05d" % i)]))
     assert w.close() is None  # max_bytes=1: every write already rotated
     files = sorted(tmp_path.iterdir())
     assert [f.suffix for f in files] == [".parquet"] * 3
@@ -92,9 +93,7 @@ def test_writer_rotates_and_publishes_atomically(tmp_path):
 
 def test_in_progress_segment_is_invisible_to_globs(tmp_path):
     w = SegmentWriter(tmp_path, "n", "r", {}, max_bytes=1 << 30, max_seconds=3600)
-    out = Columns()
-    RecordDecoder("n", 0, {}).decode([rec(1, 0, 2, data=b"hi")], out)
-    w.write(out.to_table())
+    w.write(RecordDecoder("n", 0, {}).decode([rec(1, 0, 2, data=b"hi")]))
     assert list(tmp_path.glob("*.parquet")) == []
     (hidden,) = os.listdir(tmp_path)
     assert hidden.startswith(".") and hidden.endswith(sf.IN_PROGRESS_SUFFIX)

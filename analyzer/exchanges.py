@@ -1,0 +1,63 @@
+"""The analyzer's central record: one HTTP request with its response, as the protocol parsers
+rebuild them, and the connection it travelled on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ConnectionInfo:
+    node: str
+    conn_id: str
+    pid: int
+    tid: int
+    comm: str
+    uid: int
+    cgroup_id: int
+    lib_path: str
+    seen_from_start: bool = False  # an `open` row: the first byte of the connection was captured
+    closed: bool = False
+    first_ts_ns: int = 0
+    last_ts_ns: int = 0
+    protocol: str = "unknown"  # http/1.1, h2, unknown
+    egress_bytes: int = 0
+    ingress_bytes: int = 0
+    missing_bytes: int = 0
+
+
+@dataclass
+class HttpMessage:
+    headers: list[tuple[str, str]] = field(default_factory=list)  # names lower-cased, in order
+    body: bytes = b""  # the body as framed on the wire, de-chunked, still content-encoded
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+    start_ns: int | None = None  # first byte
+    end_ns: int | None = None  # last byte
+    complete: bool = False  # the whole message was seen (end of message reached, no gap inside)
+    headers_reliable: bool = True  # False when HPACK state was unknown (capture began mid-connection)
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass
+class Exchange:
+    connection: ConnectionInfo
+    http_version: str  # "1.1", "1.0", "2"
+    sequence: int  # order of the request on its connection (HTTP/1) or of its stream (HTTP/2)
+    stream_id: int | None = None
+    method: str | None = None
+    authority: str | None = None
+    path: str | None = None
+    status: int | None = None
+    informational: list[int] = field(default_factory=list)  # 1xx status codes seen before the final
+    request: HttpMessage = field(default_factory=HttpMessage)
+    response: HttpMessage = field(default_factory=HttpMessage)
+    notes: list[str] = field(default_factory=list)  # what went wrong or was unusual, for people
+
+    @property
+    def complete(self) -> bool:
+        return self.request.complete and self.response.complete

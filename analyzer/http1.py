@@ -1,0 +1,258 @@
+"""HTTP/1.x exchanges from the two byte streams of a connection, with h11 (sans-IO).
+
+h11 parses one side of a conversation it takes part in; we only listen. So two h11 connections run
+in lockstep: one in the server role reads the client's bytes (requests), one in the client role
+reads the server's bytes (responses). Each request is mirrored into the client-role parser as a
+bodiless request with the same method (so that HEAD, 1xx and keep-alive are judged as h11 judges
+them), and each finished response is mirrored back into the server-role parser, so that it moves on
+to the next (pipelined) request. h11 keeps pipelined requests buffered until then.
+
+Gaps break HTTP/1 framing: the exchanges in flight are closed as incomplete, both parsers restart,
+and each direction resumes at the next line that starts a request or a status line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+import h11
+
+from .exchanges import ConnectionInfo, Exchange
+
+MAX_HEADER_BYTES = 256 * 1024
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+REQUEST_LINE = re.compile(
+    rb"(?:^|\r?\n)((?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE) \S+ HTTP/1\.[01]\r?\n)"
+)
+STATUS_LINE = re.compile(rb"(?:^|\r?\n)(HTTP/1\.[01] [1-5]\d\d[ \r])")
+
+
+def _headers(raw) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+
+
+def looks_like_http1(egress: bytes, ingress: bytes) -> bool:
+    """The first bytes of a stream start a request line, or of the other a status line."""
+    return bool(REQUEST_LINE.match(egress[:2048]) or STATUS_LINE.match(ingress[:64]))
+
+
+class Http1Connection:
+    """Feed each direction's bytes (with their capture time) and gaps; take finished exchanges."""
+
+    def __init__(self, conn: ConnectionInfo, max_body: int = DEFAULT_MAX_BODY):
+        self.conn = conn
+        self.max_body = max_body
+        self.finished: list[Exchange] = []
+        self._seq = 0
+        self._inflight: deque[Exchange] = deque()  # request seen, exchange not finished
+        self._backlog: list[tuple[bytes, int]] = []  # response bytes waiting for their request
+        self._notes_next: list[str] = []
+        self._stopped: str | None = None  # why parsing ended early on this connection
+        self._new_parsers(resync=False)
+
+    # ---- input -------------------------------------------------------------------------------
+    def feed_request(self, data: bytes, ts_ns: int) -> None:
+        if self._stopped:
+            return
+        if self._resync_req:
+            m = REQUEST_LINE.search(data)
+            if not m:
+                return
+            data = data[m.start(1):]
+            self._resync_req = False
+        self._req_ts = ts_ns
+        self._req.receive_data(data)
+        self._pump()
+
+    def feed_response(self, data: bytes, ts_ns: int) -> None:
+        if self._stopped:
+            return
+        self._backlog.append((data, ts_ns))
+        self._pump()
+
+    def gap(self, direction: str, length: int, reason: str) -> None:
+        """Bytes are missing in one direction: close what is in flight, resynchronize."""
+        note = f"{length} bytes missing in the {direction} stream ({reason})"
+        for x in self._inflight:
+            x.notes.append(note)
+            if direction == "request":
+                x.request.complete = False
+            else:
+                x.response.complete = False
+        self._flush_inflight()
+        self._notes_next = [f"parsing resumed after {note}"]
+        self._new_parsers(resync=True)
+
+    def finish(self, closed: bool) -> list[Exchange]:
+        """End of input. `closed`: the capture saw the connection end (so EOF delimits bodies)."""
+        if closed and not self._stopped:
+            try:
+                self._resp.receive_data(b"")
+                self._pump()
+            except h11.ProtocolError:
+                pass
+        for x in self._inflight:
+            if not x.response.complete:
+                x.notes.append("response not complete when the capture ended")
+            if not x.request.complete:
+                x.notes.append("request not complete when the capture ended")
+        self._flush_inflight()
+        return self.finished
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _new_parsers(self, resync: bool) -> None:
+        self._req = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._resp = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._cur_req: Exchange | None = None  # whose request the server-role parser is reading
+        self._cur_resp: Exchange | None = None  # whose response the client-role parser is reading
+        self._resync_req = resync
+        self._resync_resp = resync
+        self._req_ts = 0
+        self._backlog = []
+
+    def _flush_inflight(self) -> None:
+        while self._inflight:
+            self.finished.append(self._inflight.popleft())
+
+    def _stop(self, why: str) -> None:
+        self._stopped = why
+        for x in self._inflight:
+            x.notes.append(why)
+        self._flush_inflight()
+
+    def _pump(self) -> None:
+        try:
+            progress = True
+            while progress and not self._stopped:
+                progress = self._pump_requests() | self._pump_responses()
+        except h11.RemoteProtocolError as exc:
+            self._stop(f"HTTP/1 parse error: {exc}")
+        except h11.LocalProtocolError as exc:  # our mirroring was refused: a state we did not expect
+            self._stop(f"HTTP/1 state error: {exc}")
+
+    def _pump_requests(self) -> bool:
+        progress = False
+        while True:
+            ev = self._req.next_event()
+            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                return progress
+            progress = True
+            if isinstance(ev, h11.Request):
+                self._seq += 1
+                x = Exchange(self.conn, ev.http_version.decode(), self._seq)
+                x.method = ev.method.decode("latin-1")
+                x.path = ev.target.decode("latin-1")
+                x.request.headers = _headers(ev.headers)
+                x.authority = x.request.header("host")
+                x.request.start_ns = self._req_ts
+                x.notes.extend(self._notes_next)
+                self._notes_next = []
+                self._inflight.append(x)
+                self._cur_req = x
+                self._mirror_request(x, ev)
+            elif isinstance(ev, h11.Data):
+                x = self._cur_req
+                room = self.max_body - len(x.request.body)
+                if len(ev.data) > room and "request body over the size cap" not in x.notes:
+                    x.notes.append("request body over the size cap")
+                x.request.body += ev.data[:max(room, 0)]
+            elif isinstance(ev, h11.EndOfMessage):
+                x = self._cur_req
+                x.request.trailers = _headers(ev.headers)
+                x.request.end_ns = self._req_ts
+                x.request.complete = "request body over the size cap" not in x.notes
+                self._maybe_next_cycle()
+            elif isinstance(ev, h11.ConnectionClosed):
+                return progress
+
+    def _mirror_request(self, x: Exchange, ev: h11.Request) -> None:
+        """Tell the client-role parser a request went out, so it expects the response."""
+        if self._cur_resp is not None:
+            return  # still reading the previous response; this one is mirrored after it
+        headers = [(b"host", (x.authority or "unknown").encode("latin-1")), (b"content-length", b"0")]
+        if any(k == "connection" and "close" in v.lower() for k, v in x.request.headers):
+            headers.append((b"connection", b"close"))
+        self._resp.send(h11.Request(method=ev.method, target=ev.target, headers=headers,
+                                    http_version=ev.http_version))
+        self._resp.send(h11.EndOfMessage())
+        self._cur_resp = x
+
+    def _pump_responses(self) -> bool:
+        progress = False
+        while self._backlog and self._cur_resp is not None:
+            data, ts = self._backlog.pop(0)
+            if self._resync_resp:
+                m = STATUS_LINE.search(data)
+                if not m:
+                    continue
+                data = data[m.start(1):]
+                self._resync_resp = False
+            self._resp_ts = ts
+            self._resp.receive_data(data)
+            progress = True
+            if self._drain_responses():
+                break
+        return self._drain_responses() or progress
+
+    def _drain_responses(self) -> bool:
+        """Process parsed response events; True when one response ended."""
+        ended = False
+        while self._cur_resp is not None:
+            ev = self._resp.next_event()
+            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                return ended
+            x = self._cur_resp
+            ts = getattr(self, "_resp_ts", 0)
+            if isinstance(ev, h11.InformationalResponse):
+                x.informational.append(ev.status_code)
+                if x.response.start_ns is None:
+                    x.response.start_ns = ts
+                if ev.status_code == 101:
+                    self._stop("protocol switched (101): no more HTTP/1 on this connection")
+                    return True
+            elif isinstance(ev, h11.Response):
+                x.status = ev.status_code
+                x.response.headers = _headers(ev.headers)
+                if x.response.start_ns is None:
+                    x.response.start_ns = ts
+            elif isinstance(ev, h11.Data):
+                room = self.max_body - len(x.response.body)
+                if len(ev.data) > room and "response body over the size cap" not in x.notes:
+                    x.notes.append("response body over the size cap")
+                x.response.body += ev.data[:max(room, 0)]
+            elif isinstance(ev, h11.EndOfMessage):
+                x.response.trailers = _headers(ev.headers)
+                x.response.end_ns = ts
+                x.response.complete = "response body over the size cap" not in x.notes
+                ended = True
+                self._maybe_next_cycle()
+                return True
+            elif isinstance(ev, h11.ConnectionClosed):
+                return ended
+        return ended
+
+    def _maybe_next_cycle(self) -> None:
+        """When the current exchange has both ends, move both parsers to the next one."""
+        x = self._cur_resp
+        if x is None or x is not self._cur_req or not x.response.complete and x.response.end_ns is None:
+            return
+        if x.request.end_ns is None or x.response.end_ns is None:
+            return
+        self._inflight.remove(x)
+        self.finished.append(x)
+        self._cur_resp = None
+        if self._resp.their_state is not h11.DONE or self._req.their_state is not h11.DONE:
+            # the server closes after this response (Connection: close, HTTP/1.0): nothing follows
+            if self._resp.their_state in (h11.MUST_CLOSE, h11.CLOSED):
+                self._cur_req = None
+                return
+        # finish the server-role side with a stand-in response, then start the next cycle
+        self._req.send(h11.Response(status_code=200, headers=[(b"content-length", b"0")]))
+        self._req.send(h11.EndOfMessage())
+        if self._req.our_state is h11.DONE and self._req.their_state is h11.DONE:
+            self._req.start_next_cycle()
+        if self._resp.our_state is h11.DONE and self._resp.their_state is h11.DONE:
+            self._resp.start_next_cycle()
+        self._cur_req = None

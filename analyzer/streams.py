@@ -1,0 +1,87 @@
+"""Reassemble one connection-direction byte stream from chunks that may arrive in any order.
+
+Chunks carry their stream offset; the assembler hands bytes on in offset order as soon as they are
+contiguous, trims overlaps (a chunk seen twice, or two chunks covering the same bytes), and turns
+every hole into an explicit `Gap` piece: from a gap row of the segments, or, at the end, from
+missing bytes nobody reported. Pieces keep the capture time of the chunk they came from, so the
+output does not depend on the order in which chunks arrived.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Data:
+    offset: int
+    data: bytes
+    ts_ns: int  # wall-clock capture time of the chunk
+
+
+@dataclass(frozen=True)
+class Gap:
+    offset: int
+    length: int
+    reason: str
+    ts_ns: int
+
+
+Piece = Data | Gap
+
+
+@dataclass
+class StreamAssembler:
+    """Orders chunks of one direction of one connection; `push` returns the pieces now in order."""
+
+    # The recorder counts offsets from the first byte it saw of a connection, so every stream
+    # starts at 0; whether that was the connection's first byte is the `open` row's business.
+    next_offset: int = 0
+    # pending chunks beyond a hole: (offset, seq, piece), seq breaks ties deterministically
+    _pending: list = field(default_factory=list)
+    _seq: int = 0
+    pending_bytes: int = 0
+
+    def _push(self, piece: Piece) -> None:
+        end = piece.offset + (len(piece.data) if isinstance(piece, Data) else piece.length)
+        if end <= self.next_offset:
+            return  # entirely old: a duplicate
+        heapq.heappush(self._pending, (piece.offset, 0 if isinstance(piece, Data) else 1, self._seq, piece))
+        self._seq += 1
+        self.pending_bytes += len(piece.data) if isinstance(piece, Data) else 0
+
+    def push(self, piece: Piece) -> list[Piece]:
+        self._push(piece)
+        return self._drain(final=False)
+
+    def finish(self) -> list[Piece]:
+        """The end of input: whatever is still pending comes out, holes as gaps."""
+        return self._drain(final=True)
+
+    def _drain(self, final: bool) -> list[Piece]:
+        out: list[Piece] = []
+        while self._pending:
+            offset, _, _, piece = self._pending[0]
+            if offset > self.next_offset:
+                if not final:
+                    break
+                out.append(Gap(self.next_offset, offset - self.next_offset, "missing", piece.ts_ns))
+                self.next_offset = offset
+                continue
+            heapq.heappop(self._pending)
+            if isinstance(piece, Data):
+                self.pending_bytes -= len(piece.data)
+                skip = self.next_offset - offset
+                if skip >= len(piece.data):
+                    continue
+                data = piece.data[skip:] if skip else piece.data
+                out.append(Data(self.next_offset, data, piece.ts_ns))
+                self.next_offset += len(data)
+            else:
+                end = piece.offset + piece.length
+                if end <= self.next_offset:
+                    continue
+                out.append(Gap(self.next_offset, end - self.next_offset, piece.reason, piece.ts_ns))
+                self.next_offset = end
+        return out
