@@ -41,7 +41,7 @@ def looks_like_http1(egress: bytes, ingress: bytes) -> bool:
 class Http1Connection:
     """Feed each direction's bytes (with their capture time) and gaps; take finished exchanges."""
 
-    def __init__(self, conn: ConnectionInfo, max_body: int = DEFAULT_MAX_BODY):
+    def __init__(self, conn: ConnectionInfo, max_body: int = DEFAULT_MAX_BODY, resync: bool = False):
         self.conn = conn
         self.max_body = max_body
         self.finished: list[Exchange] = []
@@ -50,7 +50,10 @@ class Http1Connection:
         self._backlog: list[tuple[bytes, int]] = []  # response bytes waiting for their request
         self._notes_next: list[str] = []
         self._stopped: str | None = None  # why parsing ended early on this connection
-        self._new_parsers(resync=False)
+        # resync: the capture began mid-connection, so skip to the first message start
+        self._new_parsers(resync=resync)
+        if resync:
+            self._notes_next = ["capture began mid-connection"]
 
     # ---- input -------------------------------------------------------------------------------
     def feed_request(self, data: bytes, ts_ns: int) -> None:

@@ -95,7 +95,8 @@ def main() -> None:
 
 A traced Python process calls `SSL_write_ex` with 4 KiB of JSON-like text for {SECONDS:.0f} s (memory
 BIOs, one core), first as fast as it can, then slower while anything is dropped. The recorder runs
-with its default configuration (32 MiB ring buffer, zstd level 3, drained every 20 ms). CPU is the
+with its default configuration (128 MiB ring buffer drained every 20 ms, a batch decoded every
+0.25 s, zstd level 3). CPU is the
 share of one core over the run; "dropped" counts every byte not captured (ring buffer full, and
 offset jumps); compression is captured plaintext over segment bytes on disk.
 
@@ -104,7 +105,15 @@ offset jumps); compression is captured plaintext over segment bytes on disk.
 {rows}
 
 {verdict} Target: zero drops while one core of traced application writes as fast as it can, with
-the recorder under one core."""
+the recorder under one core.
+
+What this shows, and what is still open: at full speed (one core of Python writing 4 KiB calls,
+about 150 MB/s) the target is **not met**: some 9% of the bytes were dropped (counted and written as
+gaps, never lost silently). Nearly all drops fall in the first two seconds of load, when decoding a
+0.25 s batch takes 0.2 to 2 s instead of the 0.05 s it takes later (the recorder logs these
+stalls); with the traced process on one core, the recorder's draining and writing threads share
+the other. Steady state keeps up: zero drops at three quarters of the full rate. The compression
+figure is far above what real traffic gets, because the benchmark repeats one payload."""
     write_section("sustained", body)
 
 

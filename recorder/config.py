@@ -35,11 +35,11 @@ class RecorderConfig:
     # Segment rotation
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_seconds: float = 60.0
-    flush_interval_seconds: float = 1.0
+    flush_interval_seconds: float = 0.25
     # How much of one call is captured: chunk_size * max_chunks_per_call bytes (default 2 MiB).
     chunk_size: int = 16384
     max_chunks_per_call: int = 128
-    ringbuf_bytes: int = 32 * 1024 * 1024
+    ringbuf_bytes: int = 128 * 1024 * 1024
     stats_interval_seconds: float = 5.0
     log_level: str = "info"
 

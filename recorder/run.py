@@ -16,13 +16,13 @@ from . import libraries, preflight
 from .cgroups import cgroup_ids
 from .config import RecorderConfig
 from .probes import CaptureProgram
-from .records import RecordDecoder
+from .records import RecordDecoder, warm_up
 from .segment_writer import SegmentWriter
 
 log = logging.getLogger("oisp.record")
 
 # The ring buffer is drained on this timer: records do not wake the recorder (cheaper for the
-# traced threads). 32 MiB of ring buffer at this interval absorbs bursts of over 1 GB/s.
+# traced threads). The ring buffer (128 MiB by default) holds far more than 20 ms of any load.
 DRAIN_INTERVAL_SECONDS = 0.02
 # Hand a batch to the writer thread early when it holds this much, to bound the recorder's memory.
 MAX_BATCH_BYTES = 16 * 1024 * 1024
@@ -61,6 +61,7 @@ def record(cfg: RecorderConfig) -> int:
     lib_paths = {a.lib_id: a.library.display_path for a in attached}
     run_id = f"{program.gen_seed:x}"
     mono_to_wall = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    warm_up()
     decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths)
     writer = SegmentWriter(
         cfg.segments_dir, cfg.node_name, run_id, lib_paths, cfg.segment_max_bytes, cfg.segment_max_seconds
@@ -145,14 +146,20 @@ def record(cfg: RecorderConfig) -> int:
     try:
         while not stop:
             time.sleep(DRAIN_INTERVAL_SECONDS)
+            t0 = time.monotonic()
             program.drain()
             now = time.monotonic()
+            if now - t0 > 0.1:
+                log.warning("draining the ring buffer took %.2f s", now - t0)
             if cfg.duration is not None and now - started >= cfg.duration:
                 log.info("duration of %.1f s reached", cfg.duration)
                 break
             if now - last_flush >= cfg.flush_interval_seconds or pending_bytes >= MAX_BATCH_BYTES:
                 flush()
                 last_flush = now
+                if time.monotonic() - now > 0.1:
+                    log.warning("decoding a batch took %.2f s (%d records queued for writing)",
+                                time.monotonic() - now, batches.qsize())
             if writer_errors:
                 raise preflight.PreflightError(f"cannot write segments: {writer_errors[0]}")
             if now - last_stats >= cfg.stats_interval_seconds:

@@ -1,0 +1,151 @@
+"""Follow every connection through the segments: order its streams, detect its protocol, feed the
+HTTP parser, and hand out its exchanges when it closes (or when the input ends).
+
+State is kept only for connections still open, so memory is bounded by what is open, not by the
+size of the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from .exchanges import ConnectionInfo, Exchange
+from .http1 import REQUEST_LINE, STATUS_LINE, Http1Connection, looks_like_http1
+from .http2 import CLIENT_PREFACE, Http2Connection, frames_chain
+from .streams import Data, Gap, StreamAssembler
+
+DETECT_BYTES = 64  # bytes of either direction that settle the protocol
+_DIRECTION = {"egress": "request", "ingress": "response"}
+
+
+@dataclass
+class _Conn:
+    info: ConnectionInfo
+    streams: dict[str, StreamAssembler] = field(
+        default_factory=lambda: {"egress": StreamAssembler(), "ingress": StreamAssembler()})
+    parser: Http1Connection | Http2Connection | None = None
+    early: list[tuple[str, Data | Gap]] = field(default_factory=list)  # pieces before detection
+    head: dict[str, bytes] = field(default_factory=lambda: {"egress": b"", "ingress": b""})
+    undetected: bool = True
+
+
+class ConnectionTracker:
+    def __init__(self, max_body: int = 64 * 1024 * 1024):
+        self.max_body = max_body
+        self.open: dict[tuple[str, str], _Conn] = {}
+        self.connections: list[ConnectionInfo] = []  # every connection seen, in order of first sight
+
+    def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
+        """Consume batches of segment rows; yield exchanges as their connections close."""
+        for batch in batches:
+            cols = batch.to_pydict()
+            for i in range(batch.num_rows):
+                done = self._row({k: v[i] for k, v in cols.items()})
+                if done:
+                    yield from done
+        yield from self.finish()
+
+    def finish(self) -> list[Exchange]:
+        out: list[Exchange] = []
+        for key in list(self.open):
+            out.extend(self._close(key, closed=False))
+        return out
+
+    # ---- rows --------------------------------------------------------------------------------
+    def _row(self, r: dict) -> list[Exchange] | None:
+        key = (r["node"], r["conn_id"])
+        c = self.open.get(key)
+        ts = r["ts_wall"].value if hasattr(r["ts_wall"], "value") else int(r["ts_wall"])
+        if c is None:
+            info = ConnectionInfo(r["node"], r["conn_id"], r["pid"], r["tid"], r["comm"], r["uid"],
+                                  r["cgroup_id"], r["lib_path"], first_ts_ns=ts)
+            c = self.open[key] = _Conn(info)
+            self.connections.append(info)
+        c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
+        kind = r["kind"]
+        if kind == "open":
+            c.info.seen_from_start = True
+            return None
+        if kind == "close":
+            c.info.closed = True
+            return self._close(key, closed=True)
+        direction = r["direction"]
+        if kind == "data":
+            piece = Data(r["stream_offset"], r["data"], ts)
+        else:
+            piece = Gap(r["stream_offset"], r["length"], r["gap_reason"] or "missing", ts)
+        for p in c.streams[direction].push(piece):
+            self._deliver(c, direction, p)
+        return None
+
+    def _close(self, key, closed: bool) -> list[Exchange]:
+        c = self.open.pop(key)
+        for direction, stream in c.streams.items():
+            for p in stream.finish():
+                self._deliver(c, direction, p)
+        if c.undetected:
+            self._detect(c, final=True)
+        if c.parser is None:
+            return []
+        return c.parser.finish(closed) if isinstance(c.parser, Http1Connection) else c.parser.finish()
+
+    # ---- protocol ----------------------------------------------------------------------------
+    def _deliver(self, c: _Conn, direction: str, piece: Data | Gap) -> None:
+        info = c.info
+        if isinstance(piece, Gap):
+            info.missing_bytes += piece.length
+        elif direction == "egress":
+            info.egress_bytes += len(piece.data)
+        else:
+            info.ingress_bytes += len(piece.data)
+        if c.undetected:
+            c.early.append((direction, piece))
+            if isinstance(piece, Data) and len(c.head[direction]) < DETECT_BYTES:
+                c.head[direction] += piece.data[:DETECT_BYTES]
+            self._detect(c, final=False)
+            return
+        self._feed(c, direction, piece)
+
+    def _feed(self, c: _Conn, direction: str, piece: Data | Gap) -> None:
+        if c.parser is None:
+            return
+        side = _DIRECTION[direction]
+        if isinstance(piece, Gap):
+            c.parser.gap(side, piece.length, piece.reason)
+        elif side == "request":
+            c.parser.feed_request(piece.data, piece.ts_ns)
+        else:
+            c.parser.feed_response(piece.data, piece.ts_ns)
+
+    def _detect(self, c: _Conn, final: bool) -> None:
+        eg, ing = c.head["egress"], c.head["ingress"]
+        if not final and len(eg) < DETECT_BYTES and len(ing) < DETECT_BYTES:
+            return
+        c.parser = self._choose(c.info, eg, ing)
+        c.undetected = False
+        early, c.early = c.early, []
+        for direction, piece in early:
+            self._feed(c, direction, piece)
+
+    def _choose(self, info: ConnectionInfo, eg: bytes, ing: bytes):
+        """The parser for a connection from its first bytes (None: not HTTP)."""
+        n = min(len(eg), len(CLIENT_PREFACE))
+        if n and eg[:n] == CLIENT_PREFACE[:n]:
+            info.protocol = "h2"
+            return Http2Connection(info, start_seen=True, max_body=self.max_body)
+        if looks_like_http1(eg, ing):
+            info.protocol = "http/1.1"
+            return Http1Connection(info, max_body=self.max_body)
+        if info.seen_from_start:
+            return None  # seen from its first byte and not HTTP: some other protocol over TLS
+        # capture began mid-connection: frame-shaped bytes, or a message start further in
+        if frames_chain(eg) or frames_chain(ing):
+            info.protocol = "h2"
+            return Http2Connection(info, start_seen=False, max_body=self.max_body)
+        if REQUEST_LINE.search(eg) or STATUS_LINE.search(ing):
+            info.protocol = "http/1.1"
+            return Http1Connection(info, max_body=self.max_body, resync=True)
+        return None

@@ -1,0 +1,72 @@
+"""Exchanges as JSON objects: what `oisp-analyze --exchanges FILE` writes, one per line.
+
+Bodies are decoded (Content-Encoding) and, for event streams and NDJSON, split into events here.
+Secret-bearing headers are never written: their values are replaced by a marker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from .bodies import DecodedBody, SseParser, decode_body, split_ndjson
+from .exchanges import Exchange, HttpMessage
+
+SECRET_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
+                  "cookie", "set-cookie", "x-amz-security-token", "x-amz-content-sha256"}
+REDACTED = "[redacted]"
+
+
+def _headers(headers: list[tuple[str, str]]) -> list[list[str]]:
+    return [[k, REDACTED if k in SECRET_HEADERS else v] for k, v in headers]
+
+
+def _body(msg: HttpMessage, max_decoded: int) -> dict:
+    decoded: DecodedBody = decode_body(msg.body, msg.header("content-encoding"), max_decoded,
+                                       truncated=not msg.complete)
+    out: dict = {"wire_bytes": len(msg.body), "encoding": decoded.encoding or None,
+                 "decoded_bytes": len(decoded.data), "error": decoded.error}
+    ctype = (msg.header("content-type") or "").split(";")[0].strip().lower()
+    if decoded.error is None and ctype == "text/event-stream":
+        parser = SseParser()
+        events = parser.feed(decoded.data)
+        tail, cut = parser.finish()
+        out["sse"] = [{"event": e.event, "data": e.data, **({"id": e.id} if e.id is not None else {})}
+                      for e in events + tail]
+        out["sse_cut_off"] = cut
+    elif decoded.error is None and ctype in ("application/x-ndjson", "application/jsonl"):
+        out["ndjson"], out["ndjson_cut_off"] = split_ndjson(decoded.data)
+    else:
+        try:
+            out["text"] = decoded.data.decode("utf-8")
+        except UnicodeDecodeError:
+            out["base64"] = base64.b64encode(decoded.data).decode()
+    return out
+
+
+def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024) -> dict:
+    c = x.connection
+    return {
+        "node": c.node, "conn_id": c.conn_id, "pid": c.pid, "comm": c.comm,
+        "http_version": x.http_version, "sequence": x.sequence, "stream_id": x.stream_id,
+        "method": x.method, "authority": x.authority, "path": x.path, "status": x.status,
+        "informational": x.informational,
+        "complete": x.complete,
+        "request": {
+            "headers": _headers(x.request.headers), "trailers": _headers(x.request.trailers),
+            "headers_reliable": x.request.headers_reliable, "complete": x.request.complete,
+            "start_ns": x.request.start_ns, "end_ns": x.request.end_ns,
+            "body": _body(x.request, max_decoded),
+        },
+        "response": {
+            "headers": _headers(x.response.headers), "trailers": _headers(x.response.trailers),
+            "headers_reliable": x.response.headers_reliable, "complete": x.response.complete,
+            "first_byte_ns": x.response.start_ns, "end_ns": x.response.end_ns,
+            "body": _body(x.response, max_decoded),
+        },
+        "notes": x.notes,
+    }
+
+
+def dumps(x: Exchange) -> str:
+    return json.dumps(exchange_to_dict(x), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
