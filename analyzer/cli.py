@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -15,17 +16,22 @@ def _preview(data: bytes) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True)
-def main(paths):
-    """Summarize the TLS connections captured in segment files, directories or globs.
+@click.option("--exchanges", "exchanges_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every HTTP exchange as one JSON object per line ('-' for stdout).")
+def main(paths, exchanges_out):
+    """Analyze segment files, directories (searched recursively) or globs.
 
-    Exit codes: 0 ok, 1 runtime failure, 2 usage error.
+    Without an output option, summarizes the TLS connections the segments hold. Exit codes: 0 ok,
+    1 runtime failure, 2 usage error.
     """
-    from .capture_summary import connection_summary, first_bytes
-
     try:
         files = find_segments(list(paths))
     except NoSegmentsError as exc:
         raise click.UsageError(str(exc)) from None
+    if exchanges_out is not None:
+        sys.exit(_write_exchanges(files, exchanges_out))
+    from .capture_summary import connection_summary, first_bytes
+
     try:
         rows = connection_summary(files)
     except Exception as exc:  # duckdb raises its own error types for unreadable files
@@ -43,3 +49,29 @@ def main(paths):
             head = first_bytes(files, r["conn_id"], direction)
             if head:
                 click.echo(f"    {arrow} {_preview(head)}")
+
+
+def _write_exchanges(files: list[Path], out: Path) -> int:
+    from .connection_tracker import ConnectionTracker
+    from .exchange_json import dumps
+    from .segment_reader import ReadReport, read_batches
+
+    report = ReadReport()
+    tracker = ConnectionTracker()
+    exchanges = list(tracker.process(read_batches(files, report)))
+    # a stable order, whatever order connections closed in
+    exchanges.sort(key=lambda x: (x.connection.node, x.connection.first_ts_ns, x.connection.conn_id,
+                                  x.sequence))
+    lines = "".join(dumps(x) + "\n" for x in exchanges)
+    if str(out) == "-":
+        sys.stdout.write(lines)
+    else:
+        out.write_text(lines)
+    for path, problem in report.problems:
+        click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
+    incomplete = sum(1 for x in exchanges if not x.complete)
+    click.echo(
+        f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
+        f"{len(tracker.connections)} connection(s), {len(exchanges)} exchange(s) "
+        f"({incomplete} incomplete)", err=True)
+    return 1 if report.problems and report.files_read == 0 else 0

@@ -30,6 +30,9 @@ class _Conn:
     early: list[tuple[str, Data | Gap]] = field(default_factory=list)  # pieces before detection
     head: dict[str, bytes] = field(default_factory=lambda: {"egress": b"", "ingress": b""})
     undetected: bool = True
+    # which stream carries requests: egress when the process is the client (the usual case),
+    # ingress when it is the server (an in-cluster model server using OpenSSL)
+    sides: dict[str, str] = field(default_factory=lambda: dict(_DIRECTION))
 
 
 class ConnectionTracker:
@@ -58,7 +61,7 @@ class ConnectionTracker:
     def _row(self, r: dict) -> list[Exchange] | None:
         key = (r["node"], r["conn_id"])
         c = self.open.get(key)
-        ts = r["ts_wall"].value if hasattr(r["ts_wall"], "value") else int(r["ts_wall"])
+        ts = r["ts_wall"]
         if c is None:
             info = ConnectionInfo(r["node"], r["conn_id"], r["pid"], r["tid"], r["comm"], r["uid"],
                                   r["cgroup_id"], r["lib_path"], first_ts_ns=ts)
@@ -112,7 +115,7 @@ class ConnectionTracker:
     def _feed(self, c: _Conn, direction: str, piece: Data | Gap) -> None:
         if c.parser is None:
             return
-        side = _DIRECTION[direction]
+        side = c.sides[direction]
         if isinstance(piece, Gap):
             c.parser.gap(side, piece.length, piece.reason)
         elif side == "request":
@@ -125,6 +128,11 @@ class ConnectionTracker:
         if not final and len(eg) < DETECT_BYTES and len(ing) < DETECT_BYTES:
             return
         c.parser = self._choose(c.info, eg, ing)
+        if c.parser is None and (looks_like_http1(ing, eg) or ing.startswith(CLIENT_PREFACE[:len(ing)]) and ing):
+            # the process answers requests: it is the server end of the connection
+            c.info.role = "server"
+            c.sides = {"egress": "response", "ingress": "request"}
+            c.parser = self._choose(c.info, ing, eg)
         c.undetected = False
         early, c.early = c.early, []
         for direction, piece in early:

@@ -7,6 +7,7 @@ Secret-bearing headers are never written: their values are replaced by a marker.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 from .bodies import DecodedBody, SseParser, decode_body, split_ndjson
@@ -15,6 +16,8 @@ from .exchanges import Exchange, HttpMessage
 SECRET_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
                   "cookie", "set-cookie", "x-amz-security-token", "x-amz-content-sha256"}
 REDACTED = "[redacted]"
+# Bodies larger than this are summarized (size and sha256) rather than written out.
+MAX_INLINE_BODY = 256 * 1024
 
 
 def _headers(headers: list[tuple[str, str]]) -> list[list[str]]:
@@ -25,7 +28,8 @@ def _body(msg: HttpMessage, max_decoded: int) -> dict:
     decoded: DecodedBody = decode_body(msg.body, msg.header("content-encoding"), max_decoded,
                                        truncated=not msg.complete)
     out: dict = {"wire_bytes": len(msg.body), "encoding": decoded.encoding or None,
-                 "decoded_bytes": len(decoded.data), "error": decoded.error}
+                 "decoded_bytes": len(decoded.data), "error": decoded.error,
+                 "sha256": hashlib.sha256(decoded.data).hexdigest()}
     ctype = (msg.header("content-type") or "").split(";")[0].strip().lower()
     if decoded.error is None and ctype == "text/event-stream":
         parser = SseParser()
@@ -36,6 +40,8 @@ def _body(msg: HttpMessage, max_decoded: int) -> dict:
         out["sse_cut_off"] = cut
     elif decoded.error is None and ctype in ("application/x-ndjson", "application/jsonl"):
         out["ndjson"], out["ndjson_cut_off"] = split_ndjson(decoded.data)
+    elif len(decoded.data) > MAX_INLINE_BODY:
+        out["omitted"] = True
     else:
         try:
             out["text"] = decoded.data.decode("utf-8")
@@ -47,7 +53,7 @@ def _body(msg: HttpMessage, max_decoded: int) -> dict:
 def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024) -> dict:
     c = x.connection
     return {
-        "node": c.node, "conn_id": c.conn_id, "pid": c.pid, "comm": c.comm,
+        "node": c.node, "conn_id": c.conn_id, "pid": c.pid, "comm": c.comm, "role": c.role,
         "http_version": x.http_version, "sequence": x.sequence, "stream_id": x.stream_id,
         "method": x.method, "authority": x.authority, "path": x.path, "status": x.status,
         "informational": x.informational,

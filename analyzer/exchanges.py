@@ -21,6 +21,7 @@ class ConnectionInfo:
     first_ts_ns: int = 0
     last_ts_ns: int = 0
     protocol: str = "unknown"  # http/1.1, h2, unknown
+    role: str = "client"  # the process's end of the connection: client or server
     egress_bytes: int = 0
     ingress_bytes: int = 0
     missing_bytes: int = 0

@@ -44,6 +44,9 @@ def read_batches(files: list[Path], report: ReadReport) -> Iterator[pa.RecordBat
                 continue
             for i in range(pf.num_row_groups):
                 batch = pf.read_row_group(i, columns=COLUMNS)
+                # integer nanoseconds: Python datetimes would lose them
+                batch = batch.set_column(0 + COLUMNS.index("ts_wall"), "ts_wall",
+                                         batch["ts_wall"].cast(pa.int64()))
                 report.rows_read += batch.num_rows
                 yield from batch.to_batches()
             report.files_read += 1

@@ -1,0 +1,67 @@
+"""Record the analyzer's replay fixtures with the real recorder, and write their golden outputs.
+
+usage (root, eBPF): .venv/bin/python scripts/record_fixtures.py [NAME ...]
+For each workload in testbed.http_workloads: serve testbed.asgi_app with hypercorn (TLS, ALPN h2 and
+http/1.1), start the client, start oisp-record limited to the client's pid, let the client run,
+stop the recorder. Segments go to tests/fixtures/segments/NAME/, the analyzer's exchanges to
+tests/fixtures/golden/NAME.exchanges.jsonl. Rerun after a deliberate change of the output format,
+and review the golden diff.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from testbed.hypercorn_server import HypercornServer  # noqa: E402
+from testbed.pki import make_pki  # noqa: E402
+
+BIN = Path(sys.executable).parent
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def record(name: str) -> None:
+    work = Path(tempfile.mkdtemp(prefix=f"fixture-{name}-"))
+    pki = make_pki(work / "pki", "localhost")
+    server = HypercornServer(pki, work)
+    client = subprocess.Popen([sys.executable, "-m", "testbed.http_workloads", name, server.url,
+                               str(pki.ca_file)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert json.loads(client.stdout.readline())["ready"]
+    segments = FIXTURES / "segments" / name
+    shutil.rmtree(segments, ignore_errors=True)
+    ready = work / "ready.json"
+    rec = subprocess.Popen([str(BIN / "oisp-record"), "--segments-dir", str(segments), "--ready-file",
+                            str(ready), "--pid", str(client.pid), "--log-level", "warning"])
+    while not ready.exists():
+        if rec.poll() is not None:
+            raise SystemExit("recorder failed")
+        time.sleep(0.05)
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    result = json.loads(client.stdout.readline())
+    client.wait()
+    rec.send_signal(signal.SIGTERM)
+    rec.wait()
+    server.close()
+    segments.chmod(0o755)
+    for f in segments.iterdir():
+        f.chmod(0o644)
+    golden = FIXTURES / "golden" / f"{name}.exchanges.jsonl"
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(BIN / "oisp-analyze"), str(segments), "--exchanges", str(golden)], check=True)
+    print(f"{name}: client {result}, {sum(f.stat().st_size for f in segments.iterdir())} bytes of segments")
+
+
+if __name__ == "__main__":
+    for workload in sys.argv[1:] or ["h1", "h2"]:
+        record(workload)
