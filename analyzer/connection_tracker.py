@@ -128,7 +128,8 @@ class ConnectionTracker:
         if not final and len(eg) < DETECT_BYTES and len(ing) < DETECT_BYTES:
             return
         c.parser = self._choose(c.info, eg, ing)
-        if c.parser is None and (looks_like_http1(ing, eg) or ing.startswith(CLIENT_PREFACE[:len(ing)]) and ing):
+        server_side = looks_like_http1(ing, eg) or bool(ing) and ing == CLIENT_PREFACE[:len(ing)]
+        if c.parser is None and server_side:
             # the process answers requests: it is the server end of the connection
             c.info.role = "server"
             c.sides = {"egress": "response", "ingress": "request"}

@@ -31,7 +31,8 @@ def h1(url: str, ca: str) -> dict:
 async def _h2(url: str, ca: str) -> dict:
     async with httpx.AsyncClient(http2=True, verify=ca, base_url=url) as client:
         first = await client.get("/echo")  # opens the connection, so all below share it
-        many = await asyncio.gather(*(client.get("/sse", params={"n": 3 + i % 5, "delay_ms": 20}) for i in range(24)))
+        many = await asyncio.gather(
+            *(client.get("/sse", params={"n": 3 + i % 5, "delay_ms": 20}) for i in range(24)))
         big = await client.get("/big", params={"n": 1 << 20})
         up = await client.post("/echo", content=b"v" * 300_000)
         gz = await client.get("/gzip")
