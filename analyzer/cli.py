@@ -58,20 +58,21 @@ def _write_exchanges(files: list[Path], out: Path) -> int:
 
     report = ReadReport()
     tracker = ConnectionTracker()
-    exchanges = list(tracker.process(read_batches(files, report)))
-    # a stable order, whatever order connections closed in
-    exchanges.sort(key=lambda x: (x.connection.node, x.connection.first_ts_ns, x.connection.conn_id,
-                                  x.sequence))
-    lines = "".join(dumps(x) + "\n" for x in exchanges)
-    if str(out) == "-":
-        sys.stdout.write(lines)
-    else:
-        out.write_text(lines)
+    count = incomplete = 0
+    # Written as connections close: memory holds open connections only, never the whole output.
+    # The order follows the input (files by name, rows in file order), so it is deterministic.
+    sink = sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")
+    try:
+        for x in tracker.process(read_batches(files, report)):
+            sink.write(dumps(x) + "\n")
+            count += 1
+            incomplete += not x.complete
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
     for path, problem in report.problems:
         click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
-    incomplete = sum(1 for x in exchanges if not x.complete)
     click.echo(
         f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
-        f"{len(tracker.connections)} connection(s), {len(exchanges)} exchange(s) "
-        f"({incomplete} incomplete)", err=True)
+        f"{tracker.connections_seen} connection(s), {count} exchange(s) ({incomplete} incomplete)", err=True)
     return 1 if report.problems and report.files_read == 0 else 0

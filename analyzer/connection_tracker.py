@@ -39,7 +39,7 @@ class ConnectionTracker:
     def __init__(self, max_body: int = 64 * 1024 * 1024):
         self.max_body = max_body
         self.open: dict[tuple[str, str], _Conn] = {}
-        self.connections: list[ConnectionInfo] = []  # every connection seen, in order of first sight
+        self.connections_seen = 0
 
     def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
         """Consume batches of segment rows; yield exchanges as their connections close."""
@@ -66,7 +66,7 @@ class ConnectionTracker:
             info = ConnectionInfo(r["node"], r["conn_id"], r["pid"], r["tid"], r["comm"], r["uid"],
                                   r["cgroup_id"], r["lib_path"], first_ts_ns=ts)
             c = self.open[key] = _Conn(info)
-            self.connections.append(info)
+            self.connections_seen += 1
         c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
         kind = r["kind"]
         if kind == "open":
@@ -125,7 +125,9 @@ class ConnectionTracker:
 
     def _detect(self, c: _Conn, final: bool) -> None:
         eg, ing = c.head["egress"], c.head["ingress"]
-        if not final and len(eg) < DETECT_BYTES and len(ing) < DETECT_BYTES:
+        # Both directions must have spoken: chunks may arrive in any order across directions, and
+        # the answer must not depend on which came first.
+        if not final and (len(eg) < DETECT_BYTES or len(ing) < DETECT_BYTES):
             return
         c.parser = self._choose(c.info, eg, ing)
         server_side = looks_like_http1(ing, eg) or bool(ing) and ing == CLIENT_PREFACE[:len(ing)]
@@ -147,7 +149,8 @@ class ConnectionTracker:
             return Http2Connection(info, start_seen=True, max_body=self.max_body)
         if looks_like_http1(eg, ing):
             info.protocol = "http/1.1"
-            return Http1Connection(info, max_body=self.max_body)
+            # mid-connection, the other direction may start inside a message: resynchronize
+            return Http1Connection(info, max_body=self.max_body, resync=not info.seen_from_start)
         if info.seen_from_start:
             return None  # seen from its first byte and not HTTP: some other protocol over TLS
         # capture began mid-connection: frame-shaped bytes, or a message start further in

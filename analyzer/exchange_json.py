@@ -24,8 +24,19 @@ def _headers(headers: list[tuple[str, str]]) -> list[list[str]]:
     return [[k, REDACTED if k in SECRET_HEADERS else v] for k, v in headers]
 
 
+# Magic numbers, for bodies whose headers were not captured (brotli has none).
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _content_encoding(msg: HttpMessage) -> str | None:
+    encoding = msg.header("content-encoding")
+    if encoding is None and not msg.headers_reliable:
+        encoding = next((name for magic, name in _MAGIC.items() if msg.body.startswith(magic)), None)
+    return encoding
+
+
 def _body(msg: HttpMessage, max_decoded: int) -> dict:
-    decoded: DecodedBody = decode_body(msg.body, msg.header("content-encoding"), max_decoded,
+    decoded: DecodedBody = decode_body(msg.body, _content_encoding(msg), max_decoded,
                                        truncated=not msg.complete)
     out: dict = {"wire_bytes": len(msg.body), "encoding": decoded.encoding or None,
                  "decoded_bytes": len(decoded.data), "error": decoded.error,

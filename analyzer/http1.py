@@ -59,14 +59,7 @@ class Http1Connection:
     def feed_request(self, data: bytes, ts_ns: int) -> None:
         if self._stopped:
             return
-        if self._resync_req:
-            m = REQUEST_LINE.search(data)
-            if not m:
-                return
-            data = data[m.start(1):]
-            self._resync_req = False
-        self._req_ts = ts_ns
-        self._req.receive_data(data)
+        self._req_backlog.append((data, ts_ns))
         self._pump()
 
     def feed_response(self, data: bytes, ts_ns: int) -> None:
@@ -90,9 +83,9 @@ class Http1Connection:
 
     def finish(self, closed: bool) -> list[Exchange]:
         """End of input. `closed`: the capture saw the connection end (so EOF delimits bodies)."""
-        if closed and not self._stopped:
+        if closed and not self._stopped and not self._backlog:
             try:
-                self._resp.receive_data(b"")
+                self._resp.receive_data(b"")  # end of file: delimits a body read until close
                 self._pump()
             except h11.ProtocolError:
                 pass
@@ -113,6 +106,10 @@ class Http1Connection:
         self._resync_req = resync
         self._resync_resp = resync
         self._req_ts = 0
+        self._resp_ts = 0
+        # Bytes wait here until their parser asks for more, so that every event is timed by the
+        # chunk it came from, whatever order the two directions arrived in.
+        self._req_backlog: list[tuple[bytes, int]] = []
         self._backlog = []
 
     def _flush_inflight(self) -> None:
@@ -139,8 +136,22 @@ class Http1Connection:
         progress = False
         while True:
             ev = self._req.next_event()
-            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+            if ev is h11.PAUSED:
                 return progress
+            if ev is h11.NEED_DATA:
+                if not self._req_backlog:
+                    return progress
+                data, ts = self._req_backlog.pop(0)
+                if self._resync_req:
+                    m = REQUEST_LINE.search(data)
+                    if not m:
+                        continue
+                    data = data[m.start(1):]
+                    self._resync_req = False
+                self._req_ts = ts
+                self._req.receive_data(data)
+                progress = True
+                continue
             progress = True
             if isinstance(ev, h11.Request):
                 self._seq += 1
@@ -183,31 +194,32 @@ class Http1Connection:
         self._cur_resp = x
 
     def _pump_responses(self) -> bool:
+        """Process response events, feeding backlog bytes only when the parser needs them; True
+        when anything happened."""
         progress = False
-        while self._backlog and self._cur_resp is not None:
-            data, ts = self._backlog.pop(0)
-            if self._resync_resp:
-                m = STATUS_LINE.search(data)
-                if not m:
-                    continue
-                data = data[m.start(1):]
-                self._resync_resp = False
-            self._resp_ts = ts
-            self._resp.receive_data(data)
-            progress = True
-            if self._drain_responses():
-                break
-        return self._drain_responses() or progress
-
-    def _drain_responses(self) -> bool:
-        """Process parsed response events; True when one response ended."""
-        ended = False
         while self._cur_resp is not None:
             ev = self._resp.next_event()
-            if ev is h11.NEED_DATA or ev is h11.PAUSED:
-                return ended
+            if ev is h11.PAUSED:
+                return progress
+            if ev is h11.NEED_DATA:
+                if not self._backlog:
+                    return progress
+                data, ts = self._backlog.pop(0)
+                if self._resync_resp:
+                    if ts < (self._cur_resp.request.start_ns or 0):
+                        continue  # the answer to a request lost before the resync point
+                    m = STATUS_LINE.search(data)
+                    if not m:
+                        continue
+                    data = data[m.start(1):]
+                    self._resync_resp = False
+                self._resp_ts = ts
+                self._resp.receive_data(data)
+                progress = True
+                continue
+            progress = True
             x = self._cur_resp
-            ts = getattr(self, "_resp_ts", 0)
+            ts = self._resp_ts
             if isinstance(ev, h11.InformationalResponse):
                 x.informational.append(ev.status_code)
                 if x.response.start_ns is None:
@@ -229,12 +241,11 @@ class Http1Connection:
                 x.response.trailers = _headers(ev.headers)
                 x.response.end_ns = ts
                 x.response.complete = "response body over the size cap" not in x.notes
-                ended = True
                 self._maybe_next_cycle()
                 return True
             elif isinstance(ev, h11.ConnectionClosed):
-                return ended
-        return ended
+                return progress
+        return progress
 
     def _maybe_next_cycle(self) -> None:
         """When the current exchange has both ends, move both parsers to the next one."""

@@ -141,6 +141,11 @@ class Http2Connection:
             if d.buf and not d.dead:
                 self.notes.append(f"{len(d.buf)} bytes of an unfinished frame in the {d.name} stream")
         for x in self.streams.values():
+            # a message whose header block was never seen has no headers we can vouch for
+            if x.method is None:
+                x.request.headers_reliable = False
+            if x.status is None and x.response.start_ns is not None:
+                x.response.headers_reliable = False
             if not x.request.complete:
                 x.notes.append("request not complete when the capture ended")
             if not x.response.complete:

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
 from . import libraries, preflight
 from .cgroups import cgroup_ids
 from .config import RecorderConfig
@@ -29,6 +31,17 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 # Batches waiting for the writer thread. When it falls this far behind, draining waits for it, and
 # the ring buffer (not the recorder's memory) absorbs the backlog, or drops and counts it.
 MAX_QUEUED_BATCHES = 4
+
+
+def use_jemalloc() -> None:
+    """Arrow's default pool here is mimalloc, which hands freed memory back to the kernel at once:
+    every batch then faults in tens of MB afresh, and page faults are slow on VMs. With it, decoding
+    a batch took 0.2-1.7 s in the first seconds of load and the ring buffer overflowed; with
+    jemalloc, 0.05-0.1 s and no drops (docs/performance.md)."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:
+        log.warning("pyarrow has no jemalloc: using its default memory pool")
 
 
 def _write_ready_file(path: Path, info: dict) -> None:
@@ -61,6 +74,7 @@ def record(cfg: RecorderConfig) -> int:
     lib_paths = {a.lib_id: a.library.display_path for a in attached}
     run_id = f"{program.gen_seed:x}"
     mono_to_wall = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    use_jemalloc()
     warm_up()
     decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths)
     writer = SegmentWriter(

@@ -69,7 +69,7 @@ class SegmentWriter:
             self._file,
             schema,
             compression="zstd",
-            compression_level=3,
+            compression_level=1,
             use_dictionary=sf.DICTIONARY_COLUMNS,
             write_statistics=["kind", "ts_wall", "ts_mono_ns", "pid", "conn_id", "stream_offset"],
         )

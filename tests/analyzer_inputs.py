@@ -31,7 +31,8 @@ def fixture_streams(name: str) -> dict:
 
 def rows_for(streams: dict, cuts: dict[str, list[int]] | None = None, seen_from_start: bool = True,
              drop_prefix: dict[str, int] | None = None) -> list[dict]:
-    """Recorder-shaped rows for the streams, cut at the given offsets (default: as recorded)."""
+    """Recorder-shaped rows for the streams, cut at the given offsets (default: as recorded).
+    drop_prefix drops that many bytes of a direction, as if the capture had begun there."""
     meta = streams["meta"]
     base = {k: meta[k] for k in ("node", "pid", "tid", "uid", "comm", "cgroup_id", "conn_id", "lib_path")}
     rows = []
@@ -64,3 +65,14 @@ def analyze_rows(rows: list[dict]) -> list[dict]:
     batch = pa.RecordBatch.from_pylist(rows, schema=schema)
     exchanges = list(ConnectionTracker().process([batch]))
     return [exchange_to_dict(x) for x in sorted(exchanges, key=lambda x: x.sequence)]
+
+
+def rows_from_time(streams: dict, ts: int) -> list[dict]:
+    """Rows as a recorder started at `ts` would have written them: chunks of both directions from
+    that time on, offsets counted from the first of them, no `open` row."""
+    drop = {}
+    for direction in ("egress", "ingress"):
+        marks = streams[direction][1]
+        later = [off for off, t in marks if t >= ts]
+        drop[direction] = later[0] if later else len(streams[direction][0])
+    return rows_for(streams, seen_from_start=False, drop_prefix=drop)

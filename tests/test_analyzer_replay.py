@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from analyzer_inputs import FIXTURES
 from conftest import BIN
 

@@ -6,8 +6,8 @@ import os
 import subprocess
 
 import pytest
-from conftest import read_segments, stream_bytes
 
+from conftest import read_segments, stream_bytes
 from testbed.https_server import HttpsServer
 
 pytestmark = pytest.mark.ebpf

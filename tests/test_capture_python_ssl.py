@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, connections_of, read_segments, stream_bytes
 
+from conftest import REPO, connections_of, read_segments, stream_bytes
 from testbed.https_server import HttpsServer
 from testbed.ssl_client import payload
 

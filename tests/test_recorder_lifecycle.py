@@ -11,8 +11,8 @@ import threading
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import BIN, REPO, start_recorder
 
+from conftest import BIN, REPO, start_recorder
 from testbed.https_server import HttpsServer
 from testbed.ssl_client import payload
 
