@@ -93,9 +93,10 @@ _DECODERS = {
 }
 
 
-def decode_body(raw: bytes, content_encoding: str | None, max_decoded: int = DEFAULT_MAX_DECODED,
+def decode_body(raw: bytes | bytearray, content_encoding: str | None, max_decoded: int = DEFAULT_MAX_DECODED,
                 truncated: bool = False) -> DecodedBody:
     """Undo each Content-Encoding in reverse order of application."""
+    raw = bytes(raw)
     chain = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
     chain = [c for c in chain if c != "identity"]
     data = raw

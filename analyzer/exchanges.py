@@ -30,7 +30,9 @@ class ConnectionInfo:
 @dataclass
 class HttpMessage:
     headers: list[tuple[str, str]] = field(default_factory=list)  # names lower-cased, in order
-    body: bytes = b""  # the body as framed on the wire, de-chunked, still content-encoded
+    # the body as framed on the wire, de-chunked, still content-encoded (a bytearray: appended to
+    # frame by frame, where bytes would be copied whole each time)
+    body: bytearray = field(default_factory=bytearray)
     trailers: list[tuple[str, str]] = field(default_factory=list)
     start_ns: int | None = None  # first byte
     end_ns: int | None = None  # last byte
