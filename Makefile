@@ -18,3 +18,4 @@ lint: setup
 bench: setup
 	.venv/bin/python bench/recorder_overhead.py
 	.venv/bin/python bench/recorder_sustained.py
+	.venv/bin/python bench/analyzer_throughput.py

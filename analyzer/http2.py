@@ -281,7 +281,8 @@ class Http2Connection:
         pseudo = {k: v for k, v in headers if k.startswith(":")}
         regular = [(k, v) for k, v in headers if not k.startswith(":")]
         if is_req:
-            if msg.start_ns is None or not msg.headers:
+            # the first header block is the request's; a later one (after DATA) holds trailers
+            if x.method is None and not msg.headers:
                 msg.headers = regular
                 msg.start_ns = msg.start_ns or ts
                 msg.headers_reliable = reliable and msg.headers_reliable

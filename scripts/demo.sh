@@ -32,3 +32,7 @@ else
 fi
 echo "== what was captured ($SEGMENTS)"
 $BIN/oisp-analyze "$SEGMENTS"
+mkdir -p "$OUT"
+echo "== HTTP exchanges rebuilt from it ($OUT/exchanges.jsonl)"
+$BIN/oisp-analyze "$SEGMENTS" --exchanges "$OUT/exchanges.jsonl"
+$BIN/python scripts/show_exchanges.py "$OUT/exchanges.jsonl"

@@ -180,3 +180,52 @@ def test_http1_body_until_close_and_gap():
     xs = h1.finish(closed=False)
     assert [(x.path, x.status, x.complete) for x in xs] == [("/a", 200, False), ("/b", 204, True)]
     assert "50 bytes missing in the response stream (ringbuf_full)" in xs[0].notes
+
+
+def test_http2_padding_priority_trailers_reset_goaway():
+    from hyperframe.frame import GoAwayFrame, PriorityFrame, RstStreamFrame
+
+    enc_c, enc_s = hpack.Encoder(), hpack.Encoder()
+    h2 = Http2Connection(conn(), start_seen=True)
+    req = HeadersFrame(1)
+    req.data = enc_c.encode([(":method", "POST"), (":path", "/p"), (":scheme", "https"), (":authority", "a")])
+    req.flags.add("END_HEADERS")
+    req.flags.add("PRIORITY")
+    req.flags.add("PADDED")
+    req.pad_length, req.depends_on, req.stream_weight = 7, 0, 200
+    body = DataFrame(1)
+    body.data = b"padded body"
+    body.flags.add("PADDED")
+    body.pad_length = 30
+    trailers = HeadersFrame(1)
+    trailers.data = enc_c.encode([("x-checksum", "abc")])
+    trailers.flags.add("END_HEADERS")
+    trailers.flags.add("END_STREAM")
+    prio = PriorityFrame(3)
+    prio.depends_on, prio.stream_weight = 1, 16
+    h2.feed_request(CLIENT_PREFACE + req.serialize() + body.serialize() + prio.serialize()
+                    + trailers.serialize(), 1)
+    resp = HeadersFrame(1)
+    resp.data = enc_s.encode([(":status", "200"), ("content-type", "text/plain")])
+    resp.flags.add("END_HEADERS")
+    data = DataFrame(1)
+    data.data = b"ok"
+    data.flags.add("END_STREAM")
+    # a second stream, reset by the client; then the server goes away
+    req2 = HeadersFrame(5)
+    req2.data = enc_c.encode([(":method", "GET"), (":path", "/q"), (":scheme", "https"), (":authority", "a")])
+    req2.flags.add("END_HEADERS")
+    req2.flags.add("END_STREAM")
+    rst = RstStreamFrame(5)
+    rst.error_code = 8
+    h2.feed_request(req2.serialize() + rst.serialize(), 2)
+    away = GoAwayFrame(0)
+    away.last_stream_id, away.error_code = 5, 0
+    h2.feed_response(resp.serialize() + data.serialize() + away.serialize(), 3)
+    xs = h2.finish()
+    a, b = xs[0], xs[-1]
+    assert (a.method, a.path, a.status) == ("POST", "/p", 200)
+    assert bytes(a.request.body) == b"padded body" and a.request.trailers == [("x-checksum", "abc")]
+    assert a.complete and bytes(a.response.body) == b"ok"
+    assert b.stream_id == 5 and "stream reset by the client (CANCEL)" in b.notes and not b.complete
+    assert any("GOAWAY from the server (NO_ERROR), last stream 5" in n for n in h2.notes)

@@ -25,6 +25,9 @@ def test_replays_samples_where_ebpf_cannot_load(tmp_path):
     assert "replaying samples/segments" in first
     assert "4 connection(s)" in out.stdout
     assert "curl" in out.stdout
+    # the exchanges of the sample: three requests, each seen from the client and the server end
+    assert "curl (client, HTTP/1.1) GET /health -> 200" in out.stdout
+    assert out.stdout.count("POST /v1/chat/completions -> 200") == 4
 
 
 @pytest.mark.ebpf
@@ -36,6 +39,8 @@ def test_records_a_real_workload(tmp_path):
     # the workload's three requests, both ends each, plus curl's own connection
     assert "4 connection(s)" in out.stdout, out.stdout
     assert "GET /health HTTP/1.1" in out.stdout
+    assert "curl (client, HTTP/1.1) GET /health -> 200" in out.stdout
+    assert "request 300000 B" in out.stdout
     assert list((tmp_path / "demo" / "segments").glob("*.parquet"))
 
 
