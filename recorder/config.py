@@ -39,7 +39,7 @@ class RecorderConfig:
     # How much of one call is captured: chunk_size * max_chunks_per_call bytes (default 2 MiB).
     chunk_size: int = 16384
     max_chunks_per_call: int = 128
-    ringbuf_bytes: int = 32 * 1024 * 1024
+    ringbuf_bytes: int = 64 * 1024 * 1024
     stats_interval_seconds: float = 5.0
     log_level: str = "info"
 

@@ -136,6 +136,9 @@ class CaptureProgram:
     def open_ring_buffer(self, callback) -> None:
         self.bpf["records"].open_ring_buffer(callback)
 
+    def ring_buffer_fd(self) -> int:
+        return self.bpf["records"].map_fd
+
     def drain(self) -> None:
         """Consume every record in the ring buffer (records never wake us: BPF_RB_NO_WAKEUP)."""
         self.bpf.ring_buffer_consume()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from . import libraries, preflight
+from . import libraries, preflight, ringbuf_reader
 from .cgroups import cgroup_ids
 from .config import RecorderConfig
 from .probes import CaptureProgram
@@ -84,12 +84,20 @@ def record(cfg: RecorderConfig) -> int:
     pending: list[bytes] = []
     pending_bytes = 0
 
-    def on_record(_ctx, data, size):
-        nonlocal pending_bytes
-        pending.append(ctypes.string_at(data, size))
-        pending_bytes += size
+    if ringbuf_reader.SUPPORTED:
+        reader = ringbuf_reader.RingBufferReader(program.ring_buffer_fd(), cfg.ringbuf_bytes)
 
-    program.open_ring_buffer(on_record)
+        def drain() -> None:
+            nonlocal pending_bytes
+            pending_bytes += reader.read(pending)
+    else:  # libbpf's consumer: one ctypes callback per record
+        def on_record(_ctx, data, size):
+            nonlocal pending_bytes
+            pending.append(ctypes.string_at(data, size))
+            pending_bytes += size
+
+        program.open_ring_buffer(on_record)
+        drain = program.drain
 
     stop = False
 
@@ -161,7 +169,7 @@ def record(cfg: RecorderConfig) -> int:
         while not stop:
             time.sleep(DRAIN_INTERVAL_SECONDS)
             t0 = time.monotonic()
-            program.drain()
+            drain()
             now = time.monotonic()
             if now - t0 > 0.1:
                 log.warning("draining the ring buffer took %.2f s", now - t0)
@@ -180,7 +188,7 @@ def record(cfg: RecorderConfig) -> int:
                 log.info("totals %s", json.dumps(totals(), sort_keys=True))
                 last_stats = now
     finally:
-        program.drain()
+        drain()
         flush()
         batches.put(None)
         writer_thread.join()
