@@ -171,8 +171,9 @@ writes, medians of 7 runs): a program pair that only passes the buffer pointer f
 through a hash map, as any return-probe capture must, already costs 1.9 µs over the no-op pair,
 and adding a 4 KiB `bpf_probe_read_user` another 1.1 µs, while the kernel accounts about a third of
 that as program run time. So on this VM the in-kernel accounting meets the 10% target at both sizes,
-and the wall-clock ratio meets it at 100 B but not at 4 KiB, where the floor of any design that
-reads the byte count at return and copies 4 KiB is already about 13%."""
+while the wall-clock ratio does not reliably (1.10 to 1.21 over three runs of this benchmark, 1.14 in
+the last): the floor of any design that reads the byte count at return and copies 4 KiB is already
+about 13% here."""
     write_section("overhead", body)
 
 
