@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,15 @@ class AttachedLibrary:
     missing: list[str] = field(default_factory=list)
 
 
+def task_storage_supported(release: str | None = None) -> bool:
+    """Task-local storage for tracing programs came with Linux 5.11."""
+    parts = (release or platform.release()).split(".")
+    try:
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (5, 11)
+    except (IndexError, ValueError):
+        return False
+
+
 def build_source(cfg: RecorderConfig, lib_count: int) -> str:
     defines = {
         "CHUNK_SIZE": cfg.chunk_size,
@@ -63,6 +73,8 @@ def build_source(cfg: RecorderConfig, lib_count: int) -> str:
         "CONN_MAP_SIZE": 131072,
         "RECORDER_PID": os.getpid(),
     }
+    if task_storage_supported():
+        defines["USE_TASK_STORAGE"] = 1
     head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     tail = "".join(f"DEFINE_PROBES({i})\n" for i in range(lib_count))
     return head + SOURCE.read_text() + "\n" + tail

@@ -40,3 +40,10 @@ def test_one_entry_per_file_however_reached(tmp_path):
     assert found[0].found_by == "config" and found[1].path == str(copy)
     # this test process maps the system libssl (Python's ssl module): reached via /proc, not repeated
     assert sum(1 for f in found if os.path.samefile(f.path, system)) == 1
+
+
+def test_task_storage_only_on_kernels_that_have_it():
+    from recorder.probes import task_storage_supported
+
+    assert task_storage_supported("6.18.44-fc-v657") and task_storage_supported("5.11.0")
+    assert not task_storage_supported("5.10.0-23-amd64") and not task_storage_supported("unknown")

@@ -1,0 +1,72 @@
+"""What one AI API call said, independent of the provider's wire format: the parsers of each API
+format fill an AiCall from a request body and a response (JSON, or the events of a stream); the
+event layer turns it into OISP ai.request / ai.response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Message:
+    role: str
+    content: str | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    image_count: int = 0
+
+
+@dataclass
+class ToolCall:
+    id: str | None
+    name: str | None
+    arguments: str = ""
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+@dataclass
+class AiError:
+    type: str | None = None
+    message: str | None = None
+    code: str | None = None
+
+
+@dataclass
+class AiCall:
+    request_type: str = "chat"  # chat, completion, embedding, other
+    streaming: bool = False
+    model_requested: str | None = None
+    model_returned: str | None = None
+    messages: list[Message] = field(default_factory=list)
+    system_prompt: str | None = None
+    tools: list[dict] = field(default_factory=list)  # {"name", "description"}
+    tool_choice: str | None = None
+    parameters: dict = field(default_factory=dict)
+    provider_request_id: str | None = None
+    output_text: str | None = None  # the whole answer (a streamed one assembled)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None  # OISP enum: stop, length, tool_calls, content_filter, error, other
+    usage: Usage = field(default_factory=Usage)
+    error: AiError | None = None
+    first_token_index: int | None = None  # index of the stream event that carried the first token
+    notes: list[str] = field(default_factory=list)
+
+
+FINISH_REASONS = {"stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length",
+                  "max_tokens": "length", "tool_calls": "tool_calls", "tool_use": "tool_calls",
+                  "function_call": "tool_calls", "content_filter": "content_filter", "STOP": "stop",
+                  "MAX_TOKENS": "length", "SAFETY": "content_filter", "error": "error"}
+
+
+def finish_reason(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    return FINISH_REASONS.get(raw, "other")
