@@ -18,7 +18,11 @@ def _preview(data: bytes) -> str:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--exchanges", "exchanges_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every HTTP exchange as one JSON object per line ('-' for stdout).")
-def main(paths, exchanges_out):
+@click.option("--out", "events_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write OISP ai.request/ai.response events as JSON lines ('-' for stdout).")
+@click.option("--content", type=click.Choice(["full", "hash", "none"]), default="full", show_default=True,
+              help="Prompts and answers in events: as captured, as keyed hashes, or left out.")
+def main(paths, exchanges_out, events_out, content):
     """Analyze segment files, directories (searched recursively) or globs.
 
     Without an output option, summarizes the TLS connections the segments hold. Exit codes: 0 ok,
@@ -28,8 +32,8 @@ def main(paths, exchanges_out):
         files = find_segments(list(paths))
     except NoSegmentsError as exc:
         raise click.UsageError(str(exc)) from None
-    if exchanges_out is not None:
-        sys.exit(_write_exchanges(files, exchanges_out))
+    if exchanges_out is not None or events_out is not None:
+        sys.exit(_analyze(files, exchanges_out, events_out, content))
     from .capture_summary import connection_summary, first_bytes
 
     try:
@@ -51,28 +55,49 @@ def main(paths, exchanges_out):
                 click.echo(f"    {arrow} {_preview(head)}")
 
 
-def _write_exchanges(files: list[Path], out: Path) -> int:
+def _open(path: Path | None):
+    if path is None:
+        return None
+    return sys.stdout if str(path) == "-" else open(path, "w", encoding="utf-8")
+
+
+def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None, content: str) -> int:
+    import json
+
+    from .ai.events import EventOptions
+    from .ai.pipeline import exchange_events
+    from .ai.providers import ProviderRegistry
     from .connection_tracker import ConnectionTracker
     from .exchange_json import dumps
     from .segment_reader import ReadReport, read_batches
 
     report = ReadReport()
     tracker = ConnectionTracker()
-    count = incomplete = 0
+    registry = ProviderRegistry()
+    opts = EventOptions(content=content)
+    count = incomplete = events = 0
     # Written as connections close: memory holds open connections only, never the whole output.
     # The order follows the input (files by name, rows in file order), so it is deterministic.
-    sink = sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")
+    xs_sink, ev_sink = _open(exchanges_out), _open(events_out)
     try:
         for x in tracker.process(read_batches(files, report)):
-            sink.write(dumps(x) + "\n")
             count += 1
             incomplete += not x.complete
+            if xs_sink:
+                xs_sink.write(dumps(x) + "\n")
+            if ev_sink:
+                for ev in exchange_events(x, registry, opts):
+                    line = json.dumps(ev, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+                    ev_sink.write(line + "\n")
+                    events += 1
     finally:
-        if sink is not sys.stdout:
-            sink.close()
+        for sink in (xs_sink, ev_sink):
+            if sink is not None and sink is not sys.stdout:
+                sink.close()
     for path, problem in report.problems:
         click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
     click.echo(
         f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
-        f"{tracker.connections_seen} connection(s), {count} exchange(s) ({incomplete} incomplete)", err=True)
+        f"{tracker.connections_seen} connection(s), {count} exchange(s) ({incomplete} incomplete)"
+        + (f", {events} AI event(s)" if ev_sink else ""), err=True)
     return 1 if report.problems and report.files_read == 0 else 0

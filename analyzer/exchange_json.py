@@ -28,7 +28,7 @@ def _headers(headers: list[tuple[str, str]]) -> list[list[str]]:
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
-def _content_encoding(msg: HttpMessage) -> str | None:
+def content_encoding(msg: HttpMessage) -> str | None:
     encoding = msg.header("content-encoding")
     if encoding is None and not msg.headers_reliable:
         encoding = next((name for magic, name in _MAGIC.items() if msg.body.startswith(magic)), None)
@@ -36,7 +36,7 @@ def _content_encoding(msg: HttpMessage) -> str | None:
 
 
 def _body(msg: HttpMessage, max_decoded: int) -> dict:
-    decoded: DecodedBody = decode_body(msg.body, _content_encoding(msg), max_decoded,
+    decoded: DecodedBody = decode_body(msg.body, content_encoding(msg), max_decoded,
                                        truncated=not msg.complete)
     out: dict = {"wire_bytes": len(msg.body), "encoding": decoded.encoding or None,
                  "decoded_bytes": len(decoded.data), "error": decoded.error,

@@ -1,0 +1,204 @@
+"""OISP v0.1 ai.request / ai.response events from an exchange and what its AI call said.
+
+Deterministic: event ids are hashes of (node, connection, exchange, event type), timestamps come
+from the capture, keys are sorted when written. The response names its request by the exchange
+itself (same connection, same HTTP/2 stream or HTTP/1 position), never by time or thread.
+
+Secrets never reach an event: API keys appear only as a short keyed hash (HMAC-SHA256) and an
+8-character prefix, `key=` query parameters are stripped from endpoints, and with content "hash"
+or "none" prompts and answers are replaced by the spec's redaction marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..exchanges import Exchange
+from .calls import AiCall
+from .providers import ProviderMatch, model_price
+
+OISP_VERSION = "0.1"
+COLLECTOR = "oisp-ebpf-sensor"
+COLLECTOR_VERSION = "0.1.0"
+CONTENT_MODES = ("full", "hash", "none")
+PARAMETERS = ("temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty", "stop")
+_KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_QUERY_SECRET = re.compile(r"([?&](?:key|api_key|api-key|access_token|token)=)[^&]*", re.I)
+
+
+@dataclass(frozen=True)
+class EventOptions:
+    content: str = "full"  # full | hash | none
+    hash_key: bytes = b"oisp-ebpf-sensor"  # set a secret per installation: hashes then cannot be guessed
+
+
+def _ts(ns: int | None) -> str:
+    return datetime.fromtimestamp((ns or 0) / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _id(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:26]
+
+
+def keyed_hash(opts: EventOptions, value: str) -> str:
+    return "hmac-sha256:" + hmac.new(opts.hash_key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _content(opts: EventOptions, text: str | None):
+    if text is None:
+        return None
+    if opts.content == "full":
+        return text
+    marker = {"reason": "policy", "original_length": len(text),
+              "redaction_profile": f"content={opts.content}"}
+    if opts.content == "hash":
+        marker["hash"] = keyed_hash(opts, text)
+    return {"$redacted": marker}
+
+
+def _auth(x: Exchange, opts: EventOptions) -> dict:
+    for name in _KEY_HEADERS:
+        value = x.request.header(name)
+        if value:
+            key = value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
+            return {"type": "api_key", "key_prefix": key[:8] if len(key) > 16 else "",
+                    "key_hash": keyed_hash(opts, key)}
+    return {"type": "none" if x.request.headers_reliable else "unknown"}
+
+
+def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMatch, call: AiCall) -> dict:
+    c = x.connection
+    reasons = ["tls_boundary_capture"]
+    missing, limitations = [], []
+    if not x.request.complete:
+        missing.append("request_body")
+    if not x.response.complete:
+        missing.append("response_body")
+    if not (x.request.headers_reliable and x.response.headers_reliable):
+        missing.append("headers")
+        limitations.append("hpack_state_unknown_capture_began_mid_connection")
+    limitations += [n for n in x.notes if "missing" in n][:5]
+    limitations += call.notes[:5]
+    level = "high" if match.confidence >= 0.95 else "medium" if match.confidence >= 0.5 else "low"
+    confidence = {
+        "level": level,
+        "completeness": "full" if not missing else "partial",
+        "reasons": reasons,
+        "process_attribution": "direct",
+        "content_source": "tls_boundary",
+        "ai_detection_method": "known_endpoint" if match.matched_by in ("host", "pattern", "user")
+        else "payload_inspection",
+    }
+    if missing:
+        confidence["missing"] = missing
+    if limitations:
+        confidence["limitations"] = limitations
+    return {
+        "oisp_version": OISP_VERSION,
+        "event_id": _id(c.node, c.conn_id, x.stream_id, x.sequence, event_type),
+        "event_type": event_type,
+        "ts": _ts(ts_ns),
+        "host": {"hostname": c.node, "os": "linux"},
+        "process": {"pid": c.pid, "name": c.comm},
+        "source": {"collector": COLLECTOR, "collector_version": COLLECTOR_VERSION,
+                   "capture_method": "ebpf_uprobe", "capture_point": "ssl_read_write"},
+        "confidence": confidence,
+        "attrs": {"provider_id": match.provider, "api_format": match.api_format,
+                  "provider_matched_by": match.matched_by, "connection_id": c.conn_id,
+                  "http_version": x.http_version, "stream_id": x.stream_id, "tls_library": c.lib_path,
+                  "process_role": c.role, "uid": c.uid, "cgroup_id": c.cgroup_id},
+    }
+
+
+def _endpoint(x: Exchange) -> str:
+    path = _QUERY_SECRET.sub(r"\1[redacted]", x.path or "")
+    return f"https://{x.authority or 'unknown'}{path}"
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOptions) -> list[dict]:
+    """ai.request and (when any response was captured) ai.response, in that order."""
+    c = x.connection
+    request_id = "req_" + _id(c.node, c.conn_id, x.stream_id, x.sequence)
+    provider = {"name": match.oisp_name, "endpoint": _endpoint(x)}
+    req = _envelope(x, "ai.request", x.request.start_ns, match, call)
+    messages = [_drop_none({"role": m.role if m.role in ("system", "user", "assistant", "tool", "function")
+                            else "user", "content": _content(opts, m.content),
+                            "content_length": None if m.content is None else len(m.content),
+                            "has_images": bool(m.image_count) or None, "image_count": m.image_count or None,
+                            "tool_call_id": m.tool_call_id, "name": m.name})
+                for m in call.messages]
+    req["data"] = _drop_none({
+        "request_id": request_id,
+        "provider": provider,
+        "model": _drop_none({"id": call.model_requested}),
+        "auth": _auth(x, opts),
+        "request_type": call.request_type,
+        "streaming": call.streaming,
+        "messages": messages if opts.content != "none" else None,
+        "messages_count": len(call.messages),
+        "has_system_prompt": call.system_prompt is not None,
+        "system_prompt_hash": keyed_hash(opts, call.system_prompt) if call.system_prompt else None,
+        "tools": [_drop_none({"name": t.get("name"), "type": "function",
+                               "description": t.get("description")}) for t in call.tools] or None,
+        "tools_count": len(call.tools),
+        "tool_choice": call.tool_choice,
+        "parameters": _drop_none({k: call.parameters.get(k) for k in PARAMETERS}) or None,
+        "has_images": any(m.image_count for m in call.messages),
+    })
+    events = [req]
+    if x.status is None and not x.response.body:
+        return events
+    resp = _envelope(x, "ai.response", x.response.end_ns or x.response.start_ns, match, call)
+    resp["related_events"] = [{"event_id": req["event_id"], "relationship": "caused_by"}]
+    u = call.usage
+    usage = _drop_none({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                        "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
+                        "reasoning_tokens": u.reasoning_tokens})
+    price = model_price(match.provider, call.model_returned or call.model_requested)
+    if price and u.prompt_tokens is not None:
+        usage["input_cost_usd"] = round(u.prompt_tokens / 1000 * price["input"], 8)
+        if u.completion_tokens is not None and price.get("output") is not None:
+            usage["output_cost_usd"] = round(u.completion_tokens / 1000 * price["output"], 8)
+            usage["total_cost_usd"] = round(usage["input_cost_usd"] + usage["output_cost_usd"], 8)
+    latency = None
+    if x.request.start_ns and x.response.end_ns:
+        latency = max(0, (x.response.end_ns - x.request.start_ns) // 1_000_000)
+    success = x.status is not None and 200 <= x.status < 300 and call.error is None
+    resp["data"] = _drop_none({
+        "request_id": request_id,
+        "provider_request_id": call.provider_request_id,
+        "provider": provider,
+        "model": _drop_none({"id": call.model_returned or call.model_requested}),
+        "status_code": x.status,
+        "success": success,
+        "error": _drop_none({"type": call.error.type, "message": call.error.message,
+                             "code": call.error.code})
+        if call.error else ({"type": f"http_{x.status}"} if not success and x.status else None),
+        "choices": [{"index": 0, "message": _drop_none({"role": "assistant",
+                                                         "content": _content(opts, call.output_text)}),
+                     **({"finish_reason": call.finish_reason} if call.finish_reason else {})}]
+        if call.output_text is not None and opts.content != "none" else None,
+        "tool_calls": [_drop_none({"id": t.id, "name": t.name, "type": "function",
+                                   "arguments": _content(opts, t.arguments)})
+                       for t in call.tool_calls] or None,
+        "tool_calls_count": len(call.tool_calls),
+        "usage": usage or None,
+        "latency_ms": latency,
+        "finish_reason": call.finish_reason,
+    })
+    if call.first_token_index is not None and x.response.start_ns and x.request.start_ns:
+        # first token: the response's first byte is the closest capture time we keep per exchange
+        ttft = (x.response.start_ns - x.request.start_ns) // 1_000_000
+        resp["data"]["time_to_first_token_ms"] = max(0, ttft)
+    if call.output_text is not None:
+        resp["attrs"]["output_text_length"] = len(call.output_text)
+    events.append(resp)
+    return events

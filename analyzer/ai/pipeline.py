@@ -1,0 +1,72 @@
+"""From an HTTP exchange to OISP events: classify the provider, parse the bodies with the parser of
+its API format, build the events. Exchanges that are not AI calls give no events."""
+
+from __future__ import annotations
+
+import json
+
+from ..bodies import SseParser, decode_body
+from ..exchange_json import content_encoding
+from ..exchanges import Exchange, HttpMessage
+from . import anthropic_messages, openai_chat
+from .calls import AiCall
+from .events import EventOptions, build_events
+from .providers import ProviderRegistry
+
+# (api_format, path fragment) -> parser module; the first match wins
+PARSERS = [
+    ("openai", "/chat/completions", openai_chat),
+    ("anthropic", "/v1/messages", anthropic_messages),
+]
+
+
+def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
+    """The decoded body as JSON, or its SSE events as (event, data) pairs."""
+    decoded = decode_body(msg.body, content_encoding(msg))
+    if decoded.error:
+        return None, None
+    ctype = (msg.header("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "text/event-stream" or (not msg.headers_reliable and decoded.data.startswith(b"data:")):
+        parser = SseParser()
+        events = parser.feed(decoded.data)
+        events += parser.finish()[0]
+        return None, [(e.event, e.data) for e in events]
+    try:
+        return json.loads(decoded.data), None
+    except ValueError:
+        return None, None
+
+
+def looks_like_ai_body(body: object) -> bool:
+    """The shape of an AI API request, for hosts known only by their path: a model and an input."""
+    return isinstance(body, dict) and isinstance(body.get("model"), str) and any(
+        k in body for k in ("messages", "prompt", "input", "contents"))
+
+
+def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list[dict]:
+    if x.connection.role != "client":
+        return []  # the client end of the same call is reported instead (when both are captured)
+    path = x.path or ""
+    match = registry.classify(x.authority, path)
+    if match is None:
+        return []
+    module = next((m for fmt, frag, m in PARSERS if fmt == match.api_format and frag in path), None)
+    call = AiCall(request_type="other")
+    body, _ = _json(x.request)
+    if match.matched_by == "path" and not looks_like_ai_body(body):
+        return []  # a path that merely looks like an AI API, with no AI body: not an AI call
+    if module is None or not isinstance(body, dict):
+        if isinstance(body, dict):
+            call.model_requested = body.get("model") if isinstance(body.get("model"), str) else None
+        return build_events(x, match, call, opts)
+    module.parse_request(body, call)
+    resp_body, resp_events = _json(x.response)
+    if resp_events is not None:
+        call.streaming = True
+        if module is anthropic_messages:
+            module.parse_stream(resp_events, call)
+        else:
+            module.parse_stream([data for _, data in resp_events], call)
+    elif isinstance(resp_body, dict):
+        module.parse_response(resp_body, call)
+    return build_events(x, match, call, opts)
