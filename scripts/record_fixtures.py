@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from testbed import fake_providers  # noqa: E402
 from testbed.hypercorn_server import HypercornServer  # noqa: E402
 from testbed.pki import make_pki  # noqa: E402
 
@@ -29,13 +30,32 @@ BIN = Path(sys.executable).parent
 FIXTURES = REPO / "tests" / "fixtures"
 
 
+PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com")
+
+
+def start_client(name: str, work: Path):
+    """The server, and the client process (waiting for a line on stdin)."""
+    if name == "sdk":
+        # real SDKs, real host names: a private mount namespace whose /etc/hosts points the
+        # provider hosts at the fake server on 127.0.0.1:443; the host's /etc/hosts is untouched
+        pki = make_pki(work / "pki", *PROVIDER_HOSTS)
+        server = HypercornServer(pki, work, app=fake_providers.app, port=443)
+        hosts = work / "hosts"
+        hosts.write_text("127.0.0.1 localhost " + " ".join(PROVIDER_HOSTS) + "\n")
+        inner = (f"mount --bind {hosts} /etc/hosts && exec env SSL_CERT_FILE={pki.ca_file} "
+                 f"{sys.executable} -m testbed.sdk_workload")
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner]
+    else:
+        pki = make_pki(work / "pki", "localhost")
+        server = HypercornServer(pki, work)
+        cmd = [sys.executable, "-m", "testbed.http_workloads", name, server.url, str(pki.ca_file)]
+    client = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return server, client
+
+
 def record(name: str) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"fixture-{name}-"))
-    pki = make_pki(work / "pki", "localhost")
-    server = HypercornServer(pki, work)
-    client = subprocess.Popen([sys.executable, "-m", "testbed.http_workloads", name, server.url,
-                               str(pki.ca_file)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    server, client = start_client(name, work)
     assert json.loads(client.stdout.readline())["ready"]
     segments = FIXTURES / "segments" / name
     shutil.rmtree(segments, ignore_errors=True)
@@ -58,10 +78,14 @@ def record(name: str) -> None:
         f.chmod(0o644)
     golden = FIXTURES / "golden" / f"{name}.exchanges.jsonl"
     golden.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(BIN / "oisp-analyze"), str(segments), "--exchanges", str(golden)], check=True)
+    events = FIXTURES / "golden" / f"{name}.events.jsonl"
+    subprocess.run([str(BIN / "oisp-analyze"), str(segments), "--exchanges", str(golden),
+                    "--out", str(events)], check=True)
+    truth = FIXTURES / "golden" / f"{name}.truth.json"
+    truth.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"{name}: client {result}, {sum(f.stat().st_size for f in segments.iterdir())} bytes of segments")
 
 
 if __name__ == "__main__":
-    for workload in sys.argv[1:] or ["h1", "h2"]:
+    for workload in sys.argv[1:] or ["h1", "h2", "sdk"]:
         record(workload)

@@ -15,14 +15,17 @@ from .pki import TestPKI
 
 
 class HypercornServer:
-    def __init__(self, pki: TestPKI, workdir: Path):
+    def __init__(self, pki: TestPKI, workdir: Path, app=app, port: int = 0):
         cert, key = workdir / "server.pem", workdir / "server.key"
         pki.cert.private_key_pem.write_to_path(str(key))
         pki.cert.cert_chain_pems[0].write_to_path(str(cert))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
+        if not port:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+        self.port = port
+        self.app = app
         self.config = Config()
         self.config.bind = [f"127.0.0.1:{self.port}"]
         self.config.certfile, self.config.keyfile = str(cert), str(key)
@@ -45,7 +48,7 @@ class HypercornServer:
         self._stop = asyncio.Event()
 
         async def main():
-            task = asyncio.ensure_future(serve(app, self.config, shutdown_trigger=self._stop.wait))
+            task = asyncio.ensure_future(serve(self.app, self.config, shutdown_trigger=self._stop.wait))
             while True:  # ready once the port accepts connections
                 try:
                     _, w = await asyncio.open_connection("127.0.0.1", self.port)

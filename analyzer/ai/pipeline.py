@@ -8,7 +8,7 @@ import json
 from ..bodies import SseParser, decode_body
 from ..exchange_json import content_encoding
 from ..exchanges import Exchange, HttpMessage
-from . import anthropic_messages, openai_chat
+from . import anthropic_messages, openai_chat, openai_embeddings
 from .calls import AiCall
 from .events import EventOptions, build_events
 from .providers import ProviderRegistry
@@ -16,6 +16,7 @@ from .providers import ProviderRegistry
 # (api_format, path fragment) -> parser module; the first match wins
 PARSERS = [
     ("openai", "/chat/completions", openai_chat),
+    ("openai", "/embeddings", openai_embeddings),
     ("anthropic", "/v1/messages", anthropic_messages),
 ]
 

@@ -1,0 +1,140 @@
+"""Fake AI provider endpoints (ASGI), answering with bodies shaped like the providers' documented
+ones: OpenAI chat completions (JSON and SSE with usage), embeddings, Anthropic messages (JSON and
+SSE), and provider-shaped errors. Deterministic: the answer is a function of the request.
+
+Ask for model "rate-limited" to get a 429, "bad-key" to get a 401."""
+
+from __future__ import annotations
+
+import json
+
+ANSWER = "Hello from the fake provider. It says [DONE] inside the text, which is not the end."
+
+
+def _words(text: str) -> list[str]:
+    out, word = [], ""
+    for ch in text:
+        word += ch
+        if ch == " ":
+            out.append(word)
+            word = ""
+    return out + ([word] if word else [])
+
+
+async def _body(receive) -> bytes:
+    data = b""
+    while True:
+        msg = await receive()
+        data += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return data
+
+
+async def _send(send, status: int, body: bytes | list[bytes], ctype: str, headers=()) -> None:
+    hdrs = [(b"content-type", ctype.encode()), *headers]
+    parts = body if isinstance(body, list) else [body]
+    if not isinstance(body, list):
+        hdrs.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    for i, part in enumerate(parts):
+        await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+
+
+def _openai_error(status: int, kind: str, message: str, code: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": {"message": message, "type": kind, "param": None,
+                                         "code": code}}).encode()
+
+
+async def openai_app(path: str, req: dict, send) -> None:
+    model = req.get("model", "")
+    if model == "rate-limited":
+        status, body = _openai_error(429, "requests", "Rate limit reached for requests", "rate_limit_exceeded")
+        await _send(send, status, body, "application/json", [(b"x-request-id", b"req_429")])
+        return
+    if model == "bad-key":
+        status, body = _openai_error(401, "invalid_request_error", "Incorrect API key provided",
+                                     "invalid_api_key")
+        await _send(send, status, body, "application/json")
+        return
+    if path.endswith("/embeddings"):
+        inputs = req.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        body = {"object": "list", "model": model, "data": [
+            {"object": "embedding", "index": i, "embedding": [0.125 * (i + 1), -0.5, 0.25]}
+            for i in range(len(inputs))], "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}}
+        await _send(send, 200, json.dumps(body).encode(), "application/json")
+        return
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in req.get("messages", []))
+    words = _words(ANSWER)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+             "total_tokens": prompt_tokens + len(words),
+             "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+    served = f"{model}-2024-07-18"
+    if req.get("stream"):
+        chunks = [{"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": served,
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+        chunks += [{"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": served,
+                    "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
+        chunks.append({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                       "model": served, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (req.get("stream_options") or {}).get("include_usage"):
+            chunks.append({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                           "model": served, "choices": [], "usage": usage})
+        parts = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+        await _send(send, 200, parts, "text/event-stream")
+        return
+    body = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": served,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "usage": usage}
+    await _send(send, 200, json.dumps(body).encode(), "application/json")
+
+
+async def anthropic_app(req: dict, send) -> None:
+    model = req.get("model", "")
+    if model == "rate-limited":
+        body = json.dumps({"type": "error", "error": {"type": "rate_limit_error",
+                                                      "message": "Number of requests has exceeded your rate limit"}})
+        await _send(send, 429, body.encode(), "application/json")
+        return
+    words = _words(ANSWER)
+    usage = {"input_tokens": 11, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20,
+             "output_tokens": len(words)}
+    if req.get("stream"):
+        evs = [("message_start", {"type": "message_start", "message": {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}),
+               ("content_block_start", {"type": "content_block_start", "index": 0,
+                                        "content_block": {"type": "text", "text": ""}})]
+        evs += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "text_delta", "text": w}}) for w in words]
+        evs += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                   "usage": {"output_tokens": len(words)}}),
+                ("message_stop", {"type": "message_stop"})]
+        parts = [b"event: %s\ndata: %s\n\n" % (n.encode(), json.dumps(d).encode()) for n, d in evs]
+        await _send(send, 200, parts, "text/event-stream")
+        return
+    body = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn", "usage": usage}
+    await _send(send, 200, json.dumps(body).encode(), "application/json")
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            await send({"type": msg["type"] + ".complete"})
+            if msg["type"] == "lifespan.shutdown":
+                return
+    raw = await _body(receive)
+    try:
+        req = json.loads(raw or b"{}")
+    except ValueError:
+        req = {}
+    path = scope["path"]
+    if path.startswith("/v1/messages"):
+        await anthropic_app(req, send)
+    elif path.startswith("/v1/"):
+        await openai_app(path, req, send)
+    else:
+        await _send(send, 404, b"not found", "text/plain")

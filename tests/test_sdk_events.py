@@ -1,0 +1,67 @@
+"""Events from segments recorded by the real recorder while the real openai and anthropic SDKs called
+fake providers under their real host names (scripts/record_fixtures.py sdk): golden, valid, exact
+against what the SDKs themselves returned, and free of the API key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from analyzer.ai.schema import validation_errors
+from analyzer_inputs import FIXTURES
+from conftest import BIN
+from testbed.sdk_workload import CANARY_KEY
+
+SEGMENTS = FIXTURES / "segments" / "sdk"
+TRUTH = json.loads((FIXTURES / "golden" / "sdk.truth.json").read_text())
+
+
+def run(tmp_path, *extra):
+    out, xs = tmp_path / "events.jsonl", tmp_path / "exchanges.jsonl"
+    cmd = [str(BIN / "oisp-analyze"), str(SEGMENTS), "--out", str(out), "--exchanges", str(xs), *extra]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out, xs
+
+
+def test_golden_and_deterministic(tmp_path):
+    out, xs = run(tmp_path)
+    assert out.read_bytes() == (FIXTURES / "golden" / "sdk.events.jsonl").read_bytes()
+    assert xs.read_bytes() == (FIXTURES / "golden" / "sdk.exchanges.jsonl").read_bytes()
+
+
+def test_events_match_what_the_sdks_saw(tmp_path):
+    out, _ = run(tmp_path)
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(validation_errors(e) == [] for e in events)
+    reqs = [e for e in events if e["event_type"] == "ai.request"]
+    resps = {e["data"]["request_id"]: e for e in events if e["event_type"] == "ai.response"}
+    assert len(reqs) == 6 and len(resps) == 6  # every request has its response, paired by exchange
+    pairs = [(r, resps[r["data"]["request_id"]]) for r in reqs]
+    names = [(r["data"]["provider"]["name"], r["data"]["request_type"], r["data"]["streaming"])
+             for r, _ in pairs]
+    assert names == [("openai", "chat", False), ("openai", "chat", True), ("openai", "embedding", False),
+                     ("openai", "chat", False), ("anthropic", "chat", False), ("anthropic", "chat", True)]
+    expect = [TRUTH["chat"], TRUTH["chat_stream"], None, None, TRUTH["anthropic"], TRUTH["anthropic_stream"]]
+    for (req, resp), truth in zip(pairs, expect, strict=True):
+        assert req["confidence"]["level"] == "high" and req["process"]["pid"] > 0
+        if truth is None:
+            continue
+        assert resp["data"]["choices"][0]["message"]["content"] == truth["text"]
+        u, t = resp["data"]["usage"], truth["usage"]
+        assert u["completion_tokens"] == t.get("completion_tokens", t.get("output_tokens"))
+        if "input_tokens" in t:  # Anthropic: input + cache read + cache creation
+            assert u["prompt_tokens"] == t["input_tokens"] + t["cache_read_input_tokens"] + t[
+                "cache_creation_input_tokens"]
+        else:
+            assert u["prompt_tokens"] == t["prompt_tokens"] and u["total_tokens"] == t["total_tokens"]
+    limited = pairs[3][1]["data"]
+    assert limited["status_code"] == TRUTH["rate_limited"]["status"] == 429 and not limited["success"]
+    assert limited["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_api_key_reaches_no_output(tmp_path):
+    for mode in ("full", "hash", "none"):
+        out, xs = run(tmp_path, "--content", mode)
+        for path in (out, xs):
+            text = path.read_text()
+            assert CANARY_KEY not in text and CANARY_KEY[8:20] not in text
