@@ -14,6 +14,48 @@ def _preview(data: bytes) -> str:
     return data.decode("latin-1").replace("\r", "\\r").replace("\n", "\\n")
 
 
+def main() -> None:
+    """`oisp-analyze check ...` checks an events file; anything else analyzes segments."""
+    if len(sys.argv) > 1 and sys.argv[1] == "check":
+        check_command(sys.argv[2:], prog_name="oisp-analyze check")
+    else:
+        analyze_command()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("events_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("expected_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def check_command(events_file: Path, expected_file: Path) -> None:
+    """Check EVENTS_FILE (JSON lines) against EXPECTED_FILE (the OISP cookbook's expectations).
+
+    Exit codes: 0 all met, 1 some expectation not met, 2 usage error or malformed input.
+    """
+    import json
+
+    from .expectations import ExpectationsError, check
+
+    try:
+        expected = json.loads(expected_file.read_text())
+    except ValueError as exc:
+        raise click.UsageError(f"{expected_file} is not valid JSON: {exc}") from None
+    events = []
+    for n, line in enumerate(events_file.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                raise click.UsageError(f"{events_file} line {n} is not JSON") from None
+    try:
+        failures = check(events, expected)
+    except ExpectationsError as exc:
+        raise click.UsageError(f"{expected_file}: {exc}") from None
+    for f in failures:
+        click.echo(f"FAIL {f}", err=True)
+    n = len(expected.get("events", [])) + ("minimum_events" in expected)
+    click.echo(f"{n - len(failures)} of {n} expectation(s) met on {len(events)} event(s)")
+    sys.exit(1 if failures else 0)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--exchanges", "exchanges_out", type=click.Path(dir_okay=False, path_type=Path),
@@ -22,11 +64,12 @@ def _preview(data: bytes) -> str:
               help="Write OISP ai.request/ai.response events as JSON lines ('-' for stdout).")
 @click.option("--content", type=click.Choice(["full", "hash", "none"]), default="full", show_default=True,
               help="Prompts and answers in events: as captured, as keyed hashes, or left out.")
-def main(paths, exchanges_out, events_out, content):
+def analyze_command(paths, exchanges_out, events_out, content):
     """Analyze segment files, directories (searched recursively) or globs.
 
-    Without an output option, summarizes the TLS connections the segments hold. Exit codes: 0 ok,
-    1 runtime failure, 2 usage error.
+    Without an output option, summarizes the TLS connections the segments hold. To check an events
+    file against expectations: oisp-analyze check EVENTS EXPECTED. Exit codes: 0 ok, 1 runtime
+    failure, 2 usage error.
     """
     try:
         files = find_segments(list(paths))
