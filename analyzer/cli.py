@@ -62,9 +62,11 @@ def check_command(events_file: Path, expected_file: Path) -> None:
               help="Write every HTTP exchange as one JSON object per line ('-' for stdout).")
 @click.option("--out", "events_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write OISP ai.request/ai.response events as JSON lines ('-' for stdout).")
+@click.option("--duckdb", "duckdb_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write tables (events, ai_calls, exchanges, connections) to this DuckDB file.")
 @click.option("--content", type=click.Choice(["full", "hash", "none"]), default="full", show_default=True,
               help="Prompts and answers in events: as captured, as keyed hashes, or left out.")
-def analyze_command(paths, exchanges_out, events_out, content):
+def analyze_command(paths, exchanges_out, events_out, duckdb_out, content):
     """Analyze segment files, directories (searched recursively) or globs.
 
     Without an output option, summarizes the TLS connections the segments hold. To check an events
@@ -75,8 +77,8 @@ def analyze_command(paths, exchanges_out, events_out, content):
         files = find_segments(list(paths))
     except NoSegmentsError as exc:
         raise click.UsageError(str(exc)) from None
-    if exchanges_out is not None or events_out is not None:
-        sys.exit(_analyze(files, exchanges_out, events_out, content))
+    if exchanges_out is not None or events_out is not None or duckdb_out is not None:
+        sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, content))
     from .capture_summary import connection_summary, first_bytes
 
     try:
@@ -104,18 +106,21 @@ def _open(path: Path | None):
     return sys.stdout if str(path) == "-" else open(path, "w", encoding="utf-8")
 
 
-def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None, content: str) -> int:
+def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None,
+             duckdb_out: Path | None, content: str) -> int:
     import json
 
     from .ai.events import EventOptions
     from .ai.pipeline import exchange_events
     from .ai.providers import ProviderRegistry
     from .connection_tracker import ConnectionTracker
+    from .duckdb_sink import DuckDBSink
     from .exchange_json import dumps
     from .segment_reader import ReadReport, read_batches
 
     report = ReadReport()
-    tracker = ConnectionTracker()
+    db = DuckDBSink(duckdb_out) if duckdb_out else None
+    tracker = ConnectionTracker(on_close=db.add_connection if db else None)
     registry = ProviderRegistry()
     opts = EventOptions(content=content)
     count = incomplete = events = 0
@@ -128,19 +133,26 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
             incomplete += not x.complete
             if xs_sink:
                 xs_sink.write(dumps(x) + "\n")
-            if ev_sink:
+            if db:
+                db.add_exchange(x)
+            if ev_sink or db:
                 for ev in exchange_events(x, registry, opts):
-                    line = json.dumps(ev, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-                    ev_sink.write(line + "\n")
+                    if ev_sink:
+                        line = json.dumps(ev, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+                        ev_sink.write(line + "\n")
+                    if db:
+                        db.add_event(ev)
                     events += 1
     finally:
         for sink in (xs_sink, ev_sink):
             if sink is not None and sink is not sys.stdout:
                 sink.close()
+        if db:
+            db.close()
     for path, problem in report.problems:
         click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
     click.echo(
         f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
         f"{tracker.connections_seen} connection(s), {count} exchange(s) ({incomplete} incomplete)"
-        + (f", {events} AI event(s)" if ev_sink else ""), err=True)
+        + (f", {events} AI event(s)" if ev_sink or db else ""), err=True)
     return 1 if report.problems and report.files_read == 0 else 0

@@ -36,8 +36,9 @@ class _Conn:
 
 
 class ConnectionTracker:
-    def __init__(self, max_body: int = 64 * 1024 * 1024):
+    def __init__(self, max_body: int = 64 * 1024 * 1024, on_close=None):
         self.max_body = max_body
+        self.on_close = on_close  # called with each ConnectionInfo when its connection is done
         self.open: dict[tuple[str, str], _Conn] = {}
         self.connections_seen = 0
 
@@ -91,9 +92,12 @@ class ConnectionTracker:
                 self._deliver(c, direction, p)
         if c.undetected:
             self._detect(c, final=True)
-        if c.parser is None:
-            return []
-        return c.parser.finish(closed) if isinstance(c.parser, Http1Connection) else c.parser.finish()
+        out: list[Exchange] = []
+        if c.parser is not None:
+            out = c.parser.finish(closed) if isinstance(c.parser, Http1Connection) else c.parser.finish()
+        if self.on_close:
+            self.on_close(c.info)
+        return out
 
     # ---- protocol ----------------------------------------------------------------------------
     def _deliver(self, c: _Conn, direction: str, piece: Data | Gap) -> None:

@@ -50,6 +50,7 @@ class Http1Connection:
         self._backlog: list[tuple[bytes, int]] = []  # response bytes waiting for their request
         self._notes_next: list[str] = []
         self._stopped: str | None = None  # why parsing ended early on this connection
+        self._ended: dict[str, set[int]] = {"request": set(), "response": set()}  # ids of messages done
         # resync: the capture began mid-connection, so skip to the first message start
         self._new_parsers(resync=resync)
         if resync:
@@ -172,10 +173,12 @@ class Http1Connection:
                 if len(ev.data) > room and "request body over the size cap" not in x.notes:
                     x.notes.append("request body over the size cap")
                 x.request.body += ev.data[:max(room, 0)]
+                x.request.end_ns = self._req_ts  # the last byte so far: kept if the end never comes
             elif isinstance(ev, h11.EndOfMessage):
                 x = self._cur_req
                 x.request.trailers = _headers(ev.headers)
                 x.request.end_ns = self._req_ts
+                self._ended["request"].add(id(x))
                 x.request.complete = "request body over the size cap" not in x.notes
                 self._maybe_next_cycle()
             elif isinstance(ev, h11.ConnectionClosed):
@@ -237,9 +240,11 @@ class Http1Connection:
                 if len(ev.data) > room and "response body over the size cap" not in x.notes:
                     x.notes.append("response body over the size cap")
                 x.response.body += ev.data[:max(room, 0)]
+                x.response.end_ns = ts  # the last byte so far: kept if the end never comes
             elif isinstance(ev, h11.EndOfMessage):
                 x.response.trailers = _headers(ev.headers)
                 x.response.end_ns = ts
+                self._ended["response"].add(id(x))
                 x.response.complete = "response body over the size cap" not in x.notes
                 self._maybe_next_cycle()
                 return True
@@ -250,9 +255,8 @@ class Http1Connection:
     def _maybe_next_cycle(self) -> None:
         """When the current exchange has both ends, move both parsers to the next one."""
         x = self._cur_resp
-        if x is None or x is not self._cur_req or not x.response.complete and x.response.end_ns is None:
-            return
-        if x.request.end_ns is None or x.response.end_ns is None:
+        if x is None or x is not self._cur_req or id(x) not in self._ended["request"] \
+                or id(x) not in self._ended["response"]:
             return
         self._inflight.remove(x)
         self.finished.append(x)

@@ -65,3 +65,22 @@ def test_api_key_reaches_no_output(tmp_path):
         for path in (out, xs):
             text = path.read_text()
             assert CANARY_KEY not in text and CANARY_KEY[8:20] not in text
+
+
+def test_duckdb_tables(tmp_path):
+    import duckdb
+
+    db = tmp_path / "audit.duckdb"
+    subprocess.run([str(BIN / "oisp-analyze"), str(SEGMENTS), "--duckdb", str(db)], check=True,
+                   capture_output=True)
+    con = duckdb.connect(str(db))
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+              for t in ("events", "ai_calls", "exchanges", "connections")}
+    assert counts == {"events": 12, "ai_calls": 6, "exchanges": 6, "connections": 3}
+    rows = con.execute("SELECT provider, streaming, status_code, total_tokens FROM ai_calls "
+                       "WHERE request_type = 'chat' ORDER BY request_ts").fetchall()
+    assert rows == [("openai", False, 200, 26), ("openai", True, 200, 22), ("openai", False, 429, None),
+                    ("anthropic", False, 200, 147), ("anthropic", True, 200, 147)]
+    tokens = con.execute("SELECT sum(total_tokens) FROM ai_calls WHERE provider = 'anthropic'").fetchall()
+    assert tokens == [(294,)]
+    assert CANARY_KEY not in json.dumps(con.execute("SELECT event_json FROM events").fetchall())
