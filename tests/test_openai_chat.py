@@ -60,7 +60,7 @@ def test_stream_assembles_text_tool_calls_and_final_usage():
          "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}},
     ]
     call = AiCall()
-    parse_stream([json.dumps(c) for c in chunks] + ["[DONE]"], call)
+    parse_stream([("message", json.dumps(c)) for c in chunks] + [("message", "[DONE]")], call)
     assert call.output_text == "The answer is [DONE] soon."
     assert call.first_token_index == 1 and call.finish_reason == "stop"
     assert [(t.id, t.name, t.arguments) for t in call.tool_calls] == [("call_9", "f", '{"a":1}')]
@@ -73,6 +73,7 @@ def test_errors_and_cut_streams():
                                "code": "rate_limit_exceeded"}}, call)
     assert (call.error.type, call.error.code) == ("requests", "rate_limit_exceeded")
     call = AiCall()
-    parse_stream(['{"choices":[{"index":0,"delta":{"content":"half"}}]}', "not json"], call)
+    half = '{"choices":[{"index":0,"delta":{"content":"half"}}]}'
+    parse_stream([("message", half), ("message", "not json")], call)
     assert call.output_text == "half"
     assert call.notes == ["stream event 1 is not JSON", "stream ended without [DONE]"]

@@ -31,7 +31,7 @@ def _text(content) -> tuple[str | None, int]:
     return "\n".join(texts), images
 
 
-def parse_request(body: dict, call: AiCall) -> None:
+def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "chat"
     call.model_requested = body.get("model")
     call.streaming = bool(body.get("stream"))

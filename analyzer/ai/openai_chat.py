@@ -28,7 +28,7 @@ def _text(content) -> tuple[str | None, int]:
     return json.dumps(content, sort_keys=True), 0
 
 
-def parse_request(body: dict, call: AiCall) -> None:
+def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "chat"
     call.model_requested = body.get("model")
     call.streaming = bool(body.get("stream"))
@@ -86,12 +86,12 @@ def parse_response(body: dict, call: AiCall) -> None:
     call.usage = _usage(body.get("usage"))
 
 
-def parse_stream(events: list[str], call: AiCall) -> None:
-    """`data:` payloads of an SSE stream, in order. `[DONE]` ends it; anything after is noted."""
+def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
+    """(event, data) pairs of an SSE stream, in order. `[DONE]` ends it."""
     text: list[str] = []
     calls: dict[int, ToolCall] = {}
     done = False
-    for i, data in enumerate(events):
+    for i, (_, data) in enumerate(events):
         if data.strip() == "[DONE]":
             done = True
             continue

@@ -6,7 +6,7 @@ from .calls import AiCall, Usage
 from .openai_chat import parse_error
 
 
-def parse_request(body: dict, call: AiCall) -> None:
+def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "embedding"
     call.model_requested = body.get("model")
     inputs = body.get("input")
@@ -25,5 +25,5 @@ def parse_response(body: dict, call: AiCall) -> None:
     call.parameters["embeddings_returned"] = len(body.get("data") or [])
 
 
-def parse_stream(events: list[str], call: AiCall) -> None:
+def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     call.notes.append("embeddings do not stream")

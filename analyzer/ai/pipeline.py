@@ -5,28 +5,37 @@ from __future__ import annotations
 
 import json
 
-from ..bodies import SseParser, decode_body
+from ..bodies import SseParser, decode_body, split_ndjson
 from ..exchange_json import content_encoding
 from ..exchanges import Exchange, HttpMessage
-from . import anthropic_messages, openai_chat, openai_embeddings
+from . import anthropic_messages, gemini, ollama, openai_chat, openai_embeddings
 from .calls import AiCall
 from .events import EventOptions, build_events
 from .providers import ProviderRegistry
 
-# (api_format, path fragment) -> parser module; the first match wins
+# path fragment -> parser module, the first match wins. Paths, not providers, decide: Ollama and
+# vLLM also speak OpenAI's /v1/chat/completions, gateways speak several formats.
 PARSERS = [
-    ("openai", "/chat/completions", openai_chat),
-    ("openai", "/embeddings", openai_embeddings),
-    ("anthropic", "/v1/messages", anthropic_messages),
+    ("/chat/completions", openai_chat),
+    ("/embeddings", openai_embeddings),
+    ("/v1/messages", anthropic_messages),
+    (":generateContent", gemini),
+    (":streamGenerateContent", gemini),
+    ("/api/chat", ollama),
+    ("/api/generate", ollama),
 ]
 
 
 def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
-    """The decoded body as JSON, or its SSE events as (event, data) pairs."""
+    """The decoded body as JSON, or its stream as (event, data) pairs: SSE events, or NDJSON lines
+    (event "ndjson")."""
     decoded = decode_body(msg.body, content_encoding(msg))
     if decoded.error:
         return None, None
     ctype = (msg.header("content-type") or "").split(";")[0].strip().lower()
+    if ctype in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
+        lines, _ = split_ndjson(decoded.data)
+        return None, [("ndjson", line) for line in lines]
     if ctype == "text/event-stream" or (not msg.headers_reliable and decoded.data.startswith(b"data:")):
         parser = SseParser()
         events = parser.feed(decoded.data)
@@ -38,10 +47,11 @@ def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
         return None, None
 
 
-def looks_like_ai_body(body: object) -> bool:
-    """The shape of an AI API request, for hosts known only by their path: a model and an input."""
-    return isinstance(body, dict) and isinstance(body.get("model"), str) and any(
-        k in body for k in ("messages", "prompt", "input", "contents"))
+def looks_like_ai_body(body: object, path: str = "") -> bool:
+    """The shape of an AI API request, for hosts known only by their path: a model (in the body, or
+    in a Gemini-style path) and an input."""
+    has_model = isinstance(body, dict) and (isinstance(body.get("model"), str) or "/models/" in path)
+    return has_model and any(k in body for k in ("messages", "prompt", "input", "contents"))
 
 
 def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list[dict]:
@@ -51,23 +61,21 @@ def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions)
     match = registry.classify(x.authority, path)
     if match is None:
         return []
-    module = next((m for fmt, frag, m in PARSERS if fmt == match.api_format and frag in path), None)
+    module = next((m for fragment, m in PARSERS if fragment in path), None)
     call = AiCall(request_type="other")
     body, _ = _json(x.request)
-    if match.matched_by == "path" and not looks_like_ai_body(body):
+    if match.matched_by == "path" and not looks_like_ai_body(body, path):
         return []  # a path that merely looks like an AI API, with no AI body: not an AI call
     if module is None or not isinstance(body, dict):
         if isinstance(body, dict):
             call.model_requested = body.get("model") if isinstance(body.get("model"), str) else None
         return build_events(x, match, call, opts)
-    module.parse_request(body, call)
+    module.parse_request(body, call, path)
     resp_body, resp_events = _json(x.response)
     if resp_events is not None:
         call.streaming = True
-        if module is anthropic_messages:
-            module.parse_stream(resp_events, call)
-        else:
-            module.parse_stream([data for _, data in resp_events], call)
-    elif isinstance(resp_body, dict):
+        module.parse_stream(resp_events, call)
+    elif isinstance(resp_body, dict) or (
+            isinstance(resp_body, list) and getattr(module, "JSON_ARRAY_STREAM", False)):
         module.parse_response(resp_body, call)
     return build_events(x, match, call, opts)
