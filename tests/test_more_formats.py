@@ -86,3 +86,61 @@ def test_ollama_ndjson_stream_through_the_pipeline():
     assert validation_errors(req) == [] and validation_errors(resp) == []
     assert req["data"]["provider"]["name"] == "ollama" and resp["data"]["usage"]["completion_tokens"] == 2
     assert resp["data"]["choices"][0]["message"]["content"] == "Hello"
+
+
+def test_openai_responses_api_json_and_stream():
+    body = {"model": "gpt-5-mini", "instructions": "Be exact.", "stream": True, "max_output_tokens": 50,
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]}],
+            "tools": [{"type": "function", "name": "calc", "description": "Calculator"}]}
+    final = {"id": "resp_1", "model": "gpt-5-mini-2025-08-07", "status": "completed",
+             "output": [{"type": "reasoning", "summary": []},
+                        {"type": "message", "content": [{"type": "output_text", "text": "4"}]}],
+             "usage": {"input_tokens": 20, "output_tokens": 9, "total_tokens": 29,
+                       "input_tokens_details": {"cached_tokens": 0},
+                       "output_tokens_details": {"reasoning_tokens": 8}}}
+    events = [("response.created", {"type": "response.created", "response": {"id": "resp_1"}}),
+              ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "4"}),
+              ("response.completed", {"type": "response.completed", "response": final})]
+    sse = b"".join(b"event: %s\ndata: %s\n\n" % (n.encode(), json.dumps(d).encode()) for n, d in events)
+    x = exchange("api.openai.com", "/v1/responses", body, sse, "text/event-stream")
+    req, resp = exchange_events(x, REG, EventOptions())
+    assert validation_errors(req) == [] and validation_errors(resp) == []
+    assert req["data"]["has_system_prompt"] and req["data"]["parameters"] == {"max_tokens": 50}
+    d = resp["data"]
+    assert d["choices"][0]["message"]["content"] == "4" and d["finish_reason"] == "stop"
+    assert d["usage"]["reasoning_tokens"] == 8 and d["model"]["id"] == "gpt-5-mini-2025-08-07"
+
+
+def test_openai_legacy_completions():
+    body = {"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test", "max_tokens": 7}
+    resp = {"id": "cmpl-1", "model": "gpt-3.5-turbo-instruct", "choices": [
+        {"text": "\n\nThis is a test.", "index": 0, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+    req_ev, resp_ev = exchange_events(exchange("api.openai.com", "/v1/completions", body,
+                                               json.dumps(resp).encode()), REG, EventOptions())
+    assert req_ev["data"]["request_type"] == "completion" and validation_errors(resp_ev) == []
+    assert resp_ev["data"]["finish_reason"] == "length" and resp_ev["data"]["usage"]["total_tokens"] == 12
+
+
+def test_cohere_v2_chat_stream_and_error():
+    body = {"model": "command-a-03-2025", "stream": True, "messages": [
+        {"role": "system", "content": "Short."}, {"role": "user", "content": "Hi"}]}
+    start = {"type": "message-start", "id": "c-1", "delta": {"message": {"role": "assistant"}}}
+    events = [("message-start", start),
+              ("content-delta", {"type": "content-delta", "index": 0,
+                                 "delta": {"message": {"content": {"text": "Hel"}}}}),
+              ("content-delta", {"type": "content-delta", "index": 0,
+                                 "delta": {"message": {"content": {"text": "lo"}}}}),
+              ("message-end", {"type": "message-end", "delta": {
+                  "finish_reason": "COMPLETE",
+                  "usage": {"tokens": {"input_tokens": 12, "output_tokens": 2}}}})]
+    sse = b"".join(b"event: %s\ndata: %s\n\n" % (n.encode(), json.dumps(d).encode()) for n, d in events)
+    req, resp = exchange_events(exchange("api.cohere.com", "/v2/chat", body, sse, "text/event-stream"), REG,
+                                EventOptions())
+    assert req["data"]["provider"]["name"] == "cohere" and validation_errors(resp) == []
+    assert resp["data"]["choices"][0]["message"]["content"] == "Hello"
+    assert resp["data"]["usage"]["total_tokens"] == 14 and resp["data"]["finish_reason"] == "stop"
+    err = exchange("api.cohere.com", "/v2/chat", {**body, "stream": False},
+                   json.dumps({"id": "e-1", "message": "invalid api token"}).encode(), status=401)
+    _, resp = exchange_events(err, REG, EventOptions())
+    assert resp["data"]["error"]["message"] == "invalid api token" and resp["data"]["success"] is False

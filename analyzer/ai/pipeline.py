@@ -8,7 +8,16 @@ import json
 from ..bodies import SseParser, decode_body, split_ndjson
 from ..exchange_json import content_encoding
 from ..exchanges import Exchange, HttpMessage
-from . import anthropic_messages, gemini, ollama, openai_chat, openai_embeddings
+from . import (
+    anthropic_messages,
+    cohere_chat,
+    gemini,
+    ollama,
+    openai_chat,
+    openai_completions,
+    openai_embeddings,
+    openai_responses,
+)
 from .calls import AiCall
 from .events import EventOptions, build_events
 from .providers import ProviderRegistry
@@ -17,6 +26,9 @@ from .providers import ProviderRegistry
 # vLLM also speak OpenAI's /v1/chat/completions, gateways speak several formats.
 PARSERS = [
     ("/chat/completions", openai_chat),
+    ("/v1/responses", openai_responses),
+    ("/v1/completions", openai_completions),
+    ("/v2/chat", cohere_chat),
     ("/embeddings", openai_embeddings),
     ("/v1/messages", anthropic_messages),
     (":generateContent", gemini),
