@@ -144,3 +144,53 @@ def test_cohere_v2_chat_stream_and_error():
                    json.dumps({"id": "e-1", "message": "invalid api token"}).encode(), status=401)
     _, resp = exchange_events(err, REG, EventOptions())
     assert resp["data"]["error"]["message"] == "invalid api token" and resp["data"]["success"] is False
+
+
+def test_bedrock_converse_stream_eventstream_and_invoke_model():
+    import base64
+
+    from analyzer.aws_eventstream import EventStreamError, decode, encode
+
+    body = {"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "system": [{"text": "Short."}],
+            "inferenceConfig": {"maxTokens": 64, "temperature": 0.3}}
+    frames = [("messageStart", {"role": "assistant"}), ("contentBlockDelta", {"delta": {"text": "Hel"}}),
+              ("contentBlockDelta", {"delta": {"text": "lo"}}), ("messageStop", {"stopReason": "end_turn"}),
+              ("metadata", {"usage": {"inputTokens": 8, "outputTokens": 2, "totalTokens": 10}})]
+    headers = {":message-type": "event", ":content-type": "application/json"}
+    stream = b"".join(encode({":event-type": n, **headers}, json.dumps(d).encode()) for n, d in frames)
+    msgs, rest = decode(stream[:-5])  # the last frame is cut: four whole ones, the rest kept
+    assert [m.event_type for m in msgs] == [n for n, _ in frames[:4]] and 0 < len(rest) < len(stream)
+    corrupt = bytearray(stream)
+    corrupt[20] ^= 0xFF
+    try:
+        decode(bytes(corrupt))
+        raise AssertionError("a corrupt frame was accepted")
+    except EventStreamError as exc:
+        assert "CRC" in str(exc)
+    path = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
+    x = exchange("bedrock-runtime.us-east-1.amazonaws.com", path, body, stream,
+                 "application/vnd.amazon.eventstream")
+    req, resp = exchange_events(x, REG, EventOptions())
+    assert validation_errors(req) == [] and validation_errors(resp) == []
+    assert req["data"]["provider"]["name"] == "aws_bedrock" and req["data"]["streaming"]
+    assert req["data"]["model"]["id"] == "anthropic.claude-3-haiku-20240307-v1:0"
+    assert resp["data"]["choices"][0]["message"]["content"] == "Hello"
+    assert resp["data"]["usage"]["total_tokens"] == 10 and resp["data"]["finish_reason"] == "stop"
+
+    # InvokeModelWithResponseStream: Anthropic events, base64 inside "chunk" events
+    start = {"type": "message_start", "message": {"id": "m", "model": "claude", "usage": {"input_tokens": 3}}}
+    inner = [start,
+             {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Yo"}},
+             {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+             {"type": "message_stop"}]
+    chunk = {":event-type": "chunk", ":message-type": "event"}
+    stream = b"".join(encode(chunk, json.dumps({"bytes": base64.b64encode(json.dumps(e).encode()).decode()})
+                             .encode()) for e in inner)
+    anthropic_body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "Hey"}]}
+    path = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream"
+    x = exchange("bedrock-runtime.eu-west-1.amazonaws.com", path, anthropic_body, stream,
+                 "application/vnd.amazon.eventstream")
+    req, resp = exchange_events(x, REG, EventOptions())
+    assert validation_errors(resp) == [] and resp["data"]["choices"][0]["message"]["content"] == "Yo"
+    assert resp["data"]["usage"]["total_tokens"] == 4

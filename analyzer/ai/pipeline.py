@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+from ..aws_eventstream import EventStreamError, decode
 from ..bodies import SseParser, decode_body, split_ndjson
 from ..exchange_json import content_encoding
 from ..exchanges import Exchange, HttpMessage
 from . import (
     anthropic_messages,
+    bedrock,
     cohere_chat,
     gemini,
     ollama,
@@ -33,6 +35,8 @@ PARSERS = [
     ("/v1/messages", anthropic_messages),
     (":generateContent", gemini),
     (":streamGenerateContent", gemini),
+    ("/converse", bedrock),
+    ("/invoke", bedrock),
     ("/api/chat", ollama),
     ("/api/generate", ollama),
 ]
@@ -45,6 +49,12 @@ def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
     if decoded.error:
         return None, None
     ctype = (msg.header("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "application/vnd.amazon.eventstream":
+        try:
+            messages, _ = decode(decoded.data)
+        except EventStreamError:
+            return None, None
+        return None, [(m.event_type or "", m.payload.decode("utf-8", "replace")) for m in messages]
     if ctype in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
         lines, _ = split_ndjson(decoded.data)
         return None, [("ndjson", line) for line in lines]
