@@ -64,21 +64,28 @@ def check_command(events_file: Path, expected_file: Path) -> None:
               help="Write OISP ai.request/ai.response events as JSON lines ('-' for stdout).")
 @click.option("--duckdb", "duckdb_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write tables (events, ai_calls, exchanges, connections) to this DuckDB file.")
-@click.option("--content", type=click.Choice(["full", "hash", "none"]), default="full", show_default=True,
-              help="Prompts and answers in events: as captured, as keyed hashes, or left out.")
-def analyze_command(paths, exchanges_out, events_out, duckdb_out, content):
+@click.option("--content", type=click.Choice(["full", "hash", "none"]),
+              help="Prompts and answers in events: as captured (default), as keyed hashes, or left out.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML config file; its 'analyzer' section sets content, hash_key_file and endpoints.")
+def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, config_file):
     """Analyze segment files, directories (searched recursively) or globs.
 
     Without an output option, summarizes the TLS connections the segments hold. To check an events
     file against expectations: oisp-analyze check EVENTS EXPECTED. Exit codes: 0 ok, 1 runtime
     failure, 2 usage error.
     """
+    from .config import AnalyzerConfigError, load
+
     try:
+        cfg = load(config_file)
         files = find_segments(list(paths))
-    except NoSegmentsError as exc:
+    except (NoSegmentsError, AnalyzerConfigError) as exc:
         raise click.UsageError(str(exc)) from None
+    if content:
+        cfg.content = content
     if exchanges_out is not None or events_out is not None or duckdb_out is not None:
-        sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, content))
+        sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, cfg))
     from .capture_summary import connection_summary, first_bytes
 
     try:
@@ -100,6 +107,15 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content):
                 click.echo(f"    {arrow} {_preview(head)}")
 
 
+def _progress(files: list[Path]):
+    """The files, with a progress bar on stderr when it is a terminal."""
+    if not sys.stderr.isatty() or len(files) < 2:
+        yield from files
+        return
+    with click.progressbar(files, label="segments", file=sys.stderr, show_pos=True) as bar:
+        yield from bar
+
+
 def _open(path: Path | None):
     if path is None:
         return None
@@ -107,7 +123,7 @@ def _open(path: Path | None):
 
 
 def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None,
-             duckdb_out: Path | None, content: str) -> int:
+             duckdb_out: Path | None, cfg) -> int:
     import json
 
     from .ai.events import EventOptions
@@ -121,14 +137,14 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     report = ReadReport()
     db = DuckDBSink(duckdb_out) if duckdb_out else None
     tracker = ConnectionTracker(on_close=db.add_connection if db else None)
-    registry = ProviderRegistry()
-    opts = EventOptions(content=content)
+    registry = ProviderRegistry(cfg.endpoints)
+    opts = EventOptions(content=cfg.content, **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
     count = incomplete = events = 0
     # Written as connections close: memory holds open connections only, never the whole output.
     # The order follows the input (files by name, rows in file order), so it is deterministic.
     xs_sink, ev_sink = _open(exchanges_out), _open(events_out)
     try:
-        for x in tracker.process(read_batches(files, report)):
+        for x in tracker.process(read_batches(_progress(files), report)):
             count += 1
             incomplete += not x.complete
             if xs_sink:

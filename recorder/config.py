@@ -50,6 +50,7 @@ _LIST_KEYS = {"pids": int, "comms": str, "cgroups": str, "extra_libraries": str}
 _INT_KEYS = {"segment_max_bytes", "chunk_size", "max_chunks_per_call", "ringbuf_bytes"}
 _FLOAT_KEYS = {"duration", "segment_max_seconds", "flush_interval_seconds", "stats_interval_seconds"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+SECTIONS = {"recorder", "analyzer"}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -117,9 +118,10 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> RecorderConfig:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping of keys to values")
-        # The same file is shared with other programs (a ConfigMap): our keys live under `recorder`.
-        if set(loaded) - {"recorder"}:
-            unknown = ", ".join(sorted(map(str, set(loaded) - {"recorder"})))
+        # The same file is shared with the analyzer (one ConfigMap): our keys live under `recorder`,
+        # the analyzer's under `analyzer`; anything else is a mistake.
+        if set(loaded) - SECTIONS:
+            unknown = ", ".join(sorted(map(str, set(loaded) - SECTIONS)))
             raise ConfigError(f"config file {path}: unknown top-level key(s): {unknown}")
         section = loaded.get("recorder") or {}
         if not isinstance(section, dict):
