@@ -4,6 +4,7 @@
 - `ai_calls`: one row per AI call (request joined to its response by request_id)
 - `exchanges`: one row per HTTP exchange (metadata; bodies stay in --exchanges)
 - `connections`: one row per TLS connection seen
+- `processes`: one row per process (node, pid) that made TLS connections
 
 Rows are appended in Arrow batches, so memory stays bounded however long the input."""
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from .exchange_json import redact_path
 from .exchanges import ConnectionInfo, Exchange
 
 BATCH = 5000
@@ -40,7 +42,7 @@ class DuckDBSink:
             "node": x.connection.node, "conn_id": x.connection.conn_id, "pid": x.connection.pid,
             "comm": x.connection.comm, "role": x.connection.role, "http_version": x.http_version,
             "sequence": x.sequence, "stream_id": x.stream_id, "method": x.method, "authority": x.authority,
-            "path": x.path, "status": x.status, "complete": x.complete,
+            "path": redact_path(x.path), "status": x.status, "complete": x.complete,
             "request_start_ns": x.request.start_ns, "request_end_ns": x.request.end_ns,
             "response_first_byte_ns": x.response.start_ns, "response_end_ns": x.response.end_ns,
             "request_body_bytes": len(x.request.body), "response_body_bytes": len(x.response.body),
@@ -100,6 +102,14 @@ class DuckDBSink:
             self._maybe_flush(table, force=True)
         tables = self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
         have = {r[0] for r in tables}
+        if "connections" in have:
+            self.con.execute("""
+                CREATE TABLE processes AS
+                SELECT node, pid, any_value(comm) AS comm, any_value(uid) AS uid,
+                       any_value(cgroup_id) AS cgroup_id, count(*) AS connections,
+                       min(first_ts_ns) AS first_ts_ns, max(last_ts_ns) AS last_ts_ns,
+                       sum(egress_bytes) AS egress_bytes, sum(ingress_bytes) AS ingress_bytes
+                FROM connections GROUP BY node, pid ORDER BY node, pid""")
         if "events" in have:
             self.con.execute("""
                 CREATE TABLE ai_calls AS

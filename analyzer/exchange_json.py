@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 
 from .bodies import DecodedBody, SseParser, decode_body, split_ndjson
 from .exchanges import Exchange, HttpMessage
@@ -16,6 +17,13 @@ from .exchanges import Exchange, HttpMessage
 SECRET_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
                   "cookie", "set-cookie", "x-amz-security-token", "x-amz-content-sha256"}
 REDACTED = "[redacted]"
+# query parameters that carry credentials (Gemini's ?key=, OAuth tokens)
+QUERY_SECRET = re.compile(r"([?&](?:key|api_key|api-key|access_token|token|sig|signature|x-amz-signature|"
+                          r"x-amz-credential|x-amz-security-token)=)[^&]*", re.I)
+
+
+def redact_path(path: str | None) -> str | None:
+    return None if path is None else QUERY_SECRET.sub(r"\1" + REDACTED, path)
 # Bodies larger than this are summarized (size and sha256) rather than written out.
 MAX_INLINE_BODY = 256 * 1024
 
@@ -66,7 +74,7 @@ def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024) -> dict:
     return {
         "node": c.node, "conn_id": c.conn_id, "pid": c.pid, "comm": c.comm, "role": c.role,
         "http_version": x.http_version, "sequence": x.sequence, "stream_id": x.stream_id,
-        "method": x.method, "authority": x.authority, "path": x.path, "status": x.status,
+        "method": x.method, "authority": x.authority, "path": redact_path(x.path), "status": x.status,
         "informational": x.informational,
         "complete": x.complete,
         "request": {

@@ -194,3 +194,15 @@ def test_bedrock_converse_stream_eventstream_and_invoke_model():
     req, resp = exchange_events(x, REG, EventOptions())
     assert validation_errors(resp) == [] and resp["data"]["choices"][0]["message"]["content"] == "Yo"
     assert resp["data"]["usage"]["total_tokens"] == 4
+
+
+def test_key_in_the_query_string_never_reaches_an_output():
+    from analyzer.exchange_json import exchange_to_dict
+
+    path = "/v1beta/models/gemini-2.5-flash:generateContent?key=AIzaSyQUERYCANARY123456&alt=json"
+    x = exchange("generativelanguage.googleapis.com", path, GEMINI_REQ,
+                 json.dumps(gemini_chunk("ok", "STOP", USAGE)).encode())
+    events = exchange_events(x, REG, EventOptions())
+    out = json.dumps(events) + json.dumps(exchange_to_dict(x))
+    assert "QUERYCANARY" not in out
+    assert events[0]["data"]["provider"]["endpoint"].endswith("?key=[redacted]&alt=json")

@@ -77,6 +77,7 @@ def test_duckdb_tables(tmp_path):
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
               for t in ("events", "ai_calls", "exchanges", "connections")}
     assert counts == {"events": 12, "ai_calls": 6, "exchanges": 6, "connections": 3}
+    assert con.execute("SELECT count(*), sum(connections) FROM processes").fetchall() == [(1, 3)]
     rows = con.execute("SELECT provider, streaming, status_code, total_tokens FROM ai_calls "
                        "WHERE request_type = 'chat' ORDER BY request_ts").fetchall()
     assert rows == [("openai", False, 200, 26), ("openai", True, 200, 22), ("openai", False, 429, None),

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ..exchange_json import redact_path
 from ..exchanges import Exchange
 from .calls import AiCall
 from .providers import ProviderMatch, model_price
@@ -27,7 +27,6 @@ COLLECTOR_VERSION = "0.1.0"
 CONTENT_MODES = ("full", "hash", "none")
 PARAMETERS = ("temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty", "stop")
 _KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
-_QUERY_SECRET = re.compile(r"([?&](?:key|api_key|api-key|access_token|token)=)[^&]*", re.I)
 
 
 @dataclass(frozen=True)
@@ -115,8 +114,7 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
 
 
 def _endpoint(x: Exchange) -> str:
-    path = _QUERY_SECRET.sub(r"\1[redacted]", x.path or "")
-    return f"https://{x.authority or 'unknown'}{path}"
+    return f"https://{x.authority or 'unknown'}{redact_path(x.path) or ''}"
 
 
 def _drop_none(d: dict) -> dict:
