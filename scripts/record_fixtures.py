@@ -30,20 +30,22 @@ BIN = Path(sys.executable).parent
 FIXTURES = REPO / "tests" / "fixtures"
 
 
-PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com")
+PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com",
+                  "bedrock-runtime.us-east-1.amazonaws.com", "api.cohere.com")
+SDK_WORKLOADS = {"sdk": "testbed.sdk_workload", "sdk_more": "testbed.sdk_workload_more"}
 
 
 def start_client(name: str, work: Path):
     """The server, and the client process (waiting for a line on stdin)."""
-    if name == "sdk":
+    if name in SDK_WORKLOADS:
         # real SDKs, real host names: a private mount namespace whose /etc/hosts points the
         # provider hosts at the fake server on 127.0.0.1:443; the host's /etc/hosts is untouched
-        pki = make_pki(work / "pki", *PROVIDER_HOSTS)
-        server = HypercornServer(pki, work, app=fake_providers.app, port=443)
+        pki = make_pki(work / "pki", *PROVIDER_HOSTS, "localhost")
+        server = HypercornServer(pki, work, app=fake_providers.app, port=443, extra_ports=(11434,))
         hosts = work / "hosts"
         hosts.write_text("127.0.0.1 localhost " + " ".join(PROVIDER_HOSTS) + "\n")
         inner = (f"mount --bind {hosts} /etc/hosts && exec env SSL_CERT_FILE={pki.ca_file} "
-                 f"{sys.executable} -m testbed.sdk_workload")
+                 f"AWS_CA_BUNDLE={pki.ca_file} {sys.executable} -m {SDK_WORKLOADS[name]}")
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner]
     else:
         pki = make_pki(work / "pki", "localhost")
@@ -87,5 +89,5 @@ def record(name: str) -> None:
 
 
 if __name__ == "__main__":
-    for workload in sys.argv[1:] or ["h1", "h2", "sdk"]:
+    for workload in sys.argv[1:] or ["h1", "h2", "sdk", "sdk_more"]:
         record(workload)

@@ -119,6 +119,88 @@ async def anthropic_app(req: dict, send) -> None:
     await _send(send, 200, json.dumps(body).encode(), "application/json")
 
 
+async def gemini_app(path: str, query: str, req: dict, send) -> None:
+    words = _words(ANSWER)
+    model = path.split("/models/")[1].split(":")[0]
+    usage = {"promptTokenCount": 7, "candidatesTokenCount": len(words), "totalTokenCount": 7 + len(words)}
+
+    def chunk(text, last):
+        c = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}],
+             "modelVersion": model, "responseId": "gemini-fake"}
+        if last:
+            c["candidates"][0]["finishReason"] = "STOP"
+            c["usageMetadata"] = usage
+        return c
+
+    if ":streamGenerateContent" in path:
+        parts = [b"data: " + json.dumps(chunk(w, i == len(words) - 1)).encode() + b"\r\n\r\n"
+                 for i, w in enumerate(words)]
+        if "alt=sse" in query:
+            await _send(send, 200, parts, "text/event-stream")
+        else:
+            await _send(send, 200, json.dumps([chunk(w, i == len(words) - 1) for i, w in enumerate(words)])
+                        .encode(), "application/json")
+        return
+    await _send(send, 200, json.dumps(chunk(ANSWER, True)).encode(), "application/json")
+
+
+def _eventstream(name: str, payload: dict) -> bytes:
+    from analyzer.aws_eventstream import encode
+
+    return encode({":event-type": name, ":content-type": "application/json", ":message-type": "event"},
+                  json.dumps(payload).encode())
+
+
+async def bedrock_app(path: str, req: dict, send) -> None:
+    words = _words(ANSWER)
+    usage = {"inputTokens": 9, "outputTokens": len(words), "totalTokens": 9 + len(words)}
+    if path.endswith("/converse-stream"):
+        frames = [_eventstream("messageStart", {"role": "assistant"})]
+        frames += [_eventstream("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}) for w in words]
+        frames += [_eventstream("contentBlockStop", {"contentBlockIndex": 0}),
+                   _eventstream("messageStop", {"stopReason": "end_turn"}),
+                   _eventstream("metadata", {"usage": usage, "metrics": {"latencyMs": 12}})]
+        await _send(send, 200, frames, "application/vnd.amazon.eventstream")
+        return
+    body = {"output": {"message": {"role": "assistant", "content": [{"text": ANSWER}]}}, "stopReason": "end_turn",
+            "usage": usage, "metrics": {"latencyMs": 12}}
+    await _send(send, 200, json.dumps(body).encode(), "application/json")
+
+
+async def cohere_app(req: dict, send) -> None:
+    words = _words(ANSWER)
+    usage = {"billed_units": {"input_tokens": 5, "output_tokens": len(words)},
+             "tokens": {"input_tokens": 70, "output_tokens": len(words)}}
+    if req.get("stream"):
+        evs = [{"type": "message-start", "id": "cohere-fake", "delta": {"message": {"role": "assistant"}}}]
+        evs += [{"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": w}}}} for w in words]
+        evs += [{"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": usage}}]
+        parts = [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in evs]
+        await _send(send, 200, parts, "text/event-stream")
+        return
+    body = {"id": "cohere-fake", "finish_reason": "COMPLETE", "usage": usage,
+            "message": {"role": "assistant", "content": [{"type": "text", "text": ANSWER}]}}
+    await _send(send, 200, json.dumps(body).encode(), "application/json")
+
+
+async def ollama_app(path: str, req: dict, send) -> None:
+    words = _words(ANSWER)
+    model = req.get("model")
+    final = {"model": model, "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+             "prompt_eval_count": 26, "eval_count": len(words)}
+    key = "message" if path == "/api/chat" else "response"
+
+    def piece(w):
+        return {"role": "assistant", "content": w} if key == "message" else w
+
+    if req.get("stream", True):
+        lines = [{"model": model, "created_at": "2026-01-01T00:00:00Z", key: piece(w), "done": False} for w in words]
+        lines.append({**final, key: piece("")})
+        await _send(send, 200, [json.dumps(line).encode() + b"\n" for line in lines], "application/x-ndjson")
+        return
+    await _send(send, 200, json.dumps({**final, key: piece(ANSWER)}).encode(), "application/json")
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -132,7 +214,16 @@ async def app(scope, receive, send):
     except ValueError:
         req = {}
     path = scope["path"]
-    if path.startswith("/v1/messages"):
+    host = dict(scope["headers"]).get(b"host", b"").decode()
+    if "generativelanguage" in host:
+        await gemini_app(path, scope["query_string"].decode(), req, send)
+    elif "bedrock-runtime" in host:
+        await bedrock_app(path, req, send)
+    elif "cohere" in host:
+        await cohere_app(req, send)
+    elif path.startswith("/api/"):
+        await ollama_app(path, req, send)
+    elif path.startswith("/v1/messages"):
         await anthropic_app(req, send)
     elif path.startswith("/v1/"):
         await openai_app(path, req, send)

@@ -15,7 +15,8 @@ from .pki import TestPKI
 
 
 class HypercornServer:
-    def __init__(self, pki: TestPKI, workdir: Path, app=app, port: int = 0):
+    def __init__(self, pki: TestPKI, workdir: Path, app=app, port: int = 0,
+                 extra_ports: tuple[int, ...] = ()):
         cert, key = workdir / "server.pem", workdir / "server.key"
         pki.cert.private_key_pem.write_to_path(str(key))
         pki.cert.cert_chain_pems[0].write_to_path(str(cert))
@@ -27,7 +28,7 @@ class HypercornServer:
         self.port = port
         self.app = app
         self.config = Config()
-        self.config.bind = [f"127.0.0.1:{self.port}"]
+        self.config.bind = [f"127.0.0.1:{p}" for p in (self.port, *extra_ports)]
         self.config.certfile, self.config.keyfile = str(cert), str(key)
         self.config.alpn_protocols = ["h2", "http/1.1"]
         self.config.loglevel = "WARNING"
