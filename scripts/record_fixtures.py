@@ -68,13 +68,17 @@ def record(name: str) -> None:
         if rec.poll() is not None:
             raise SystemExit("recorder failed")
         time.sleep(0.05)
-    client.stdin.write("go\n")
-    client.stdin.flush()
-    result = json.loads(client.stdout.readline())
-    client.wait()
-    rec.send_signal(signal.SIGTERM)
-    rec.wait()
-    server.close()
+    try:
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        line = client.stdout.readline()
+        if client.wait(timeout=300) != 0 or not line:
+            raise SystemExit(f"{name}: the client failed (exit {client.returncode}); nothing recorded")
+        result = json.loads(line)
+    finally:
+        rec.send_signal(signal.SIGTERM)
+        rec.wait()
+        server.close()
     segments.chmod(0o755)
     for f in segments.iterdir():
         f.chmod(0o644)

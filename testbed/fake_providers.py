@@ -64,6 +64,16 @@ async def openai_app(path: str, req: dict, send) -> None:
             for i in range(len(inputs))], "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}}
         await _send(send, 200, json.dumps(body).encode(), "application/json")
         return
+    if path.endswith("/responses"):
+        await responses_app(req, send)
+        return
+    if path.endswith("/completions") and "/chat/" not in path:
+        words = _words(ANSWER)
+        body = {"id": "cmpl-fake", "object": "text_completion", "created": 1700000000, "model": model,
+                "choices": [{"text": ANSWER, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": len(words), "total_tokens": 4 + len(words)}}
+        await _send(send, 200, json.dumps(body).encode(), "application/json")
+        return
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in req.get("messages", []))
     words = _words(ANSWER)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
@@ -87,6 +97,35 @@ async def openai_app(path: str, req: dict, send) -> None:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
             "usage": usage}
     await _send(send, 200, json.dumps(body).encode(), "application/json")
+
+
+async def responses_app(req: dict, send) -> None:
+    words = _words(ANSWER)
+    model = req.get("model", "")
+    usage = {"input_tokens": 12, "output_tokens": len(words), "total_tokens": 12 + len(words),
+             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    full = {"id": "resp_fake", "object": "response", "created_at": 1700000000, "model": model + "-2025-08-07",
+            "status": "completed", "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "output": [{"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]}],
+            "usage": usage}
+    if req.get("stream"):
+        item = {"type": "message", "id": "msg_fake", "role": "assistant", "status": "in_progress", "content": []}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
+        evs = [{"type": "response.created", "response": {**full, "status": "in_progress", "output": [], "usage": None}},
+               {"type": "response.output_item.added", "output_index": 0, "item": item},
+               {"type": "response.content_part.added", **where, "part": part}]
+        evs += [{"type": "response.output_text.delta", **where, "delta": w} for w in words]
+        evs += [{"type": "response.output_text.done", **where, "text": ANSWER},
+                {"type": "response.content_part.done", **where, "part": {**part, "text": ANSWER}},
+                {"type": "response.output_item.done", "output_index": 0, "item": full["output"][0]},
+                {"type": "response.completed", "response": full}]
+        evs = [{**e, "sequence_number": i} for i, e in enumerate(evs)]
+        parts = [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in evs]
+        await _send(send, 200, parts, "text/event-stream")
+        return
+    await _send(send, 200, json.dumps(full).encode(), "application/json")
 
 
 async def anthropic_app(req: dict, send) -> None:
@@ -152,6 +191,9 @@ def _eventstream(name: str, payload: dict) -> bytes:
 
 
 async def bedrock_app(path: str, req: dict, send) -> None:
+    if path.endswith("/invoke"):  # InvokeModel with an Anthropic body answers an Anthropic message
+        await anthropic_app({**req, "model": path.split("/model/")[1].split("/")[0]}, send)
+        return
     words = _words(ANSWER)
     usage = {"inputTokens": 9, "outputTokens": len(words), "totalTokens": 9 + len(words)}
     if path.endswith("/converse-stream"):

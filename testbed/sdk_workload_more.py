@@ -19,6 +19,21 @@ def main() -> None:
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
     truth: dict = {}
+    import openai
+
+    oa = openai.OpenAI(api_key=CANARY_KEY, max_retries=0)
+    r = oa.responses.create(model="gpt-5-mini", instructions="Be brief.", input=USER)
+    truth["responses"] = {"text": r.output_text, "usage": r.usage.total_tokens}
+    text = ""
+    with oa.responses.stream(model="gpt-5-mini", input=USER) as stream:
+        for ev in stream:
+            if ev.type == "response.output_text.delta":
+                text += ev.delta
+        final = stream.get_final_response()
+    truth["responses_stream"] = {"text": text, "usage": final.usage.total_tokens}
+    r = oa.completions.create(model="gpt-3.5-turbo-instruct", prompt=USER, max_tokens=30)
+    truth["completions"] = {"text": r.choices[0].text, "usage": r.usage.total_tokens}
+
     from google import genai
 
     client = genai.Client(api_key=CANARY_KEY)
@@ -44,6 +59,11 @@ def main() -> None:
         if "metadata" in ev:
             usage = ev["metadata"]["usage"]
     truth["bedrock_stream"] = {"text": text, "usage": usage}
+    r = br.invoke_model(modelId=model, body=json.dumps({
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
+        "messages": [{"role": "user", "content": USER}]}))
+    answer = json.loads(r["body"].read())
+    truth["bedrock_invoke"] = {"text": answer["content"][0]["text"], "usage": answer["usage"]}
 
     import cohere
 

@@ -1,6 +1,6 @@
-"""Events from real google-genai, boto3 (Bedrock Converse and ConverseStream), cohere and ollama
-clients, recorded by the real recorder against fake providers under their real host names
-(scripts/record_fixtures.py sdk_more)."""
+"""Events from real openai (Responses API, legacy completions), google-genai, boto3 (Bedrock
+Converse, ConverseStream and InvokeModel), cohere and ollama clients, recorded by the real recorder
+against fake providers under their real host names (scripts/record_fixtures.py sdk_more)."""
 
 from __future__ import annotations
 
@@ -25,17 +25,26 @@ def test_golden_valid_and_true_to_the_sdks(tmp_path):
     assert all(validation_errors(e) == [] for e in events)
     reqs = [e for e in events if e["event_type"] == "ai.request"]
     resps = {e["data"]["request_id"]: e["data"] for e in events if e["event_type"] == "ai.response"}
-    got = [(r["data"]["provider"]["name"], r["data"]["streaming"],
+    got = [(r["data"]["provider"]["name"], r["data"]["request_type"], r["data"]["streaming"],
             resps[r["data"]["request_id"]]["choices"][0]["message"]["content"],
             resps[r["data"]["request_id"]]["usage"]["total_tokens"]) for r in reqs]
     t = TRUTH
+    invoke = t["bedrock_invoke"]["usage"]
+    # events come out per connection, as connections close
     assert got == [
-        ("google", False, t["gemini"]["text"], t["gemini"]["usage"]),
-        ("google", True, t["gemini_stream"]["text"], t["gemini"]["usage"]),
-        ("aws_bedrock", False, t["bedrock"]["text"], t["bedrock"]["usage"]["totalTokens"]),
-        ("aws_bedrock", True, t["bedrock_stream"]["text"], t["bedrock_stream"]["usage"]["totalTokens"]),
-        ("cohere", False, t["cohere"]["text"], 70 + int(t["cohere"]["usage"])),
-        ("ollama", True, t["ollama_stream"]["text"], 26 + 16),
+        ("google", "chat", False, t["gemini"]["text"], t["gemini"]["usage"]),
+        ("google", "chat", True, t["gemini_stream"]["text"], t["gemini"]["usage"]),
+        ("aws_bedrock", "chat", False, t["bedrock"]["text"], t["bedrock"]["usage"]["totalTokens"]),
+        ("aws_bedrock", "chat", True, t["bedrock_stream"]["text"],
+         t["bedrock_stream"]["usage"]["totalTokens"]),
+        ("aws_bedrock", "chat", False, t["bedrock_invoke"]["text"],
+         sum(invoke[k] for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens",
+                                 "output_tokens"))),
+        ("openai", "chat", False, t["responses"]["text"], t["responses"]["usage"]),
+        ("openai", "chat", True, t["responses_stream"]["text"], t["responses_stream"]["usage"]),
+        ("openai", "completion", False, t["completions"]["text"], t["completions"]["usage"]),
+        ("cohere", "chat", False, t["cohere"]["text"], 70 + int(t["cohere"]["usage"])),
+        ("ollama", "chat", True, t["ollama_stream"]["text"], 26 + 16),
     ]
     for path in (out, xs):
         text = path.read_text()
