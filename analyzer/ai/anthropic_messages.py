@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason
+from .calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events
 
 PARAMETERS = ("temperature", "top_p", "top_k", "max_tokens", "stop_sequences")
 
@@ -98,12 +98,7 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     text: list[str] = []
     blocks: dict[int, ToolCall] = {}
     stopped = False
-    for i, (name, data) in enumerate(events):
-        try:
-            ev = json.loads(data)
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
-            continue
+    for i, name, ev in json_events(events, call):
         kind = ev.get("type", name)
         if kind == "message_start":
             msg = ev.get("message") or {}

@@ -4,6 +4,7 @@ event layer turns it into OISP ai.request / ai.response."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 
@@ -70,3 +71,16 @@ def finish_reason(raw: str | None) -> str | None:
     if raw is None:
         return None
     return FINISH_REASONS.get(raw, "other")
+
+
+def json_events(events: list[tuple[str, str]], call: AiCall):
+    """(index, event name, object) for every stream event whose data is a JSON object; events that
+    are not JSON are noted on the call, so a garbled stream says so instead of failing."""
+    for i, (name, data) in enumerate(events):
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            call.notes.append(f"stream event {i} is not JSON")
+            continue
+        if isinstance(obj, dict):
+            yield i, name, obj

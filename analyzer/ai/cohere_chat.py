@@ -3,9 +3,7 @@ content-delta, tool-call-delta, message-end with usage)."""
 
 from __future__ import annotations
 
-import json
-
-from .calls import AiCall, AiError, Message, ToolCall, Usage
+from .calls import AiCall, AiError, Message, ToolCall, Usage, json_events
 
 _FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
            "TOOL_CALL": "tool_calls", "ERROR": "error"}
@@ -59,12 +57,7 @@ def parse_response(body: dict, call: AiCall) -> None:
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     text: list[str] = []
     tools: dict[int, ToolCall] = {}
-    for i, (name, data) in enumerate(events):
-        try:
-            ev = json.loads(data)
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
-            continue
+    for i, name, ev in json_events(events, call):
         kind = ev.get("type", name)
         delta = ev.get("delta") or {}
         msg = delta.get("message") or {}

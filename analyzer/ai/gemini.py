@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from .calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason
+from .calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events
 
 JSON_ARRAY_STREAM = True  # streamGenerateContent without alt=sse answers one JSON array
 _MODEL = re.compile(r"/models/([^/:?]+):")
@@ -84,12 +84,6 @@ def parse_response(body, call: AiCall) -> None:
 
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     text: list[str] = []
-    for i, (_, data) in enumerate(events):
-        try:
-            resp = json.loads(data)
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
-            continue
-        if isinstance(resp, dict):
-            _chunk(resp, call, i, text)
+    for i, _, resp in json_events(events, call):
+        _chunk(resp, call, i, text)
     call.output_text = "".join(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from .calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason
+from .calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events
 
 OPTIONS = {"temperature": "temperature", "top_p": "top_p", "num_predict": "max_tokens", "stop": "stop"}
 
@@ -63,15 +63,9 @@ def parse_response(body: dict, call: AiCall) -> None:
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     text: list[str] = []
     done = False
-    for i, (_, line) in enumerate(events):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            call.notes.append(f"stream line {i} is not JSON")
-            continue
-        if isinstance(obj, dict):
-            _line(obj, call, i, text)
-            done = done or bool(obj.get("done"))
+    for i, _, obj in json_events(events, call):
+        _line(obj, call, i, text)
+        done = done or bool(obj.get("done"))
     call.output_text = "".join(text)
     if not done and call.error is None:
         call.notes.append("stream ended before done")

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
-
-from .calls import AiCall, AiError, Message, ToolCall, Usage
+from .calls import AiCall, AiError, Message, ToolCall, Usage, json_events
 from .openai_chat import _text
 
 PARAMETERS = {"temperature": "temperature", "top_p": "top_p", "max_output_tokens": "max_tokens"}
@@ -64,12 +62,7 @@ def parse_response(body: dict, call: AiCall) -> None:
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     deltas: list[str] = []
     completed = False
-    for i, (name, data) in enumerate(events):
-        try:
-            ev = json.loads(data)
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
-            continue
+    for i, name, ev in json_events(events, call):
         kind = ev.get("type", name)
         if kind == "response.output_text.delta":
             if call.first_token_index is None:
