@@ -168,18 +168,9 @@ class Http1Connection:
                 self._cur_req = x
                 self._mirror_request(x, ev)
             elif isinstance(ev, h11.Data):
-                x = self._cur_req
-                room = self.max_body - len(x.request.body)
-                if len(ev.data) > room and "request body over the size cap" not in x.notes:
-                    x.notes.append("request body over the size cap")
-                x.request.body += ev.data[:max(room, 0)]
-                x.request.end_ns = self._req_ts  # the last byte so far: kept if the end never comes
+                self._add_body(self._cur_req, "request", ev.data, self._req_ts)
             elif isinstance(ev, h11.EndOfMessage):
-                x = self._cur_req
-                x.request.trailers = _headers(ev.headers)
-                x.request.end_ns = self._req_ts
-                self._ended["request"].add(id(x))
-                x.request.complete = "request body over the size cap" not in x.notes
+                self._end_message(self._cur_req, "request", ev, self._req_ts)
                 self._maybe_next_cycle()
             elif isinstance(ev, h11.ConnectionClosed):
                 return progress
@@ -236,21 +227,31 @@ class Http1Connection:
                 if x.response.start_ns is None:
                     x.response.start_ns = ts
             elif isinstance(ev, h11.Data):
-                room = self.max_body - len(x.response.body)
-                if len(ev.data) > room and "response body over the size cap" not in x.notes:
-                    x.notes.append("response body over the size cap")
-                x.response.body += ev.data[:max(room, 0)]
-                x.response.end_ns = ts  # the last byte so far: kept if the end never comes
+                self._add_body(x, "response", ev.data, ts)
             elif isinstance(ev, h11.EndOfMessage):
-                x.response.trailers = _headers(ev.headers)
-                x.response.end_ns = ts
-                self._ended["response"].add(id(x))
-                x.response.complete = "response body over the size cap" not in x.notes
+                self._end_message(x, "response", ev, ts)
                 self._maybe_next_cycle()
                 return True
             elif isinstance(ev, h11.ConnectionClosed):
                 return progress
         return progress
+
+    def _add_body(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
+        """Append body bytes up to the size cap (noting once when it is exceeded)."""
+        msg = getattr(x, side)
+        room = self.max_body - len(msg.body)
+        over = f"{side} body over the size cap"
+        if len(data) > room and over not in x.notes:
+            x.notes.append(over)
+        msg.body += data[:max(room, 0)]
+        msg.end_ns = ts  # the last byte so far: kept if the end never comes
+
+    def _end_message(self, x: Exchange, side: str, ev: h11.EndOfMessage, ts: int) -> None:
+        msg = getattr(x, side)
+        msg.trailers = _headers(ev.headers)
+        msg.end_ns = ts
+        self._ended[side].add(id(x))
+        msg.complete = f"{side} body over the size cap" not in x.notes
 
     def _maybe_next_cycle(self) -> None:
         """When the current exchange has both ends, move both parsers to the next one."""

@@ -9,7 +9,7 @@ import json
 from urllib.parse import parse_qs
 
 
-async def _read_body(receive) -> bytes:
+async def read_body(receive) -> bytes:
     body = b""
     while True:
         msg = await receive()
@@ -29,7 +29,7 @@ async def app(scope, receive, send):
                 return
     path = scope["path"]
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
-    body = await _read_body(receive)
+    body = await read_body(receive)
 
     delay = int(query.get("delay_ms", "0")) / 1000  # between body parts: keeps streams open longer
 

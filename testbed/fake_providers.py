@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from .asgi_app import read_body
+
 ANSWER = "Hello from the fake provider. It says [DONE] inside the text, which is not the end."
 
 
@@ -19,15 +21,6 @@ def _words(text: str) -> list[str]:
             out.append(word)
             word = ""
     return out + ([word] if word else [])
-
-
-async def _body(receive) -> bytes:
-    data = b""
-    while True:
-        msg = await receive()
-        data += msg.get("body", b"")
-        if not msg.get("more_body"):
-            return data
 
 
 async def _send(send, status: int, body: bytes | list[bytes], ctype: str, headers=()) -> None:
@@ -250,7 +243,7 @@ async def app(scope, receive, send):
             await send({"type": msg["type"] + ".complete"})
             if msg["type"] == "lifespan.shutdown":
                 return
-    raw = await _body(receive)
+    raw = await read_body(receive)
     try:
         req = json.loads(raw or b"{}")
     except ValueError:
