@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """The configuration is malformed: a usage error (exit code 2)."""
 
 
+_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+KUBERNETES_METADATA_MODES = ("off", "kubelet", "apiserver", "auto")
+
+
 @dataclass
 class RecorderConfig:
     segments_dir: Path | None = None
@@ -42,20 +46,29 @@ class RecorderConfig:
     ringbuf_bytes: int = 64 * 1024 * 1024
     stats_interval_seconds: float = 5.0
     log_level: str = "info"
+    # Pod name/namespace/container name from the node's pod list (recorder/pod_metadata.py).
+    kubernetes_metadata: str = "auto"  # off | kubelet | apiserver | auto
+    kubelet_url: str | None = None  # default https://$NODE_IP:10250
+    kubernetes_token_file: Path = Path(_SERVICE_ACCOUNT_DIR, "token")
+    kubernetes_ca_file: Path = Path(_SERVICE_ACCOUNT_DIR, "ca.crt")
+    kubernetes_refresh_seconds: float = 5.0  # least time between two fetches of the pod list
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RecorderConfig)}
-_PATH_KEYS = {"segments_dir", "ready_file"}
+_PATH_KEYS = {"segments_dir", "ready_file", "kubernetes_token_file", "kubernetes_ca_file"}
 _LIST_KEYS = {"pids": int, "comms": str, "cgroups": str, "extra_libraries": str}
 _INT_KEYS = {"segment_max_bytes", "chunk_size", "max_chunks_per_call", "ringbuf_bytes"}
-_FLOAT_KEYS = {"duration", "segment_max_seconds", "flush_interval_seconds", "stats_interval_seconds"}
+_FLOAT_KEYS = {
+    "duration", "segment_max_seconds", "flush_interval_seconds", "stats_interval_seconds",
+    "kubernetes_refresh_seconds",
+}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 SECTIONS = {"recorder", "analyzer"}
 
 
 def _coerce(key: str, value: Any) -> Any:
     if value is None:
-        if key in ("ready_file", "duration", "segments_dir"):
+        if key in ("ready_file", "duration", "segments_dir", "kubelet_url"):
             return None
         raise ConfigError(f"config key '{key}' must not be empty")
     if key in _PATH_KEYS:
@@ -85,6 +98,11 @@ def _coerce(key: str, value: Any) -> Any:
         if value not in _LOG_LEVELS:
             raise ConfigError(f"config key 'log_level' must be one of {', '.join(_LOG_LEVELS)}")
         return value
+    if key == "kubernetes_metadata" and value not in KUBERNETES_METADATA_MODES:
+        modes = ", ".join(KUBERNETES_METADATA_MODES)
+        raise ConfigError(f"config key 'kubernetes_metadata' must be one of {modes}")
+    if key == "kubelet_url" and not (isinstance(value, str) and value.startswith("https://")):
+        raise ConfigError("config key 'kubelet_url' must be an https:// URL")
     if not isinstance(value, str) or not value:
         raise ConfigError(f"config key '{key}' must be a non-empty string")
     return value
