@@ -27,10 +27,12 @@ log = logging.getLogger("oisp.record")
 @click.option("--cgroup", "cgroups", multiple=True, help="Capture only this cgroup v2 path (repeatable).")
 @click.option("--library", "extra_libraries", multiple=True,
               help="Also probe this file (a libssl, or a binary linking OpenSSL statically).")
+@click.option("--max-total-bytes", "segments_max_total_bytes", type=click.IntRange(min=0),
+              help="Quota of the segments directory: delete the oldest segments beyond it (0: none).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--check", is_flag=True, help="Only check that this node can record (exit 0 if so, 1 if not).")
-def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, extra_libraries, log_level,
-         check):
+def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, extra_libraries,
+         segments_max_total_bytes, log_level, check):
     """Record the plaintext of TLS connections on this node into Parquet segments.
 
     Needs root (or CAP_BPF and CAP_PERFMON), bcc and kernel headers. Exit codes: 0 ok,
@@ -51,7 +53,7 @@ def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, 
         cfg = load_config(config_file, {
             "segments_dir": segments_dir, "ready_file": ready_file, "duration": duration,
             "pids": pids, "comms": comms, "cgroups": cgroups, "extra_libraries": extra_libraries,
-            "log_level": log_level,
+            "segments_max_total_bytes": segments_max_total_bytes, "log_level": log_level,
         })
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -39,6 +39,8 @@ class RecorderConfig:
     # Segment rotation
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_seconds: float = 60.0
+    # Quota of the segments directory: the oldest segments are deleted beyond it (0: no quota).
+    segments_max_total_bytes: int = 0
     flush_interval_seconds: float = 0.25
     # How much of one call is captured: chunk_size * max_chunks_per_call bytes (default 2 MiB).
     chunk_size: int = 16384
@@ -85,6 +87,10 @@ def _coerce(key: str, value: Any) -> Any:
     if key in _INT_KEYS:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"config key '{key}' must be a positive integer, not {value!r}")
+        return value
+    if key == "segments_max_total_bytes":  # 0 is allowed: no quota
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"config key '{key}' must be a number of bytes (0: no quota), not {value!r}")
         return value
     if key in _FLOAT_KEYS:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:

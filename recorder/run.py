@@ -19,6 +19,7 @@ from .cgroups import cgroup_ids
 from .config import RecorderConfig
 from .probes import CaptureProgram
 from .records import RecordDecoder, warm_up
+from .segment_salvage import salvage
 from .segment_writer import SegmentWriter
 
 log = logging.getLogger("oisp.record")
@@ -54,6 +55,7 @@ def record(cfg: RecorderConfig) -> int:
     """Run until SIGINT/SIGTERM or cfg.duration; returns the exit code."""
     bpf_cls = preflight.run_all()
     preflight.prepare_segments_dir(cfg.segments_dir)
+    salvage(cfg.segments_dir)  # what a killed recorder left, published before anything new
 
     libs = libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries)
     if not libs:
@@ -78,7 +80,8 @@ def record(cfg: RecorderConfig) -> int:
     warm_up()
     decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths)
     writer = SegmentWriter(
-        cfg.segments_dir, cfg.node_name, run_id, lib_paths, cfg.segment_max_bytes, cfg.segment_max_seconds
+        cfg.segments_dir, cfg.node_name, run_id, lib_paths, cfg.segment_max_bytes, cfg.segment_max_seconds,
+        cfg.segments_max_total_bytes,
     )
 
     pending: list[bytes] = []
@@ -112,8 +115,7 @@ def record(cfg: RecorderConfig) -> int:
     def totals() -> dict:
         t = program.counters()
         t.update(
-            segments_written=writer.segments_written,
-            rows_written=writer.rows_written,
+            **writer.counters(),
             unexplained_gap_bytes=decoder.unexplained_gap_bytes,
             malformed_records=decoder.malformed_records,
         )
