@@ -60,7 +60,6 @@ class InProgressSegment:
         self.path = path
         self.size = 0  # bytes of complete batches (and the schema) in the file
         self.batches = 0
-        self.rows = 0
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,7 +80,6 @@ class InProgressSegment:
             raise
         self.size = os.lseek(self._fd, 0, os.SEEK_CUR)
         self.batches += 1
-        self.rows += table.num_rows
 
     def abandon(self) -> None:
         """Cut the file back to its last complete batch and close it (after a failed write)."""

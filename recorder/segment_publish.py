@@ -3,8 +3,7 @@
 The Parquet file is written under a hidden `.NAME.parquet.converting` name, fsynced, renamed to
 `NAME.parquet` (then the directory is fsynced), and only then is the stream removed: a crash at any
 step leaves either the stream (salvaged at the next start) or the finished segment.
-Conversion streams batch by batch (one IPC batch becomes one row group), so memory holds one batch,
-not the segment.
+Conversion streams batch by batch, so memory holds one row group (ROW_GROUP_BYTES), not the segment.
 """
 
 from __future__ import annotations
@@ -29,6 +28,12 @@ PARQUET_OPTIONS = dict(
     use_dictionary=sf.DICTIONARY_COLUMNS,
     write_statistics=["kind", "ts_wall", "ts_mono_ns", "pid", "conn_id", "stream_offset"],
 )
+
+
+# Consecutive batches share a row group up to this much Arrow data (a bigger batch is one row group
+# alone): what a reader holds in memory per row group, without many tiny row groups when batches
+# are small or arrive in several chunks.
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 
 class UnreadableStream(Exception):
@@ -112,20 +117,8 @@ def publish(ipc_path: Path, name: str, stats: dict, salvage: bool = False) -> Pu
     final = names.final_path(directory, name)
     stream = StreamReader(ipc_path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:
-                # the stream's schema carries the footer metadata (version, node, run, libraries)
-                with pq.ParquetWriter(f, stream.schema, **PARQUET_OPTIONS) as writer:
-                    for batch in stream:
-                        writer.write_batch(batch)
-                    if salvage:
-                        stats = {**stats, "salvaged": True, "salvaged_rows": stream.rows,
-                                 "truncated_tail": stream.truncated is not None}
-                    writer.add_key_value_metadata({sf.META_STATS.decode(): json.dumps(stats)})
-                if stream.batches:
-                    f.flush()
-                    os.fsync(f.fileno())
+            _write_parquet(stream, tmp, stats, salvage)
             if stream.batches:
                 os.rename(tmp, final)
             else:
@@ -139,3 +132,26 @@ def publish(ipc_path: Path, name: str, stats: dict, salvage: bool = False) -> Pu
         fsync_dir(directory)
     ipc_path.unlink()
     return Published(final if stream.batches else None, stream.rows, stream.batches, stream.truncated)
+
+
+def _write_parquet(stream: StreamReader, path: Path, stats: dict, salvage: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        # the stream's schema carries the footer metadata (version, node, run, libraries)
+        with pq.ParquetWriter(f, stream.schema, **PARQUET_OPTIONS) as writer:
+            group: list[pa.RecordBatch] = []
+            group_bytes = 0
+            for batch in stream:
+                if group and group_bytes + batch.nbytes > ROW_GROUP_BYTES:
+                    writer.write_table(pa.Table.from_batches(group))
+                    group, group_bytes = [], 0
+                group.append(batch)
+                group_bytes += batch.nbytes
+            if group:
+                writer.write_table(pa.Table.from_batches(group))
+            if salvage:
+                stats = {**stats, "salvaged": True, "salvaged_rows": stream.rows,
+                         "truncated_tail": stream.truncated is not None}
+            writer.add_key_value_metadata({sf.META_STATS.decode(): json.dumps(stats)})
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,11 +1,12 @@
 """Publish closed in-progress streams as Parquet segments, in the background, within a quota.
 
-Converting a 64 MiB stream of text to Parquet takes about 1.5 s (decompress, encode, compress again):
-done on the writer's thread, that would stall the next batches, and a kill -9 meanwhile would lose
-them. So conversions run on one thread of their own; the writer waits only when it is two
-conversions ahead. A stream that cannot be converted now (disk full) stays on disk and waits; it is
-tried again at most every RETRY_SECONDS, at once when room was made, and at close. Meanwhile the
-writer drops new batches: what was captured first is published first.
+Converting a 64 MiB stream to Parquet (decompress, encode, compress again) took 2.3 to 3.7 s here
+for JSON-like text (300 MiB of plaintext), 0.3 to 0.5 s for incompressible bytes: done on the
+writer's thread, that would stall the next batches, and a kill -9 meanwhile would lose them. So
+conversions run on one thread of their own; the writer waits only when it is two conversions
+ahead. A stream that cannot be converted now (disk full) stays on disk and waits; it is tried
+again at most every RETRY_SECONDS, at once when room was made, and at close. Meanwhile the writer
+drops new batches: what was captured first is published first.
 """
 
 from __future__ import annotations

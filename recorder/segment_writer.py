@@ -164,8 +164,8 @@ class _Outage:
         self.rows += table.num_rows
         now = time.monotonic()
         if now - self.last_report >= FAILURE_LOG_INTERVAL_SECONDS:
-            log.error("cannot write segments (%s): dropping batches until writing works again, "
-                      "%d (%d rows) since the last report (counted in write_failed_*)",
+            log.error("cannot write segments (%s): dropping batches until writing works again "
+                      "(%d batches, %d rows, since the last report; all counted in write_failed_*)",
                       exc, self.batches, self.rows)
             self.reported, self.last_report = True, now
             self.batches = self.rows = 0

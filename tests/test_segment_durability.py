@@ -3,6 +3,8 @@ survived (a real tmpfs), all on real files and real processes (no eBPF needed)."
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import os
@@ -11,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -138,6 +141,7 @@ def test_truncated_stream_keeps_every_complete_batch(tmp_path, caplog):
     assert left.outcome == "published" and left.rows == 2 * ROWS
     assert left.result == tmp_path / "n-1.parquet" and not path.exists()
     assert rows_of(pq.read_table(left.result)) == rows_of(pa.concat_tables([batch(0), batch(1)]))
+    assert pq.ParquetFile(left.result).num_row_groups == 1  # small batches share a row group
     stats = stats_of(left.result)
     assert stats == {"salvaged": True, "salvaged_rows": 2 * ROWS, "truncated_tail": True}
     meta = pq.read_metadata(left.result).metadata
@@ -348,6 +352,57 @@ def test_full_disk_with_quota_deletes_oldest_and_keeps_writing(small_disk, caplo
     got = rows_of(published(small_disk))
     kept = len(got) // ROWS  # the newest batches, as many as the disk holds, none missing
     assert kept >= 4 and got == rows_of(pa.concat_tables(batch(i) for i in range(60 - kept, 60)))
+
+
+# (e) the real recorder, killed mid-workload, then started again on the same directory
+
+@pytest.mark.ebpf
+def test_recorder_killed_mid_workload_loses_at_most_two_flush_intervals(tmp_path, pki):
+    from conftest import connections_of, read_segments, start_recorder, stream_bytes
+    from testbed.https_server import HttpsServer
+    from testbed.paced_tls_client import request
+
+    flush = 0.25  # the default flush_interval_seconds
+    first = start_recorder(tmp_path)
+    server = HttpsServer(pki.server_context(), body_for=lambda path, body: b"ok")
+    client = subprocess.Popen([sys.executable, "-m", "testbed.paced_tls_client", str(server.port),
+                               str(pki.ca_file), "5", "300"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    done: list[int] = []  # CLOCK_MONOTONIC ns at which request i had been written and answered
+    try:
+        for line in client.stdout:
+            done.append(int(line.split()[1]))
+            if done[-1] - done[0] >= 8 * flush * 1e9:  # several flushes, and rotations of nothing
+                break
+        killed_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        first.proc.kill()
+        first.proc.wait()
+    finally:
+        client.kill()
+        client.wait()
+        server.close()
+    first_log = first.log
+    assert "final totals" not in first_log  # it really died without flushing anything
+    (tmp_path / "ready.json").unlink()  # the killed recorder could not remove it
+
+    second = start_recorder(tmp_path)  # same segments directory: salvages before recording
+    assert second.stop() == 0, second.log
+    assert "salvaged" in second.log and "of an interrupted recorder" in second.log, second.log
+    files = list(second.segments_dir.iterdir())
+    assert [f.name for f in files if not f.name.endswith(".parquet")] == []
+    assert any(json.loads(pq.read_metadata(f).metadata[sf.META_STATS]).get("salvaged") for f in files)
+
+    table = read_segments(second.segments_dir)  # every file reads
+    (conn,) = connections_of(table, client.pid)
+    captured = stream_bytes(table, conn, "egress")  # asserts there is no hole
+    sent = [request(i, 300) for i in range(len(done))]
+    assert b"".join(sent).startswith(captured)
+    ends = list(itertools.accumulate(map(len, sent)))  # stream offset after request i
+    must_have = sum(1 for t in done if t <= killed_at - 2 * flush * 1e9)
+    assert must_have > 0 and len(captured) >= ends[must_have - 1]
+    whole = bisect.bisect_right(ends, len(captured))  # requests captured entirely
+    print(f"kill -9: {len(done)} requests answered, {whole} captured; the last captured one was answered "
+          f"{(killed_at - done[whole - 1]) / 1e6:.0f} ms before the kill, the first lost one "
+          f"{(killed_at - done[whole]) / 1e6 if whole < len(done) else 0:.0f} ms before")
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
