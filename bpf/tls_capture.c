@@ -1,9 +1,13 @@
 /* TLS plaintext capture: uprobes on OpenSSL's SSL_write/SSL_read (and the _ex variants), plus
- * SSL_free and the handshake entry points for the connection lifecycle.
+ * SSL_free and the handshake entry points for the connection lifecycle, SSL_ctrl for the server
+ * name (SNI) and SSL_set_fd for the socket; tracepoints on connect() for peer addresses and on
+ * exec/exit so the recorder can find new TLS libraries as processes start.
  *
  * Compiled by bcc at run time. The recorder prepends #defines for CHUNK_SIZE, MAX_CHUNKS,
  * RINGBUF_PAGES, CONN_MAP_SIZE and RECORDER_PID, and appends one DEFINE_PROBES(n) line per library
- * file it attaches to, so every record says which library file produced it (lib_id).
+ * slot: a library file attached later takes a free slot, and every record says which library file
+ * produced it (lib_id). Only the small entry probes are per slot; the return probes, which hold the
+ * chunk loop the verifier works hardest on, are shared and read lib_id from the saved arguments.
  *
  * In-kernel work is kept small: save arguments on entry, and on return copy what the call really
  * moved into the ring buffer in CHUNK_SIZE pieces, each carrying its byte offset in the stream.
@@ -37,6 +41,8 @@ struct conn_key_t {
 struct conn_t {
     u64 gen;
     u64 off[2];
+    u32 opened;      /* an OPEN record was written */
+    u32 socket_seen; /* a SOCKET record was written (or none can be: see on_return) */
 };
 BPF_TABLE("lru_hash", struct conn_key_t, struct conn_t, conns, CONN_MAP_SIZE);
 
@@ -50,6 +56,7 @@ struct call_args_t {
     u64 ssl; /* 0: no call in flight */
     u64 buf;
     u64 len_ptr; /* size_t *written / *readbytes of the _ex variants, 0 otherwise */
+    u64 lib_id;
 };
 #ifdef USE_TASK_STORAGE
 BPF_TASK_STORAGE(active_calls, struct call_args_t);
@@ -224,7 +231,73 @@ static __always_inline u8 emit_chunk(struct record_header *h, u32 n, const void 
     return GAP_OVER_LIMIT; /* not reached: n <= CHUNK_SIZE */
 }
 
-static __always_inline int on_entry(struct pt_regs *ctx, int has_len_ptr) {
+/* Peer addresses from connect(), keyed by (tgid << 32 | fd), and the last connect() of each thread
+ * for libraries that are never told the fd (memory BIOs). LRU: entries of sockets never wrapped in
+ * TLS age out. */
+struct peer_t {
+    u16 family;
+    u16 port;
+    u8 addr[16];
+};
+struct thread_connect_t {
+    s32 fd;
+    struct peer_t peer;
+};
+BPF_TABLE("lru_hash", u64, struct peer_t, connects, 65536);
+BPF_TABLE("lru_hash", u32, struct thread_connect_t, thread_connects, 65536);
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!wanted(pid_tgid >> 32))
+        return 0;
+    struct peer_t p = {};
+    const u8 *sa = (const u8 *)args->uservaddr;
+    if (bpf_probe_read_user(&p.family, sizeof(p.family), sa) != 0)
+        return 0;
+    u16 port_be = 0;
+    if (p.family == AF_INET_) {
+        bpf_probe_read_user(&port_be, 2, sa + 2);
+        bpf_probe_read_user(p.addr, 4, sa + 4); /* sockaddr_in.sin_addr */
+    } else if (p.family == AF_INET6_) {
+        bpf_probe_read_user(&port_be, 2, sa + 2);
+        bpf_probe_read_user(p.addr, 16, sa + 8); /* sockaddr_in6.sin6_addr, after flowinfo */
+    } else {
+        return 0; /* unix sockets and the like: never TLS to a provider */
+    }
+    p.port = (port_be >> 8) | ((port_be & 0xff) << 8);
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)args->fd;
+    connects.update(&key, &p);
+    struct thread_connect_t tc = {.fd = (s32)args->fd, .peer = p};
+    u32 tid = (u32)pid_tgid;
+    thread_connects.update(&tid, &tc);
+    return 0;
+}
+
+static __always_inline void emit_socket(struct record_header *h, s32 fd, struct peer_t *peer, u8 source) {
+    struct {
+        struct record_header h;
+        struct socket_info s;
+    } r = {};
+    r.h = *h;
+    r.h.kind = KIND_SOCKET;
+    r.h.len = sizeof(struct socket_info);
+    r.s.fd = fd;
+    r.s.source = source;
+    if (peer) {
+        r.s.family = peer->family;
+        r.s.port = peer->port;
+        __builtin_memcpy(r.s.addr, peer->addr, 16);
+    }
+    if (records.ringbuf_output(&r, sizeof(r), BPF_RB_NO_WAKEUP) == 0)
+        count(CTR_RECORDS, 1);
+    else
+        count(CTR_DROPPED_RECORDS, 1);
+}
+
+static __always_inline int on_entry(struct pt_regs *ctx, int has_len_ptr, u16 lib_id) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!wanted(pid_tgid >> 32))
         return 0;
@@ -233,12 +306,13 @@ static __always_inline int on_entry(struct pt_regs *ctx, int has_len_ptr) {
     args.buf = PT_REGS_PARM2(ctx);
     /* SSL_write_ex(ssl, buf, num, *written) / SSL_read_ex(ssl, buf, num, *readbytes) */
     args.len_ptr = has_len_ptr ? PT_REGS_PARM4(ctx) : 0;
+    args.lib_id = lib_id;
     if (args.ssl)
         save_args(&args);
     return 0;
 }
 
-static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func, u16 lib_id) {
+static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct call_args_t a = {};
     if (!take_args(&a))
@@ -271,7 +345,19 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func, u16 l
 
     u32 zero = 0;
     struct record_header h = {};
-    fill_header(&h, a.ssl, gen, KIND_DATA, dir, func, lib_id);
+    fill_header(&h, a.ssl, gen, KIND_DATA, dir, func, (u16)a.lib_id);
+    if (!c->socket_seen) {
+        /* the library was never given an fd (memory BIOs: Node, asyncio, curl's own BIO): the
+         * socket is the one this thread connect()ed last, an inference the record says it is */
+        c->socket_seen = 1;
+        u32 tid = (u32)pid_tgid;
+        struct thread_connect_t *tc = thread_connects.lookup(&tid);
+        if (tc) {
+            struct thread_connect_t copy = *tc;
+            thread_connects.delete(&tid);
+            emit_socket(&h, copy.fd, &copy.peer, SOCK_SRC_THREAD_CONNECT);
+        }
+    }
     h.call_len = total;
 
     struct counters_t *ctr = counters.lookup(&zero);
@@ -326,12 +412,84 @@ static __always_inline int on_open(struct pt_regs *ctx, u8 func, u16 lib_id) {
     u64 ssl = PT_REGS_PARM1(ctx);
     int created;
     struct conn_t *c = conn_get(ssl, pid_tgid >> 32, &created);
-    /* SSL_do_handshake is called repeatedly on non-blocking sockets: announce once */
-    if (!c || !created)
+    /* SSL_do_handshake is called repeatedly on non-blocking sockets: announce once, and only if no
+     * byte has moved yet (a handshake later in a connection is a renegotiation) */
+    if (!c || c->opened || c->off[0] || c->off[1])
         return 0;
+    c->opened = 1;
     struct record_header h = {};
     fill_header(&h, ssl, c->gen, KIND_OPEN, 0, func, lib_id);
     emit_meta(&h);
+    return 0;
+}
+
+/* SSL_set_fd(ssl, fd) and the rfd/wfd variants: the connection's socket, with the peer address
+ * its connect() used, when we saw one. */
+static __always_inline int on_set_fd(struct pt_regs *ctx, u8 func, u16 lib_id) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!wanted(pid_tgid >> 32))
+        return 0;
+    u64 ssl = PT_REGS_PARM1(ctx);
+    s32 fd = (s32)PT_REGS_PARM2(ctx);
+    int created;
+    struct conn_t *c = conn_get(ssl, pid_tgid >> 32, &created);
+    if (!c)
+        return 0;
+    struct record_header h = {};
+    fill_header(&h, ssl, c->gen, KIND_SOCKET, 0, func, lib_id);
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)fd;
+    struct peer_t *p = connects.lookup(&key);
+    struct peer_t copy = {};
+    if (p)
+        copy = *p;
+    u32 tid = (u32)pid_tgid;
+    struct thread_connect_t *tc = thread_connects.lookup(&tid);
+    if (tc && tc->fd == fd)
+        thread_connects.delete(&tid); /* claimed: not for another connection's fallback */
+    c->socket_seen = 1;
+    emit_socket(&h, fd, p ? &copy : 0, SOCK_SRC_SET_FD);
+    return 0;
+}
+
+/* SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, name): what
+ * SSL_set_tlsext_host_name expands to. The name the client asked for, before any byte moves. */
+#define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
+#define SNI_MAX 256
+static __always_inline int on_ctrl(struct pt_regs *ctx, u16 lib_id) {
+    if (PT_REGS_PARM2(ctx) != SSL_CTRL_SET_TLSEXT_HOSTNAME || PT_REGS_PARM3(ctx) != 0)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!wanted(pid_tgid >> 32))
+        return 0;
+    u64 ssl = PT_REGS_PARM1(ctx);
+    const char *name = (const char *)PT_REGS_PARM4(ctx);
+    if (!name)
+        return 0;
+    int created;
+    struct conn_t *c = conn_get(ssl, pid_tgid >> 32, &created);
+    if (!c)
+        return 0;
+    u8 *r = records.ringbuf_reserve(sizeof(struct record_header) + SNI_MAX);
+    if (!r) {
+        count(CTR_DROPPED_RECORDS, 1);
+        return 0;
+    }
+    struct record_header h = {};
+    fill_header(&h, ssl, c->gen, KIND_SNI, 0, FN_SSL_CTRL, lib_id);
+    long n = bpf_probe_read_user_str(r + sizeof(struct record_header), SNI_MAX, name);
+    h.len = n > 0 ? n - 1 : 0;
+    __builtin_memcpy(r, &h, sizeof(h));
+    records.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    count(CTR_RECORDS, 1);
+    /* a client names the server before its handshake: the connection is seen from its first byte,
+     * whether or not the library calls a handshake function we probe (node drives its handshakes
+     * from SSL_read/SSL_write) */
+    if (!c->opened && !c->off[0] && !c->off[1]) {
+        c->opened = 1;
+        h.kind = KIND_OPEN;
+        h.len = 0;
+        emit_meta(&h);
+    }
     return 0;
 }
 
@@ -351,21 +509,85 @@ static __always_inline int on_free(struct pt_regs *ctx, u16 lib_id) {
     return 0;
 }
 
-/* One set of probe functions per library file, so each record carries its lib_id. */
+/* Process starts and ends, for the recorder's library discovery and process identity. Header-only
+ * records in their own small ring buffer, so that the recorder can react to an exec within
+ * milliseconds without decoding plaintext. Few per second on a node: not filtered here. */
+BPF_RINGBUF_OUTPUT(proc_events, 64);
+
+static __always_inline void emit_proc_event(u8 kind) {
+    struct record_header h = {};
+    fill_header(&h, 0, 0, kind, 0, 0, 0);
+    proc_events.ringbuf_output(&h, sizeof(h), 0);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    emit_proc_event(KIND_EXEC);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if ((u32)pid_tgid == pid_tgid >> 32) /* the whole process, not one of its threads */
+        emit_proc_event(KIND_EXIT);
+    return 0;
+}
+
+/* A process opening a libssl: the recorder attaches to the file at once, from its path, without
+ * waiting to see it in the process's mappings. Every openat on the node passes here, so the test is
+ * cheap: read the path into per-CPU scratch, compare its tail, emit only on a match. */
+#define PATH_MAX_READ 256
+struct path_event_t {
+    struct record_header h;
+    char path[PATH_MAX_READ];
+};
+BPF_PERCPU_ARRAY(path_scratch, struct path_event_t, 1);
+
+static __always_inline int tail_is(const char *buf, long n, const char *suffix, int len) {
+    /* n counts the NUL; the suffix must end right before it */
+    if (n - 1 < len)
+        return 0;
+#pragma unroll
+    for (int k = 0; k < 13; k++) {
+        if (k >= len)
+            break;
+        if (buf[(n - 1 - len + k) & (PATH_MAX_READ - 1)] != suffix[k])
+            return 0;
+    }
+    return 1;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    u32 zero = 0;
+    struct path_event_t *e = path_scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    long n = bpf_probe_read_user_str(e->path, PATH_MAX_READ, args->filename);
+    if (n <= 0 || n > PATH_MAX_READ)
+        return 0;
+    if (!tail_is(e->path, n, "libssl.so.3", 11) && !tail_is(e->path, n, "libssl.so.1.1", 13))
+        return 0;
+    __builtin_memset(&e->h, 0, sizeof(e->h));
+    fill_header(&e->h, 0, 0, KIND_LIBOPEN, 0, 0, 0);
+    e->h.len = n - 1;
+    proc_events.ringbuf_output(e, sizeof(*e), 0);
+    return 0;
+}
+
+/* Return probes, shared by all library slots: lib_id comes from the arguments saved at entry. */
+int ret_write(struct pt_regs *ctx) { return on_return(ctx, DIR_EGRESS, FN_SSL_WRITE); }
+int ret_write_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_EGRESS, FN_SSL_WRITE_EX); }
+int ret_read(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL_READ); }
+int ret_read_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL_READ_EX); }
+
+/* Entry probes, one set per library slot, so each record carries its lib_id. Kept few and small:
+ * compiling them is most of the recorder's start-up time (about 0.1 s per slot). SSL_write and
+ * SSL_read share one (the direction is the return probe's), as do SSL_set_fd/rfd/wfd. */
 #define DEFINE_PROBES(ID)                                                                           \
-    int entry_write_##ID(struct pt_regs *ctx) { return on_entry(ctx, 0); }                           \
-    int entry_write_ex_##ID(struct pt_regs *ctx) { return on_entry(ctx, 1); }                       \
-    int entry_read_##ID(struct pt_regs *ctx) { return on_entry(ctx, 0); }                            \
-    int entry_read_ex_##ID(struct pt_regs *ctx) { return on_entry(ctx, 1); }                         \
-    int ret_write_##ID(struct pt_regs *ctx) { return on_return(ctx, DIR_EGRESS, FN_SSL_WRITE, ID); } \
-    int ret_write_ex_##ID(struct pt_regs *ctx) {                                                     \
-        return on_return(ctx, DIR_EGRESS, FN_SSL_WRITE_EX, ID);                                      \
-    }                                                                                               \
-    int ret_read_##ID(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL_READ, ID); }  \
-    int ret_read_ex_##ID(struct pt_regs *ctx) {                                                      \
-        return on_return(ctx, DIR_INGRESS, FN_SSL_READ_EX, ID);                                      \
-    }                                                                                               \
+    int entry_rw_##ID(struct pt_regs *ctx) { return on_entry(ctx, 0, ID); }                          \
+    int entry_rw_ex_##ID(struct pt_regs *ctx) { return on_entry(ctx, 1, ID); }                       \
     int entry_do_handshake_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_DO_HANDSHAKE, ID); } \
     int entry_connect_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_CONNECT, ID); }         \
     int entry_accept_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_ACCEPT, ID); }           \
-    int entry_free_##ID(struct pt_regs *ctx) { return on_free(ctx, ID); }
+    int entry_free_##ID(struct pt_regs *ctx) { return on_free(ctx, ID); }                            \
+    int entry_ctrl_##ID(struct pt_regs *ctx) { return on_ctrl(ctx, ID); }                            \
+    int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, ID); }

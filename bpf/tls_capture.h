@@ -7,13 +7,19 @@
 #ifndef OISP_TLS_CAPTURE_H
 #define OISP_TLS_CAPTURE_H
 
-#define RECORD_LAYOUT_VERSION 1
+#define RECORD_LAYOUT_VERSION 2
 
 /* record kinds */
 #define KIND_DATA 1  /* plaintext bytes follow the header */
 #define KIND_GAP 2   /* `len` bytes at `offset` were moved by the call but not captured */
 #define KIND_OPEN 3  /* a handshake started on this SSL: the stream is observed from byte 0 */
 #define KIND_CLOSE 4 /* SSL_free: the connection ended; offsets hold the final stream lengths */
+#define KIND_SNI 5    /* SSL_ctrl(SET_TLSEXT_HOSTNAME): `len` bytes of server name follow */
+#define KIND_SOCKET 6 /* the connection's socket: a struct socket_info follows */
+/* process events, written to the separate proc_events ring buffer (header only) */
+#define KIND_EXEC 7   /* the process (pid) completed an exec */
+#define KIND_EXIT 8   /* the process (pid) exited */
+#define KIND_LIBOPEN 9 /* the process opens a file named libssl.so.*: `len` bytes of its path follow */
 
 /* gap reasons (in the `func` byte of GAP records) */
 #define GAP_RINGBUF_FULL 1  /* the ring buffer had no room for the chunk */
@@ -33,6 +39,24 @@
 #define FN_SSL_DO_HANDSHAKE 6
 #define FN_SSL_CONNECT 7
 #define FN_SSL_ACCEPT 8
+#define FN_SSL_CTRL 9
+#define FN_SSL_SET_FD 10
+#define FN_SSL_SET_RFD 11
+#define FN_SSL_SET_WFD 12
+
+/* where a SOCKET record's fd and peer address come from */
+#define SOCK_SRC_SET_FD 1         /* SSL_set_fd/rfd/wfd named the fd; peer from its connect() */
+#define SOCK_SRC_THREAD_CONNECT 2 /* no fd given to the library (memory BIOs: Node, asyncio): the
+                                   * last connect() of the thread that started the handshake */
+
+struct socket_info {
+    s32 fd;       /* -1: unknown */
+    u16 family;   /* AF_INET, AF_INET6; 0: no address known */
+    u16 port;     /* peer port, host byte order */
+    u8 addr[16];  /* peer address; IPv4 in the first 4 bytes */
+    u8 source;    /* SOCK_SRC_* */
+    u8 pad[7];
+};
 
 struct record_header {
     u64 ts_mono_ns;   /* bpf_ktime_get_ns() at the return of the call */

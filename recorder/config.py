@@ -36,6 +36,11 @@ class RecorderConfig:
     # Library files to probe besides those discovered (e.g. a binary that links OpenSSL statically).
     extra_libraries: list[str] = field(default_factory=list)
     discover_libraries: bool = True
+    # Library files probed at once (each takes a slot compiled into the BPF program); files no process
+    # maps any more are detached and their slot reused.
+    max_library_files: int = 32
+    # Full rescan of /proc for TLS libraries; exec events trigger a check of the new process at once.
+    rescan_interval_seconds: float = 10.0
     # Segment rotation
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_seconds: float = 60.0
@@ -59,10 +64,10 @@ class RecorderConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(RecorderConfig)}
 _PATH_KEYS = {"segments_dir", "ready_file", "kubernetes_token_file", "kubernetes_ca_file"}
 _LIST_KEYS = {"pids": int, "comms": str, "cgroups": str, "extra_libraries": str}
-_INT_KEYS = {"segment_max_bytes", "chunk_size", "max_chunks_per_call", "ringbuf_bytes"}
+_INT_KEYS = {"segment_max_bytes", "chunk_size", "max_chunks_per_call", "ringbuf_bytes", "max_library_files"}
 _FLOAT_KEYS = {
     "duration", "segment_max_seconds", "flush_interval_seconds", "stats_interval_seconds",
-    "kubernetes_refresh_seconds",
+    "kubernetes_refresh_seconds", "rescan_interval_seconds",
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 SECTIONS = {"recorder", "analyzer"}
@@ -119,6 +124,8 @@ def _validate(cfg: RecorderConfig) -> None:
         raise ConfigError("chunk_size must be a power of two between 256 and 65536")
     if cfg.max_chunks_per_call > 1024:
         raise ConfigError("max_chunks_per_call must be at most 1024")
+    if cfg.max_library_files > 1024:
+        raise ConfigError("max_library_files must be at most 1024")
     pages = cfg.ringbuf_bytes // 4096
     if cfg.ringbuf_bytes % 4096 or pages & (pages - 1):
         raise ConfigError("ringbuf_bytes must be a power-of-two number of 4096-byte pages")

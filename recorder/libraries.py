@@ -1,7 +1,9 @@
 """Find the TLS library files to probe: from the dynamic loader's cache and running processes.
 
 A file is probed once however many processes map it, so files are identified by (device, inode).
-Files inside containers are reached through /proc/PID/root, which is also the path handed to bcc.
+Files inside containers are reached through /proc/PID/root. Besides libssl by name, any executable
+file a process maps (its program included) that exports SSL_write and SSL_read is a TLS library:
+that is how `node` and other binaries linking OpenSSL (or BoringSSL) statically are found.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
 
 log = logging.getLogger("oisp.record")
 
@@ -26,6 +31,31 @@ class LibraryFile:
     dev: int
     ino: int
     found_by: str
+    static: bool = False  # a program or library carrying OpenSSL itself, not a libssl
+
+
+def exported_symbols(path: str, names: list[str]) -> dict[str, int]:
+    """The addresses (st_value) of those of `names` the ELF file defines and exports. Looked up
+    through the dynamic symbol hash table: walking node's symbols takes seconds, this takes ms."""
+    found: dict[str, int] = {}
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            table = elf.get_section_by_name(".gnu.hash") or elf.get_section_by_name(".hash")
+            if table is None:
+                return found
+            for name in names:
+                sym = table.get_symbol(name)
+                if sym is not None and sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]:
+                    found[name] = sym["st_value"]
+    except (OSError, ELFError, ValueError, KeyError, AssertionError):
+        pass
+    return found
+
+
+def exports_ssl(path: str) -> bool:
+    """True if the ELF file defines and exports SSL_write and SSL_read."""
+    return len(exported_symbols(path, ["SSL_write", "SSL_read"])) == 2
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -68,6 +98,51 @@ def from_process_maps(proc: Path = Path("/proc")) -> list[tuple[int, str]]:
                 seen.add(parts[5])
                 found.append((int(entry.name), parts[5]))
     return found
+
+
+def mapped_files(pid: int, proc: Path = Path("/proc")) -> list[str]:
+    """Paths (as the process sees them) of the files a process maps executable, its program first."""
+    base = proc / str(pid)
+    found: list[str] = []
+    try:
+        exe = os.readlink(base / "exe")
+        found.append(exe.removesuffix(" (deleted)"))
+    except OSError:
+        pass
+    try:
+        text = (base / "maps").read_text()
+    except (OSError, UnicodeDecodeError):
+        return found  # the process exited, or is a kernel thread
+    for line in text.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and "x" in parts[1] and parts[5].startswith("/") and parts[5] not in found:
+            found.append(parts[5])
+    return found
+
+
+class LibraryFinder:
+    """Decides which files of a process are TLS libraries, remembering every file it has looked at
+    (by device and inode), so that each is opened and parsed once however many processes map it."""
+
+    def __init__(self, proc: Path = Path("/proc")):
+        self.proc = proc
+        self._verdict: dict[tuple[int, int], bool] = {}
+
+    def tls_files(self, pid: int) -> list[LibraryFile]:
+        result = []
+        for inside in mapped_files(pid, self.proc):
+            path = f"{self.proc}/{pid}/root{inside}"
+            ident = _identity(path)
+            if ident is None:
+                continue
+            verdict = self._verdict.get(ident)
+            if verdict is None:
+                verdict = bool(LIBSSL_NAME.search(inside)) or exports_ssl(path)
+                self._verdict[ident] = verdict
+            if verdict:
+                static = not LIBSSL_NAME.search(inside)
+                result.append(LibraryFile(path, inside, ident[0], ident[1], f"maps of pid {pid}", static))
+        return result
 
 
 def discover(extra: list[str], scan: bool = True) -> list[LibraryFile]:

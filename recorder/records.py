@@ -13,7 +13,10 @@ itself (when even its small gap record found no room), and for a tail that never
 
 from __future__ import annotations
 
+import ipaddress
+import struct
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -29,12 +32,32 @@ HEADER_DTYPE = np.dtype([
 HEADER_SIZE = HEADER_DTYPE.itemsize
 assert HEADER_SIZE == 88
 
-K_DATA, K_GAP, K_OPEN, K_CLOSE = 1, 2, 3, 4
+K_DATA, K_GAP, K_OPEN, K_CLOSE, K_SNI, K_SOCKET = 1, 2, 3, 4, 5, 6
+K_EXEC, K_EXIT, K_LIBOPEN = 7, 8, 9  # proc_events ring buffer only
 # code -> string tables; index 0 ("?") is never a valid code, and never referenced by a row
-KINDS = ["?", sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE]
+KINDS = ["?", sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE, sf.KIND_SNI, sf.KIND_SOCKET]
 DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]
 FUNCS = ["?", "SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_free", "SSL_do_handshake",
-         "SSL_connect", "SSL_accept"]
+         "SSL_connect", "SSL_accept", "SSL_ctrl", "SSL_set_fd", "SSL_set_rfd", "SSL_set_wfd"]
+# struct socket_info: s32 fd, u16 family, u16 port, u8 addr[16], u8 source, u8 pad[7]
+SOCKET_INFO = struct.Struct("<iHH16sB7x")
+SOCKET_SOURCES = {1: sf.SOCKET_SOURCE_SET_FD, 2: sf.SOCKET_SOURCE_THREAD_CONNECT}
+AF_INET, AF_INET6 = 2, 10
+# (pid, fd) -> (local ip, local port, peer ip, peer port) from the socket tables, or None
+SocketResolver = Callable[[int, int], tuple[str, int, str, int] | None]
+
+
+def parse_socket_info(payload: bytes) -> dict:
+    """The socket columns of a SOCKET record's payload."""
+    fd, family, port, addr, source = SOCKET_INFO.unpack_from(payload)
+    peer_ip = None
+    if family == AF_INET:
+        peer_ip = str(ipaddress.IPv4Address(addr[:4]))
+    elif family == AF_INET6:
+        ip6 = ipaddress.IPv6Address(addr)
+        peer_ip = str(ip6.ipv4_mapped or ip6)
+    return {"fd": fd if fd >= 0 else None, "peer_ip": peer_ip, "peer_port": port if peer_ip else None,
+            "socket_source": SOCKET_SOURCES.get(source)}
 GAP_REASONS = [sf.GAP_UNEXPLAINED, sf.GAP_RINGBUF_FULL, sf.GAP_OVER_LIMIT, sf.GAP_READ_FAULT]
 
 # How many streams' expected offsets to remember (oldest forgotten first).
@@ -57,8 +80,10 @@ def _dict_from_values(values: np.ndarray, to_str) -> pa.Array:
 class RecordDecoder:
     """Turns batches of raw records into segment tables; remembers stream offsets across batches."""
 
-    def __init__(self, node: str, mono_to_wall_ns: int, lib_paths: dict[int, str]):
+    def __init__(self, node: str, mono_to_wall_ns: int, lib_paths: dict[int, str],
+                 resolve_socket: SocketResolver | None = None):
         self.node = node
+        self.resolve_socket = resolve_socket
         self.mono_to_wall_ns = mono_to_wall_ns
         self.lib_paths = lib_paths
         self.expected: OrderedDict[tuple, int] = OrderedDict()
@@ -73,11 +98,12 @@ class RecordDecoder:
         h = np.frombuffer(b"".join([r[:HEADER_SIZE] for r in good]), dtype=HEADER_DTYPE)
         kind = h["kind"]
         lengths = h["len"].tolist()
-        # data rows must hold `len` bytes; unknown kinds and short records are malformed
-        data = [r[HEADER_SIZE:HEADER_SIZE + n] if k == K_DATA else None
+        # data, sni and socket rows must hold `len` bytes; unknown kinds and short records are malformed
+        data = [r[HEADER_SIZE:HEADER_SIZE + n] if k == K_DATA or k == K_SNI or k == K_SOCKET else None
                 for r, n, k in zip(good, lengths, kind.tolist(), strict=True)]
-        ok = (kind >= K_DATA) & (kind <= K_CLOSE)
+        ok = (kind >= K_DATA) & (kind <= K_SOCKET)
         ok &= np.array([d is None or len(d) == n for d, n in zip(data, lengths, strict=True)], dtype=bool)
+        ok &= (kind != K_SOCKET) | (h["len"] == SOCKET_INFO.size)
         if not ok.all():
             self.malformed_records += int((~ok).sum())
             keep = np.flatnonzero(ok)
@@ -103,7 +129,7 @@ class RecordDecoder:
         offset, length, call_len = h["offset"].tolist(), h["len"].tolist(), h["call_len"].tolist()
         expected = self.expected
         for i, k in enumerate(kind):
-            if k == K_OPEN:
+            if k == K_OPEN or k == K_SNI or k == K_SOCKET:
                 continue
             if k == K_CLOSE:
                 # bytes up to the final totals that never arrived (all of them if none did)
@@ -140,6 +166,8 @@ class RecordDecoder:
         is_gap = kind == K_GAP
         is_stream = is_data | is_gap
         is_close = kind == K_CLOSE
+        meta = np.flatnonzero((kind == K_SNI) | (kind == K_SOCKET))
+        meta_set = set(meta.tolist())
         ts = h["ts_mono_ns"].astype(np.int64)
         n = len(h)
         # func byte: FN_* for data/open/close, GAP_* reason for gaps
@@ -167,13 +195,40 @@ class RecordDecoder:
             "stream_offset": pa.array(h["offset"], mask=~is_stream),
             "length": pa.array(h["len"], mask=~is_stream),
             "call_len": pa.array(h["call_len"], mask=~is_stream),
-            "data": pa.array(data, pa.binary()),
+            "data": pa.array(data, pa.binary()) if not meta.size else
+                    pa.array([None if i in meta_set else d for i, d in enumerate(data)], pa.binary()),
             "gap_reason": _dict_column(gap_codes, GAP_REASONS, is_gap),
             "egress_bytes": pa.array(h["offset"], mask=~is_close),
             "ingress_bytes": pa.array(h["call_len"], mask=~is_close),
             "lib_path": _dict_from_values(h["lib_id"], lambda i: lib_paths.get(int(i), f"lib#{int(i)}")),
         }
+        cols.update(self._identity_columns(h, data, meta, n))
+        for f in sf.SCHEMA:
+            if f.name not in cols:
+                cols[f.name] = pa.nulls(n, f.type)
         return pa.Table.from_pydict(cols).cast(sf.SCHEMA)
+
+    def _identity_columns(self, h: np.ndarray, data: list, meta: np.ndarray, n: int) -> dict:
+        """server_name and socket columns of the (few) sni and socket rows; null elsewhere."""
+        if not meta.size:
+            return {}
+        names = ["server_name", "fd", "peer_ip", "peer_port", "local_ip", "local_port", "socket_source"]
+        cols: dict[str, list] = {name: [None] * n for name in names}
+        for i in meta.tolist():
+            payload = data[i]
+            if h["kind"][i] == K_SNI:
+                cols["server_name"][i] = payload.decode("utf-8", "replace")
+                continue
+            info = parse_socket_info(payload)
+            if info["fd"] is not None and self.resolve_socket is not None:
+                found = self.resolve_socket(int(h["pid"][i]), info["fd"])
+                if found:
+                    info["local_ip"], info["local_port"] = found[0], found[1]
+                    if info["peer_ip"] is None:  # e.g. an accepted socket: no connect() of ours
+                        info["peer_ip"], info["peer_port"] = found[2], found[3]
+            for key, value in info.items():
+                cols[key][i] = value
+        return {name: pa.array(values) for name, values in cols.items()}
 
     def _insert_rows(self, table: pa.Table, extra: list[tuple[int, dict]], keep: list[bool] | None):
         """Put the gap rows the decoder found just before the row that revealed them."""

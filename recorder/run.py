@@ -13,11 +13,15 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from . import libraries, preflight, ringbuf_reader
-from .cgroups import cgroup_ids
+from . import libraries, preflight, ringbuf_reader, socket_table
+from .cgroups import cgroup2_root, cgroup_ids
 from .config import RecorderConfig
+from .discovery import LibraryDiscovery, run_in_thread
+from .pod_metadata import PodMetadataSource
 from .probes import CaptureProgram
+from .process_identity import CgroupPaths, ProcessRegistry
 from .records import RecordDecoder, warm_up
 from .segment_salvage import salvage
 from .segment_writer import SegmentWriter
@@ -32,6 +36,8 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 # Batches waiting for the writer thread. When it falls this far behind, draining waits for it, and
 # the ring buffer (not the recorder's memory) absorbs the backlog, or drops and counts it.
 MAX_QUEUED_BATCHES = 4
+# Size of the exec/exit event ring buffer (BPF_RINGBUF_OUTPUT(proc_events, 64) pages).
+PROC_EVENTS_BYTES = 64 * 4096
 
 
 def use_jemalloc() -> None:
@@ -57,28 +63,40 @@ def record(cfg: RecorderConfig) -> int:
     preflight.prepare_segments_dir(cfg.segments_dir)
     salvage(cfg.segments_dir)  # what a killed recorder left, published before anything new
 
-    libs = libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries)
-    if not libs:
-        raise preflight.PreflightError(
-            "no TLS library found to probe (looked for libssl.so.3 and libssl.so.1.1 in the loader "
-            "cache and in running processes): install libssl3, or name files in extra_libraries"
-        )
-    program = CaptureProgram(bpf_cls, cfg, libs)
-    attached = program.attach_all()
-    usable = [a for a in attached if not (set(a.missing) & {"SSL_write", "SSL_read"})]
-    if not usable:
-        raise preflight.PreflightError("no library could be probed: see the warnings above")
+    program = CaptureProgram(bpf_cls, cfg)
     try:
         program.set_filters(cfg.pids, cfg.comms, cgroup_ids(cfg.cgroups))
     except ValueError as exc:
         raise preflight.PreflightError(str(exc)) from None
+    lib_paths: dict[int, str] = {}  # lib_id -> path, grows as discovery attaches files
+    discovery = LibraryDiscovery(program, lib_paths, cfg.rescan_interval_seconds)
+    discovery.attach(libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries))
+    if cfg.discover_libraries:
+        discovery.rescan()  # programs that carry OpenSSL statically, e.g. node
+    usable = [a for a in program.attached.values() if a.usable]
+    if not usable and not cfg.discover_libraries:
+        raise preflight.PreflightError("no library could be probed: see the warnings above")
+    if not usable:
+        log.warning("no TLS library in use yet: waiting for processes that load one")
+    try:
+        cgroup_root = cgroup2_root()
+    except ValueError:
+        cgroup_root = None
+    pods = PodMetadataSource.from_config(cfg)
 
-    lib_paths = {a.lib_id: a.library.display_path for a in attached}
+    def pod_lookup(pod_uid: str, container_id: str | None):
+        found = pods.lookup(pod_uid, container_id)
+        return (found.pod_name, found.namespace, found.container_name) if found else None
+
+    registry = ProcessRegistry(cgroups=CgroupPaths(cgroup_root),
+                               pod_lookup=pod_lookup if pods.enabled else None)
+    discovery.on_exec = registry.on_exec
+    discovery.on_exit = registry.on_exit
     run_id = f"{program.gen_seed:x}"
     mono_to_wall = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     use_jemalloc()
     warm_up()
-    decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths)
+    decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths, socket_table.lookup)
     writer = SegmentWriter(
         cfg.segments_dir, cfg.node_name, run_id, lib_paths, cfg.segment_max_bytes, cfg.segment_max_seconds,
         cfg.segments_max_total_bytes,
@@ -130,6 +148,10 @@ def record(cfg: RecorderConfig) -> int:
     writer_errors: list[BaseException] = []
 
     def write_batches() -> None:
+        # Each segment describes the processes of its rows itself (process rows), so that one
+        # segment read alone still says who made its calls.
+        described: set[int] = set()
+        segments_seen = writer.segments_written
         try:
             while True:
                 try:
@@ -139,6 +161,13 @@ def record(cfg: RecorderConfig) -> int:
                     continue
                 if table is None:
                     break
+                if writer.segments_written != segments_seen:
+                    described.clear()
+                    segments_seen = writer.segments_written
+                new = set(pc.unique(table["pid"]).to_pylist()) - described
+                if new:
+                    table = pa.concat_tables([registry.rows(new, cfg.node_name), table])
+                    described |= new
                 writer.write(table)
         except BaseException as exc:  # reported by the main thread, which then stops
             writer_errors.append(exc)
@@ -154,15 +183,22 @@ def record(cfg: RecorderConfig) -> int:
         raws, pending = pending, []
         pending_bytes = 0
         if raws and not writer_errors:
-            batches.put(decoder.decode(raws))
+            table = decoder.decode(raws)
+            registry.describe_new(table)
+            batches.put(table)
 
     if cfg.ready_file:
         _write_ready_file(cfg.ready_file, {
             "pid": os.getpid(),
             "run_id": run_id,
             "libraries": [{"lib_id": a.lib_id, "path": a.library.display_path, "symbols": a.symbols}
-                          for a in attached],
+                          for a in program.attached.values()],
         })
+    stop_discovery = threading.Event()
+    if cfg.discover_libraries:
+        events = (ringbuf_reader.RingBufferReader(program.proc_events_fd(), PROC_EVENTS_BYTES).read
+                  if ringbuf_reader.SUPPORTED else None)
+        discovery_thread = run_in_thread(discovery, events, stop_discovery)
     log.info("recording to %s (run %s, %d libraries probed)", cfg.segments_dir, run_id, len(usable))
 
     started = time.monotonic()
@@ -190,6 +226,9 @@ def record(cfg: RecorderConfig) -> int:
                 log.info("totals %s", json.dumps(totals(), sort_keys=True))
                 last_stats = now
     finally:
+        stop_discovery.set()
+        if cfg.discover_libraries:
+            discovery_thread.join()
         drain()
         flush()
         batches.put(None)

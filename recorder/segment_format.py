@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+# Versions the analyzer reads: 1 lacks the identity columns (they read as nulls).
+READABLE_VERSIONS = ("1", "2")
 # Parquet footer (key-value metadata) keys
 META_VERSION = b"oisp.segment.version"
 META_NODE = b"oisp.segment.node"
@@ -27,6 +29,12 @@ KIND_DATA = "data"
 KIND_GAP = "gap"
 KIND_OPEN = "open"
 KIND_CLOSE = "close"
+KIND_SNI = "sni"  # the TLS server name the client asked for (server_name)
+KIND_SOCKET = "socket"  # the connection's socket: fd, peer and local address
+KIND_PROCESS = "process"  # who a pid is: one row per pid per segment (no conn_id)
+
+SOCKET_SOURCE_SET_FD = "set_fd"  # SSL_set_fd named the fd: exact
+SOCKET_SOURCE_THREAD_CONNECT = "thread_connect"  # the handshaking thread's last connect(): inferred
 
 DIRECTION_EGRESS = "egress"  # the application wrote these bytes (SSL_write*)
 DIRECTION_INGRESS = "ingress"  # the application read these bytes (SSL_read*)
@@ -49,9 +57,9 @@ SCHEMA = pa.schema(
         pa.field("uid", pa.int64(), nullable=False),
         pa.field("comm", _dict, nullable=False),
         pa.field("cgroup_id", pa.uint64(), nullable=False),
-        pa.field("conn_id", _dict, nullable=False),
-        pa.field("ssl_ptr", pa.uint64(), nullable=False),
-        pa.field("conn_gen", pa.uint64(), nullable=False),
+        pa.field("conn_id", _dict),  # null only on process rows
+        pa.field("ssl_ptr", pa.uint64()),
+        pa.field("conn_gen", pa.uint64()),
         pa.field("direction", _dict),
         pa.field("func", _dict),
         pa.field("stream_offset", pa.uint64()),
@@ -62,6 +70,26 @@ SCHEMA = pa.schema(
         pa.field("egress_bytes", pa.uint64()),
         pa.field("ingress_bytes", pa.uint64()),
         pa.field("lib_path", _dict),
+        # version 2: connection identity (sni and socket rows)
+        pa.field("server_name", _dict),
+        pa.field("fd", pa.int32()),
+        pa.field("peer_ip", _dict),
+        pa.field("peer_port", pa.int32()),
+        pa.field("local_ip", _dict),
+        pa.field("local_port", pa.int32()),
+        pa.field("socket_source", _dict),
+        # version 2: process identity (process rows)
+        pa.field("ppid", pa.int32()),
+        pa.field("exe", _dict),
+        pa.field("cmdline", pa.list_(pa.string())),
+        pa.field("process_start", pa.timestamp("ns", tz="UTC")),
+        pa.field("cgroup_path", _dict),
+        pa.field("container_id", _dict),
+        pa.field("container_runtime", _dict),
+        pa.field("pod_uid", _dict),
+        pa.field("pod_name", _dict),
+        pa.field("pod_namespace", _dict),
+        pa.field("container_name", _dict),
     ]
 )
 
