@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from .exchanges import ConnectionInfo, Exchange
+from .exchanges import ConnectionInfo, Exchange, ProcessIdentity
 from .http1 import REQUEST_LINE, STATUS_LINE, Http1Connection, looks_like_http1
 from .http2 import CLIENT_PREFACE, Http2Connection, frames_chain
 from .streams import Data, Gap, StreamAssembler
@@ -41,6 +41,9 @@ class ConnectionTracker:
         self.on_close = on_close  # called with each ConnectionInfo when its connection is done
         self.open: dict[tuple[str, str], _Conn] = {}
         self.connections_seen = 0
+        # (node, pid) -> identity from the latest process row: the recorder writes a pid's process
+        # row before that pid's other rows in each segment
+        self.processes: dict[tuple[str, int], ProcessIdentity] = {}
 
     def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
         """Consume batches of segment rows; yield exchanges as their connections close."""
@@ -60,18 +63,31 @@ class ConnectionTracker:
 
     # ---- rows --------------------------------------------------------------------------------
     def _row(self, r: dict) -> list[Exchange] | None:
+        if r["kind"] == "process":
+            self.processes[(r["node"], r["pid"])] = ProcessIdentity(
+                r["ppid"], r["exe"], tuple(r["cmdline"]) if r["cmdline"] else None, r["process_start"],
+                r["cgroup_path"], r["container_id"], r["container_runtime"], r["pod_uid"], r["pod_name"],
+                r["pod_namespace"], r["container_name"])
+            return None
         key = (r["node"], r["conn_id"])
         c = self.open.get(key)
         ts = r["ts_wall"]
         if c is None:
             info = ConnectionInfo(r["node"], r["conn_id"], r["pid"], r["tid"], r["comm"], r["uid"],
-                                  r["cgroup_id"], r["lib_path"], first_ts_ns=ts)
+                                  r["cgroup_id"], r["lib_path"], first_ts_ns=ts,
+                                  process=self.processes.get((r["node"], r["pid"])))
             c = self.open[key] = _Conn(info)
             self.connections_seen += 1
         c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
         kind = r["kind"]
         if kind == "open":
             c.info.seen_from_start = True
+            return None
+        if kind == "sni":
+            c.info.server_name = r["server_name"]
+            return None
+        if kind == "socket":
+            _socket(c.info, r)
             return None
         if kind == "close":
             c.info.closed = True
@@ -165,3 +181,12 @@ class ConnectionTracker:
             info.protocol = "http/1.1"
             return Http1Connection(info, max_body=self.max_body, resync=True)
         return None
+
+
+def _socket(info: ConnectionInfo, r: dict) -> None:
+    """A socket row: an exact one (SSL_set_fd) wins over one inferred from the thread's connect()."""
+    if info.socket_source == "set_fd" and r["socket_source"] != "set_fd":
+        return
+    info.fd, info.socket_source = r["fd"], r["socket_source"]
+    info.peer_ip, info.peer_port = r["peer_ip"], r["peer_port"]
+    info.local_ip, info.local_port = r["local_ip"], r["local_port"]

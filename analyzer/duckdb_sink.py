@@ -16,10 +16,17 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from .exchange_json import redact_path
-from .exchanges import ConnectionInfo, Exchange
+from .exchange_json import redact_cmdline, redact_path
+from .exchanges import ConnectionInfo, Exchange, ProcessIdentity
 
 BATCH = 5000
+
+
+_INTS = ("fd", "peer_port", "local_port", "ppid", "pid", "status", "status_code", "stream_id",
+         "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+_NULL_TYPES = {name: pa.int64() for name in _INTS} | {
+    "cost_usd": pa.float64(), "latency_ms": pa.float64(), "ttft_ms": pa.float64(), "streaming": pa.bool_(),
+    "success": pa.bool_()}
 
 
 def _get(d: dict, *path):
@@ -57,6 +64,10 @@ class DuckDBSink:
             "event_id": ev["event_id"], "event_type": ev["event_type"], "ts": ev["ts"],
             "request_id": d.get("request_id"), "node": _get(ev, "host", "hostname"),
             "pid": _get(ev, "process", "pid"), "process_name": _get(ev, "process", "name"),
+            "exe": _get(ev, "process", "exe"), "container_id": _get(ev, "host", "container", "id"),
+            "pod_uid": _get(ev, "host", "k8s", "pod_uid"), "pod_name": _get(ev, "host", "k8s", "pod_name"),
+            "pod_namespace": _get(ev, "host", "k8s", "namespace"),
+            "server_name": _get(ev, "attrs", "server_name"),
             "provider": _get(d, "provider", "name"), "provider_id": _get(ev, "attrs", "provider_id"),
             "endpoint": _get(d, "provider", "endpoint"), "model": _get(d, "model", "id"),
             "request_type": d.get("request_type"), "streaming": d.get("streaming"),
@@ -76,10 +87,17 @@ class DuckDBSink:
         self._maybe_flush("events")
 
     def add_connection(self, c: ConnectionInfo) -> None:
-        self.rows["connections"].append({k: getattr(c, k) for k in (
+        row = {k: getattr(c, k) for k in (
             "node", "conn_id", "pid", "tid", "comm", "uid", "cgroup_id", "lib_path", "seen_from_start",
             "closed", "first_ts_ns", "last_ts_ns", "protocol", "role", "egress_bytes", "ingress_bytes",
-            "missing_bytes")})
+            "missing_bytes", "server_name", "fd", "peer_ip", "peer_port", "local_ip", "local_port",
+            "socket_source")}
+        p = c.process or ProcessIdentity()
+        row.update({k: getattr(p, k) for k in (
+            "ppid", "exe", "cgroup_path", "container_id", "container_runtime", "pod_uid", "pod_name",
+            "pod_namespace", "container_name")})
+        row["cmdline"] = " ".join(redact_cmdline(p.cmdline)) if p.cmdline else None
+        self.rows["connections"].append(row)
         self._maybe_flush("connections")
 
     def _maybe_flush(self, table: str, force: bool = False) -> None:
@@ -87,6 +105,11 @@ class DuckDBSink:
         if not rows or (len(rows) < BATCH and not force):
             return
         batch = pa.Table.from_pylist(rows)
+        # A column that is null throughout the first batch would be created without a type, and a
+        # later batch's values would not fit it: give such columns their type.
+        for i, f in enumerate(batch.schema):
+            if pa.types.is_null(f.type):
+                batch = batch.set_column(i, f.name, batch[f.name].cast(_NULL_TYPES.get(f.name, pa.string())))
         self.rows[table] = []
         exists = self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]
@@ -106,14 +129,20 @@ class DuckDBSink:
             self.con.execute("""
                 CREATE TABLE processes AS
                 SELECT node, pid, any_value(comm) AS comm, any_value(uid) AS uid,
-                       any_value(cgroup_id) AS cgroup_id, count(*) AS connections,
+                       any_value(cgroup_id) AS cgroup_id, any_value(ppid) AS ppid, any_value(exe) AS exe,
+                       any_value(cmdline) AS cmdline, any_value(cgroup_path) AS cgroup_path,
+                       any_value(container_id) AS container_id,
+                       any_value(container_runtime) AS container_runtime, any_value(pod_uid) AS pod_uid,
+                       any_value(pod_name) AS pod_name, any_value(pod_namespace) AS pod_namespace,
+                       any_value(container_name) AS container_name, count(*) AS connections,
                        min(first_ts_ns) AS first_ts_ns, max(last_ts_ns) AS last_ts_ns,
                        sum(egress_bytes) AS egress_bytes, sum(ingress_bytes) AS ingress_bytes
                 FROM connections GROUP BY node, pid ORDER BY node, pid""")
         if "events" in have:
             self.con.execute("""
                 CREATE TABLE ai_calls AS
-                SELECT q.request_id, q.ts AS request_ts, q.node, q.pid, q.process_name, q.provider,
+                SELECT q.request_id, q.ts AS request_ts, q.node, q.pid, q.process_name, q.exe,
+                       q.container_id, q.pod_uid, q.pod_name, q.pod_namespace, q.server_name, q.provider,
                        q.provider_id, q.endpoint, q.model AS model_requested, r.model AS model_returned,
                        q.request_type,
                        q.streaming, r.status_code, r.success, r.error_type, r.finish_reason, r.prompt_tokens,

@@ -24,6 +24,30 @@ QUERY_SECRET = re.compile(r"([?&](?:key|api_key|api-key|access_token|token|sig|s
 
 def redact_path(path: str | None) -> str | None:
     return None if path is None else QUERY_SECRET.sub(r"\1" + REDACTED, path)
+
+
+# Command lines carry secrets too (`--api-key sk-...`, `OPENAI_API_KEY=...`): by option name, and by
+# the shape of well-known key formats.
+SECRET_NAME = re.compile(r"key|token|secret|passw|auth|credential", re.I)
+SECRET_VALUE = re.compile(r"^(?:sk-|sk_|xai-|gsk_|hf_|r8_|AKIA|ASIA|AIza|ghp_|glpat-|eyJ)[A-Za-z0-9_\-.]{8,}")
+
+
+def redact_cmdline(args: list[str] | tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    value_next = False
+    for arg in args:
+        name, eq, _ = arg.partition("=")
+        if value_next:
+            out.append(REDACTED)
+            value_next = False
+        elif eq and SECRET_NAME.search(name):
+            out.append(f"{name}={REDACTED}")
+        elif SECRET_VALUE.match(arg):
+            out.append(REDACTED)
+        else:
+            out.append(arg)
+            value_next = arg.startswith("-") and not eq and bool(SECRET_NAME.search(arg))
+    return out
 # Bodies larger than this are summarized (size and sha256) rather than written out.
 MAX_INLINE_BODY = 256 * 1024
 
@@ -73,6 +97,7 @@ def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024) -> dict:
     c = x.connection
     return {
         "node": c.node, "conn_id": c.conn_id, "pid": c.pid, "comm": c.comm, "role": c.role,
+        "server_name": c.server_name, "peer": f"{c.peer_ip}:{c.peer_port}" if c.peer_ip else None,
         "http_version": x.http_version, "sequence": x.sequence, "stream_id": x.stream_id,
         "method": x.method, "authority": x.authority, "path": redact_path(x.path), "status": x.status,
         "informational": x.informational,

@@ -6,6 +6,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Who a pid was, from the segments' process rows (format version 2)."""
+
+    ppid: int | None = None
+    exe: str | None = None
+    cmdline: tuple[str, ...] | None = None
+    start_ns: int | None = None
+    cgroup_path: str | None = None
+    container_id: str | None = None
+    container_runtime: str | None = None
+    pod_uid: str | None = None
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+    container_name: str | None = None
+
+
 @dataclass
 class ConnectionInfo:
     node: str
@@ -25,6 +42,15 @@ class ConnectionInfo:
     egress_bytes: int = 0
     ingress_bytes: int = 0
     missing_bytes: int = 0
+    # identity (format version 2): the server name the client asked for, the socket, the process
+    server_name: str | None = None
+    fd: int | None = None
+    peer_ip: str | None = None
+    peer_port: int | None = None
+    local_ip: str | None = None
+    local_port: int | None = None
+    socket_source: str | None = None  # set_fd (exact) or thread_connect (inferred)
+    process: ProcessIdentity | None = None
 
 
 @dataclass

@@ -15,9 +15,13 @@ import pyarrow.parquet as pq
 
 from recorder import segment_format as sf
 
-SUPPORTED_VERSIONS = {"1"}
+SUPPORTED_VERSIONS = set(sf.READABLE_VERSIONS)
 COLUMNS = ["kind", "ts_wall", "node", "pid", "tid", "uid", "comm", "cgroup_id", "conn_id", "direction",
            "stream_offset", "length", "data", "gap_reason", "lib_path", "func"]
+# Identity columns of version 2 (sni, socket and process rows); version 1 files read them as nulls.
+IDENTITY_COLUMNS = ["server_name", "fd", "peer_ip", "peer_port", "local_ip", "local_port", "socket_source",
+                    "ppid", "exe", "cmdline", "process_start", "cgroup_path", "container_id",
+                    "container_runtime", "pod_uid", "pod_name", "pod_namespace", "container_name"]
 
 
 @dataclass
@@ -42,11 +46,17 @@ def read_batches(files: list[Path], report: ReadReport) -> Iterator[pa.RecordBat
             if missing:
                 report.problems.append((str(path), f"missing columns: {', '.join(missing)}"))
                 continue
+            present = [c for c in IDENTITY_COLUMNS if c in pf.schema_arrow.names]
             for i in range(pf.num_row_groups):
-                batch = pf.read_row_group(i, columns=COLUMNS)
+                batch = pf.read_row_group(i, columns=COLUMNS + present)
+                for name in IDENTITY_COLUMNS:
+                    if name not in present:
+                        batch = batch.append_column(sf.SCHEMA.field(name), pa.nulls(batch.num_rows,
+                                                                                   sf.SCHEMA.field(name).type))
                 # integer nanoseconds: Python datetimes would lose them
-                batch = batch.set_column(0 + COLUMNS.index("ts_wall"), "ts_wall",
-                                         batch["ts_wall"].cast(pa.int64()))
+                for name in ("ts_wall", "process_start"):
+                    batch = batch.set_column(batch.schema.get_field_index(name), name,
+                                             batch[name].cast(pa.int64()))
                 report.rows_read += batch.num_rows
                 yield from batch.to_batches()
             report.files_read += 1

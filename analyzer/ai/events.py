@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from ..exchange_json import redact_path
 from ..exchanges import Exchange
 from .calls import AiCall
+from .context import connection_attrs, host_context, process_context
 from .providers import ProviderMatch, model_price
 
 OISP_VERSION = "0.1"
@@ -101,15 +102,15 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
         "event_id": _id(c.node, c.conn_id, x.stream_id, x.sequence, event_type),
         "event_type": event_type,
         "ts": _ts(ts_ns),
-        "host": {"hostname": c.node, "os": "linux"},
-        "process": {"pid": c.pid, "name": c.comm},
+        "host": host_context(c),
+        "process": process_context(c),
         "source": {"collector": COLLECTOR, "collector_version": COLLECTOR_VERSION,
                    "capture_method": "ebpf_uprobe", "capture_point": "ssl_read_write"},
         "confidence": confidence,
         "attrs": {"provider_id": match.provider, "api_format": match.api_format,
                   "provider_matched_by": match.matched_by, "connection_id": c.conn_id,
                   "http_version": x.http_version, "stream_id": x.stream_id, "tls_library": c.lib_path,
-                  "process_role": c.role, "uid": c.uid, "cgroup_id": c.cgroup_id},
+                  "process_role": c.role, "uid": c.uid, "cgroup_id": c.cgroup_id, **connection_attrs(c)},
     }
 
 

@@ -80,7 +80,9 @@ def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions)
     if x.connection.role != "client":
         return []  # the client end of the same call is reported instead (when both are captured)
     path = x.path or ""
-    match = registry.classify(x.authority, path)
+    # the Host or :authority header names the service; the TLS server name stands in when the
+    # headers were not captured (HTTP/2 joined mid-connection)
+    match = registry.classify(x.authority or x.connection.server_name, path)
     if match is None:
         return []
     module = next((m for fragment, m in PARSERS if fragment in path), None)

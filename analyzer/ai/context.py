@@ -1,0 +1,65 @@
+"""Who made a call: the process, container and pod context of an event, from the connection.
+
+Format version 2 segments carry it (process rows, sni and socket rows); version 1 segments give
+the pid, comm, uid and cgroup id only. Command lines are redacted of secrets.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ..exchange_json import redact_cmdline
+from ..exchanges import ConnectionInfo
+
+# the recorder's runtime names -> the OISP host.container.runtime enum
+_RUNTIMES = {"docker": "docker", "containerd": "containerd", "cri-containerd": "containerd",
+             "cri-o": "crio", "podman": "podman"}
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + \
+        f".{ns % 1_000_000_000 // 1000:06d}Z"
+
+
+def process_context(c: ConnectionInfo) -> dict:
+    p = c.process
+    out = {"pid": c.pid, "name": c.comm, "thread_id": c.tid}
+    if p is None:
+        return out
+    args = redact_cmdline(p.cmdline) if p.cmdline else None
+    out.update(_drop_none({
+        "ppid": p.ppid, "exe": p.exe, "cmdline": " ".join(args) if args else None, "cmdline_args": args,
+        "start_time": _iso(p.start_ns) if p.start_ns else None, "container_id": p.container_id,
+        "cgroup": p.cgroup_path,
+    }))
+    return out
+
+
+def host_context(c: ConnectionInfo) -> dict:
+    out: dict = {"hostname": c.node, "os": "linux"}
+    p = c.process
+    if p is None:
+        return out
+    if p.container_id:
+        out["container"] = _drop_none({"id": p.container_id, "name": p.container_name,
+                                       "runtime": _RUNTIMES.get(p.container_runtime or "", "other")})
+    if p.pod_uid:
+        out["k8s"] = _drop_none({"pod_uid": p.pod_uid, "pod_name": p.pod_name, "namespace": p.pod_namespace,
+                                 "node_name": c.node})
+    return out
+
+
+def connection_attrs(c: ConnectionInfo) -> dict:
+    """Connection identity for `attrs`: what the OISP envelope has no field for."""
+    return _drop_none({
+        "server_name": c.server_name,
+        "peer_address": f"{c.peer_ip}:{c.peer_port}" if c.peer_ip else None,
+        "local_address": f"{c.local_ip}:{c.local_port}" if c.local_ip else None,
+        "socket_fd": c.fd,
+        "socket_source": c.socket_source,
+        "container_runtime": c.process.container_runtime if c.process else None,
+    })
