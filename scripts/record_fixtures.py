@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from recorder.cgroups import cgroup2_root  # noqa: E402
 from testbed import fake_providers  # noqa: E402
 from testbed.hypercorn_server import HypercornServer  # noqa: E402
 from testbed.pki import make_pki  # noqa: E402
@@ -33,6 +34,26 @@ FIXTURES = REPO / "tests" / "fixtures"
 PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com",
                   "bedrock-runtime.us-east-1.amazonaws.com", "api.cohere.com")
 SDK_WORKLOADS = {"sdk": "testbed.sdk_workload", "sdk_more": "testbed.sdk_workload_more"}
+# The SDK clients run in a cgroup named as the kubelet names a containerd container's (systemd
+# driver), so the fixtures carry container and pod identity as they would on a node.
+POD_UID = "3f6c1a2e-9b7d-4e58-a1c4-5d2e8f0b6a97"
+CONTAINER_ID = "4be1d7c0a9e35f6b28c1d04e7a9f3b5c6d8e0f1a2b3c4d5e6f708192a3b4c5d6"
+
+
+def pod_cgroup() -> Path:
+    root = cgroup2_root()
+    pod = f"kubepods-burstable-pod{POD_UID.replace('-', '_')}.slice"
+    return root / "kubepods.slice" / "kubepods-burstable.slice" / pod / f"cri-containerd-{CONTAINER_ID}.scope"
+
+
+def remove_pod_cgroup() -> None:
+    d = pod_cgroup()
+    for _ in range(4):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        d = d.parent
 
 
 def start_client(name: str, work: Path):
@@ -44,7 +65,10 @@ def start_client(name: str, work: Path):
         server = HypercornServer(pki, work, app=fake_providers.app, port=443, extra_ports=(11434,))
         hosts = work / "hosts"
         hosts.write_text("127.0.0.1 localhost " + " ".join(PROVIDER_HOSTS) + "\n")
-        inner = (f"mount --bind {hosts} /etc/hosts && exec env SSL_CERT_FILE={pki.ca_file} "
+        cgroup = pod_cgroup()
+        cgroup.mkdir(parents=True, exist_ok=True)
+        inner = (f"echo $$ > {cgroup}/cgroup.procs && "
+                 f"mount --bind {hosts} /etc/hosts && exec env SSL_CERT_FILE={pki.ca_file} "
                  f"AWS_CA_BUNDLE={pki.ca_file} {sys.executable} -m {SDK_WORKLOADS[name]}")
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner]
     else:
@@ -79,6 +103,7 @@ def record(name: str) -> None:
         rec.send_signal(signal.SIGTERM)
         rec.wait()
         server.close()
+        remove_pod_cgroup()
     segments.chmod(0o755)
     for f in segments.iterdir():
         f.chmod(0o644)

@@ -135,8 +135,11 @@ def read_segments(directory: Path) -> pa.Table:
     files = sorted(directory.glob("*.parquet"))
     assert files, f"no segments in {directory}"
     table = pa.concat_tables(pq.read_table(f) for f in files)
-    i = table.schema.get_field_index("ts_wall")
-    return table.set_column(i, "ts_wall", table["ts_wall"].cast(pa.int64()))
+    for name in ("ts_wall", "process_start"):
+        if name in table.schema.names:
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, table[name].cast(pa.int64()))
+    return table
 
 
 def stream_bytes(table: pa.Table, conn_id: str, direction: str) -> bytes:
@@ -154,6 +157,6 @@ def stream_bytes(table: pa.Table, conn_id: str, direction: str) -> bytes:
 def connections_of(table: pa.Table, pid: int) -> list[str]:
     ids = []
     for r in table.to_pylist():
-        if r["pid"] == pid and r["conn_id"] not in ids:
+        if r["pid"] == pid and r["conn_id"] is not None and r["conn_id"] not in ids:
             ids.append(r["conn_id"])
     return ids

@@ -18,7 +18,8 @@ def analyze(path, out) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("name", ["h1", "h2"])
+# h1_v1: the same workload recorded in segment format version 1, which the analyzer still reads
+@pytest.mark.parametrize("name", ["h1", "h2", "h1_v1"])
 def test_golden_exchanges_byte_identical(name, tmp_path):
     golden = (FIXTURES / "golden" / f"{name}.exchanges.jsonl").read_bytes()
     for i in range(2):

@@ -33,9 +33,19 @@ def test_curl_is_captured(recorder_factory, pki):
     table = read_segments(rec.segments_dir)
     rows = [r for r in table.to_pylist() if r["comm"] == "curl"]
     assert rows, "no rows from curl"
-    conns = {r["conn_id"] for r in rows}
+    procs = [r for r in rows if r["kind"] == "process"]
+    assert len(procs) == 1 and procs[0]["exe"].endswith("/curl")
+    assert "/hello-from-curl" in procs[0]["cmdline"][-1]
+    conns = {r["conn_id"] for r in rows if r["kind"] != "process"}
     assert len(conns) == 1
     conn = conns.pop()
+    # curl names the server (SNI); it gives libssl its own BIO, not the fd (curl 7.88), so the socket
+    # is the handshaking thread's last connect(): the server's address
+    sni = [r["server_name"] for r in rows if r["kind"] == "sni"]
+    assert sni == ["localhost"]
+    sockets = [r for r in rows if r["kind"] == "socket"]
+    assert len(sockets) == 1 and sockets[0]["socket_source"] in ("set_fd", "thread_connect")
+    assert (sockets[0]["peer_ip"], sockets[0]["peer_port"]) == ("127.0.0.1", server.port)
     sent = stream_bytes(table, conn, "egress")
     received = stream_bytes(table, conn, "ingress")
     assert sent.startswith(b"POST /hello-from-curl HTTP/1.1\r\n")

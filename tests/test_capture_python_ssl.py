@@ -43,8 +43,19 @@ def test_python_ssl_exact_capture(recorder_factory, pki):
     rows = [r for r in table.to_pylist() if r["conn_id"] == conn]
     assert {r["comm"] for r in rows} == {truth["comm"]}
     assert {r["pid"] for r in rows} == {pid}
+    # identity rows come before the handshake: the socket (SSL_set_fd) and the server name (SSL_ctrl)
     kinds = [r["kind"] for r in rows]
-    assert kinds[0] == "open" and kinds[-1] == "close"
+    assert kinds[:3] == ["socket", "sni", "open"] and kinds[-1] == "close"
+    sock, sni = rows[0], rows[1]
+    assert sni["server_name"] == "localhost"
+    assert sock["socket_source"] == "set_fd" and sock["fd"] >= 0
+    assert (sock["peer_ip"], sock["peer_port"]) == ("127.0.0.1", server.port)
+    assert sock["local_ip"] == "127.0.0.1" and sock["local_port"] > 0
+    # and one process row says who the pid is
+    procs = [r for r in table.to_pylist() if r["kind"] == "process" and r["pid"] == pid]
+    assert len(procs) == 1 and procs[0]["conn_id"] is None
+    assert procs[0]["cmdline"][1:3] == ["-m", "testbed.ssl_client"]
+    assert procs[0]["ppid"] == __import__("os").getpid() and procs[0]["exe"].startswith("/")
     assert "gap" not in kinds
     funcs = {r["func"] for r in rows if r["kind"] == "data"}
     assert funcs == {"SSL_write_ex", "SSL_read_ex"}

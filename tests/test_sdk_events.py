@@ -9,7 +9,7 @@ import subprocess
 
 from analyzer.ai.schema import validation_errors
 from analyzer_inputs import FIXTURES
-from conftest import BIN
+from conftest import BIN, read_segments
 from testbed.sdk_workload import CANARY_KEY
 
 SEGMENTS = FIXTURES / "segments" / "sdk"
@@ -85,3 +85,27 @@ def test_duckdb_tables(tmp_path):
     tokens = con.execute("SELECT sum(total_tokens) FROM ai_calls WHERE provider = 'anthropic'").fetchall()
     assert tokens == [(294,)]
     assert CANARY_KEY not in json.dumps(con.execute("SELECT event_json FROM events").fetchall())
+
+
+def test_events_say_which_pod_and_process(tmp_path):
+    """The SDK client ran in a cgroup named like a kubelet's containerd container (record_fixtures):
+    both events of every call carry that pod and container, the process, and the TLS server name."""
+    from scripts.record_fixtures import CONTAINER_ID, POD_UID
+
+    out, _ = run(tmp_path)
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    procs = [r for r in read_segments(SEGMENTS).to_pylist() if r["kind"] == "process"]
+    client_pid = next(r["pid"] for r in procs if r["cmdline"] and "testbed.sdk_workload" in r["cmdline"])
+    assert events
+    for e in events:
+        assert e["host"]["k8s"] == {"pod_uid": POD_UID, "node_name": e["host"]["hostname"]}
+        assert e["host"]["container"] == {"id": CONTAINER_ID, "runtime": "containerd"}
+        p = e["process"]
+        assert p["pid"] == client_pid and p["cmdline_args"][-2:] == ["-m", "testbed.sdk_workload"]
+        assert p["exe"].startswith("/") and p["ppid"] > 0 and p["start_time"].endswith("Z")
+        assert p["cgroup"].endswith(f"cri-containerd-{CONTAINER_ID}.scope")
+        a = e["attrs"]
+        host = e["data"]["provider"]["endpoint"].split("/")[2] if "provider" in e["data"] else None
+        assert a["server_name"] in ("api.openai.com", "api.anthropic.com")
+        assert host is None or host == a["server_name"]
+        assert a["peer_address"] == "127.0.0.1:443" and a["socket_source"] == "set_fd"
