@@ -6,6 +6,7 @@ nothing is captured: kernel version, BTF, where the kernel headers came from, tr
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import platform
@@ -16,9 +17,23 @@ from pathlib import Path
 log = logging.getLogger("oisp.record")
 
 # Capability bits (linux/capability.h)
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
+CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
+CAP_SYS_RESOURCE = 24
 CAP_PERFMON = 38
 CAP_BPF = 39
+
+# What the recorder cannot work without (docs/recorder.md, Capabilities). CAP_SYS_ADMIN stands in for
+# CAP_BPF and CAP_PERFMON (the kernel accepts either), not for CAP_SYS_PTRACE.
+REQUIRED_CAPABILITIES = {
+    "CAP_BPF": (CAP_BPF, "BPF maps and programs"),
+    "CAP_PERFMON": (CAP_PERFMON, "tracing programs, uprobe and tracepoint events"),
+    # Without it the recorder runs but silently sees only the host's libssl: /proc/PID/maps, root,
+    # exe and fd links of processes of other users or with other capabilities are refused.
+    "CAP_SYS_PTRACE": (CAP_SYS_PTRACE, "other processes' /proc/PID/maps, /proc/PID/root and fd links"),
+}
 
 DEBIAN_BCC = Path("/usr/lib/python3/dist-packages")
 
@@ -34,17 +49,100 @@ def effective_capabilities() -> int:
     return 0
 
 
+def missing_capabilities(caps: int) -> list[str]:
+    has = lambda bit: bool(caps >> bit & 1)  # noqa: E731
+    return [name for name, (bit, _why) in REQUIRED_CAPABILITIES.items()
+            if not has(bit) and not (bit in (CAP_BPF, CAP_PERFMON) and has(CAP_SYS_ADMIN))]
+
+
 def check_privileges() -> None:
     caps = effective_capabilities()
-    has = lambda bit: bool(caps >> bit & 1)  # noqa: E731
-    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
-        return
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-    raise PreflightError(
-        f"running as {who} without the capabilities to load eBPF programs "
-        f"(effective set {caps:#x}): run as root, or grant CAP_BPF and CAP_PERFMON "
-        "(or CAP_SYS_ADMIN)"
-    )
+    missing = missing_capabilities(caps)
+    if missing:
+        named = ", ".join(f"{name} ({REQUIRED_CAPABILITIES[name][1]})" for name in missing)
+        raise PreflightError(
+            f"running as {who} without the capabilities to load eBPF programs and read other "
+            f"processes: missing {named}; effective set {caps:#x}: run as root, or grant them "
+            "(docs/recorder.md, Capabilities)"
+        )
+    has = lambda bit: bool(caps >> bit & 1)  # noqa: E731
+    if os.geteuid() != 0 and not (has(CAP_DAC_READ_SEARCH) or has(CAP_DAC_OVERRIDE)):
+        log.warning("running as %s without CAP_DAC_READ_SEARCH: library files only root can read "
+                    "cannot be probed", who)
+    if not task_memory_accounted() and not has(CAP_SYS_RESOURCE):
+        log.warning("kernel before 5.11 and no CAP_SYS_RESOURCE: BPF maps count against "
+                    "RLIMIT_MEMLOCK, which may be too small for the ring buffer")
+
+
+def task_memory_accounted(release: str | None = None) -> bool:
+    """BPF memory is charged to the memory cgroup, not RLIMIT_MEMLOCK, from Linux 5.11."""
+    parts = (release or platform.release()).split(".")
+    try:
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (5, 11)
+    except (IndexError, ValueError):
+        return True
+
+
+# perf_event_open(2) by architecture, and struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1).
+PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
+PERF_FLAG_FD_CLOEXEC = 8
+
+
+class _PerfEventAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
+                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64),
+                ("read_format", ctypes.c_uint64), ("flags", ctypes.c_uint64),
+                ("wakeup_events", ctypes.c_uint32), ("bp_type", ctypes.c_uint32),
+                ("config1", ctypes.c_uint64), ("config2", ctypes.c_uint64)]
+
+
+def uprobe_pmu_usable() -> bool:
+    """Whether the kernel lets this process create uprobes through the uprobe PMU, which bcc tries
+    first. Linux requires CAP_SYS_ADMIN for it again since 2025 ("perf: Require CAP_SYS_ADMIN for
+    uprobes"; CAP_PERFMON was enough from 5.8), so this is asked of the kernel, not guessed. The
+    probe is on a memfd no process maps, opened disabled and closed at once: nothing is patched."""
+    nr = PERF_EVENT_OPEN.get(platform.machine())
+    try:
+        pmu_type = int(Path("/sys/bus/event_source/devices/uprobe/type").read_text())
+        memfd = os.memfd_create("oisp-uprobe-check", os.MFD_CLOEXEC)
+    except (OSError, ValueError, AttributeError):
+        return False
+    try:
+        if nr is None:
+            return False
+        os.write(memfd, b"\xc3" * 16)  # ret instructions: a valid place for a probe
+        path = ctypes.create_string_buffer(f"/proc/self/fd/{memfd}".encode())
+        attr = _PerfEventAttr(type=pmu_type, size=ctypes.sizeof(_PerfEventAttr), flags=1,  # disabled
+                              config1=ctypes.addressof(path), config2=0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.syscall(ctypes.c_long(nr), ctypes.byref(attr), ctypes.c_long(-1), ctypes.c_long(0),
+                          ctypes.c_long(-1), ctypes.c_long(PERF_FLAG_FD_CLOEXEC))
+        if fd < 0:
+            return False
+        os.close(fd)
+        return True
+    finally:
+        os.close(memfd)
+
+
+def check_uprobe_creation(tracefs: str) -> str:
+    """Say how bcc will create uprobes: through the uprobe PMU, else by writing uprobe_events in
+    tracefs (a root-owned 0640 file: uid 0 writes it as its owner, another uid needs
+    CAP_DAC_OVERRIDE). Fail, naming what is missing, when neither works."""
+    if uprobe_pmu_usable():
+        return "uprobe PMU"
+    events = Path(tracefs) / "uprobe_events"
+    try:
+        # Opened for writing and closed: never with O_TRUNC, which would delete every uprobe event.
+        os.close(os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+    except OSError as exc:
+        raise PreflightError(
+            f"cannot create uprobes: the kernel refuses its uprobe PMU without CAP_SYS_ADMIN, and "
+            f"{events} is not writable ({exc.strerror}): run as uid 0, or add CAP_DAC_OVERRIDE "
+            "(tracefs is root's), or CAP_SYS_ADMIN"
+        ) from None
+    return f"through {events} (the uprobe PMU needs CAP_SYS_ADMIN here)"
 
 
 def import_bcc():
@@ -99,8 +197,13 @@ def kernel_headers() -> str:
 def ensure_tracefs() -> str:
     """bcc writes uprobe_events when it detaches: tracefs must be mounted."""
     for base in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")):
-        if (base / "uprobe_events").exists():
-            return str(base)
+        try:
+            if (base / "uprobe_events").exists():
+                return str(base)
+        except PermissionError:  # tracefs is 0700 root: another uid cannot even look
+            raise PreflightError(
+                f"cannot look into {base} as uid {os.geteuid()}: run as uid 0, or add CAP_DAC_OVERRIDE"
+            ) from None
     target = Path("/sys/kernel/tracing")
     result = subprocess.run(
         ["mount", "-t", "tracefs", "tracefs", str(target)], capture_output=True, text=True
@@ -145,5 +248,7 @@ def run_all() -> object:
     check_uprobe_support()
     bpf_cls = import_bcc()
     log.info("kernel headers: %s", kernel_headers())
-    log.info("tracefs: %s", ensure_tracefs())
+    tracefs = ensure_tracefs()
+    log.info("tracefs: %s", tracefs)
+    log.info("uprobes: %s", check_uprobe_creation(tracefs))
     return bpf_cls
