@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
@@ -28,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from report import write_section  # noqa: E402
 
-from conftest import read_segments, stream_bytes  # noqa: E402
+from conftest import read_segments  # noqa: E402
 from testbed.https_server import HttpsServer  # noqa: E402
 from testbed.pki import make_pki  # noqa: E402
 
@@ -80,16 +82,18 @@ def main() -> None:
         rec.send_signal(signal.SIGTERM)
         rec.wait()
     table = read_segments(work / "segments")
-    rows = table.to_pylist()
+    # the first egress chunk of each connection says which request it carried
+    first_chunk: dict[str, tuple[int, bytes]] = {}
+    for r in table.filter(pc.and_(pc.equal(table["kind"], "data"), pc.equal(table["stream_offset"], 0))) \
+            .select(["conn_id", "pid", "direction", "data"]).to_pylist():
+        if r["direction"] == "egress":
+            first_chunk[r["conn_id"]] = (r["pid"], r["data"])
+    keep = False  # the work directory, when a client was never captured
     lines = ["| client | trial | first request sent (ms after exec) | first captured request sent | "
              "missed |", "| --- | --- | --- | --- | --- |"]
     for n, (label, truth) in enumerate(runs):
-        conns = {r["conn_id"] for r in rows if r["pid"] == truth["pid"] and r["kind"] == "data"}
-        captured = set()
-        for conn in conns:
-            sent = stream_bytes(table, conn, "egress")
-            if sent.startswith(b"POST /"):
-                captured.add(int(sent.split(b" ")[1].rsplit(b"/", 1)[1]))
+        captured = {int(data.split(b" ")[1].rsplit(b"/", 1)[1]) for pid, data in first_chunk.values()
+                    if pid == truth["pid"] and data.startswith(b"POST /")}
         times = {s["i"]: s["t_ms"] for s in truth["sent"]}
         first = min(captured) if captured else None
         shown = f"{times[first]:.0f}" if first is not None else "never"
@@ -97,6 +101,7 @@ def main() -> None:
             print(f"{label} pid {truth['pid']} never captured; recorder log:")
             print("".join(line for line in open(work / "recorder.log") if str(truth["pid"]) in line
                           or "WARNING" in line or "ERROR" in line))
+            keep = True
         missed = COUNT - len(captured)
         lines.append(f"| {label} | {n % trials + 1} | {times[0]:.0f} | {shown} | {missed} |")
     body = ("## Discovery: exec to first captured TLS write\n\n"
@@ -105,7 +110,7 @@ def main() -> None:
             "sent before its library was probed.\n\n" + "\n".join(lines))
     print(body)
     write_section("discovery_latency", body)
-    if all(r["kind"] for r in rows):
+    if not keep:
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -35,7 +35,7 @@ def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, 
          segments_max_total_bytes, log_level, check):
     """Record the plaintext of TLS connections on this node into Parquet segments.
 
-    Needs root (or CAP_BPF and CAP_PERFMON), bcc and kernel headers. Exit codes: 0 ok,
+    Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE), bcc and kernel headers. Exit codes: 0 ok,
     1 runtime failure, 2 usage or configuration error.
     """
     if check:

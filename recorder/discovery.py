@@ -9,8 +9,11 @@ new image brings its own libssl, a new program may carry OpenSSL statically. So:
 - when a process opens a file named libssl.so.* (openat tracepoint), that file is probed at once
   from its path, before the loader has even mapped it: libssl is often dlopen()ed well after exec
   (Python loads it at `import ssl`) and the first TLS write may follow within milliseconds;
-- a full rescan runs every `rescan_interval_seconds` and detaches files no process maps any more,
-  freeing their slot (the loader-cache and configured files stay).
+- a full rescan runs every `rescan_interval_seconds`; files no process maps any more are detached,
+  oldest first, only when free slots run low (the loader-cache and configured files stay).
+  Detaching is slow (1.7 s a file here: the kernel waits out an RCU grace period per uprobe) and
+  blocks exec handling meanwhile, so it is not done while slots are plentiful: a probe on a file
+  nobody maps costs nothing.
 """
 
 from __future__ import annotations
@@ -79,10 +82,11 @@ class LibraryDiscovery:
             files = self.finder.tls_files(int(entry.name))
             in_use.update((f.dev, f.ino) for f in files)
             self.attach(files)
-        for key, item in list(self.by_file.items()):
-            if key not in in_use and item.library.found_by not in ("config", "loader cache"):
-                self.program.detach(item.lib_id)
-                del self.by_file[key]
+        idle = [key for key, item in self.by_file.items()
+                if key not in in_use and item.library.found_by not in ("config", "loader cache")]
+        low_water = max(1, self.program.slots // 4)
+        for key in idle[:max(0, low_water - self.program.free_slots)]:
+            self.program.detach(self.by_file.pop(key).lib_id)
 
     def handle_events(self, raws: list[bytes], now: float) -> None:
         if not raws:

@@ -167,6 +167,10 @@ class CaptureProgram:
         self._free.append(lib_id)
         log.info("detached %s (lib_id %d): no process maps it any more", item.library.display_path, lib_id)
 
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
     @staticmethod
     def _fd_path(item: AttachedLibrary) -> str:
         return f"/proc/{os.getpid()}/fd/{item.fd}"

@@ -14,6 +14,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1 || need+=(linux-headers-amd64)
     command -v curl >/dev/null || need+=(curl)
     command -v openssl >/dev/null || need+=(openssl)
+    command -v capsh >/dev/null || need+=(libcap2-bin)   # the reduced-capability test
+    command -v node >/dev/null || need+=(nodejs)         # the node client tests
+    command -v unshare >/dev/null || need+=(util-linux)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]}"
         apt-get update -qq

@@ -9,10 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from test_pod_metadata import TOKEN, PodApi, _pod, _status
 
 from conftest import REPO, read_segments, stream_bytes
 from recorder.cgroups import cgroup2_root
@@ -83,7 +85,8 @@ def test_private_libssl_in_own_mount_namespace(recorder_factory, pki, tmp_path):
     holds a private copy (another file, as in a container image), is captured from that file."""
     private = tmp_path / "private-libssl.so.3"
     shutil.copy2(SYSTEM_LIBSSL.resolve(), private)
-    rec = recorder_factory()
+    # two slots: the host's libssl and the copy, so the copy is detached once its process is gone
+    rec = recorder_factory({"rescan_interval_seconds": 0.5, "max_library_files": 2})
     server = HttpsServer(pki.server_context())
     script = (f"mount --bind {private} {SYSTEM_LIBSSL.resolve()} && exec {sys.executable} "
               f"-m testbed.tls_repeat_client {server.port} {pki.ca_file} 30 50")
@@ -94,6 +97,12 @@ def test_private_libssl_in_own_mount_namespace(recorder_factory, pki, tmp_path):
         server.close()
     assert out.returncode == 0, out.stderr
     truth = json.loads(out.stdout)
+    # no process maps the private file any more and no slot is free: a rescan detaches it
+    deadline = time.monotonic() + 30
+    # (the host's libssl came from the loader cache and is never detached: this can only be the copy)
+    while not any(" detached " in line and "libssl.so.3" in line for line in rec.log.splitlines()):
+        assert time.monotonic() < deadline, rec.log
+        time.sleep(0.1)  # polling the recorder's log, the signal that it detached
     assert rec.stop() == 0, rec.log
     table = read_segments(rec.segments_dir)
     captured = captured_requests(table, truth["pid"], b"/python/")
@@ -113,7 +122,8 @@ def test_private_libssl_in_own_mount_namespace(recorder_factory, pki, tmp_path):
 
 def test_pod_identity_from_kubepods_cgroup(recorder_factory, pki, tmp_path):
     """A process placed in a cgroup named like a kubelet's (systemd driver, containerd) is recorded
-    with that pod UID and container id."""
+    with that pod UID and container id, and with the pod's name, namespace and container name from
+    the kubelet's pod list (a local HTTPS server checking the ServiceAccount token)."""
     root = cgroup2_root()
     pod_uid = str(uuid.uuid4())
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
@@ -122,7 +132,13 @@ def test_pod_identity_from_kubepods_cgroup(recorder_factory, pki, tmp_path):
         f"cri-containerd-{container_id}.scope"
     cgroup.mkdir(parents=True)
     cgroup_id = cgroup.stat().st_ino  # a cgroup v2 id is its directory's inode
-    rec = recorder_factory()
+    pods = {"kind": "PodList", "items": [_pod(pod_uid, "agent-6b7c9-q8z2x", "ml", {"app": "agent"},
+                                              {"containerStatuses": [_status("app", f"containerd://{container_id}")]})]}
+    api = PodApi(pki, json.dumps(pods).encode())
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    rec = recorder_factory({"kubernetes_metadata": "kubelet", "kubelet_url": api.url,
+                            "kubernetes_token_file": str(token), "kubernetes_ca_file": str(pki.ca_file)})
     server = HttpsServer(pki.server_context())
     script = (f"echo $$ > {cgroup}/cgroup.procs && exec {sys.executable} "
               f"-m testbed.tls_repeat_client {server.port} {pki.ca_file} 3 10")
@@ -137,7 +153,10 @@ def test_pod_identity_from_kubepods_cgroup(recorder_factory, pki, tmp_path):
                 pass  # kubepods.slice may be a real one on a node
     assert out.returncode == 0, out.stderr
     truth = json.loads(out.stdout)
-    assert rec.stop() == 0, rec.log
+    try:
+        assert rec.stop() == 0, rec.log  # pod names are looked up as segments are written
+    finally:
+        api.close()
     table = read_segments(rec.segments_dir)
     procs = [r for r in table.to_pylist() if r["kind"] == "process" and r["pid"] == truth["pid"]]
     assert procs, "no process row"
@@ -145,5 +164,7 @@ def test_pod_identity_from_kubepods_cgroup(recorder_factory, pki, tmp_path):
     assert p["pod_uid"] == pod_uid
     assert p["container_id"] == container_id and p["container_runtime"] == "cri-containerd"
     assert p["cgroup_path"].endswith(f"/cri-containerd-{container_id}.scope")
+    assert (p["pod_name"], p["pod_namespace"], p["container_name"]) == ("agent-6b7c9-q8z2x", "ml", "app")
+    assert api.requests == 1
     # every row of the process carries the cgroup id of that cgroup
     assert {r["cgroup_id"] for r in table.to_pylist() if r["pid"] == truth["pid"]} == {cgroup_id}
