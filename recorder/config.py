@@ -7,6 +7,7 @@ are errors, reported with the key's name, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,19 @@ _SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 KUBERNETES_METADATA_MODES = ("off", "kubelet", "apiserver", "auto")
 
 
+def default_node_name(environ) -> str:
+    """$NODE_NAME (a DaemonSet sets it from the downward API's spec.nodeName), else the host name: in
+    a pod without hostNetwork the host name is the pod's name, which would label every segment and
+    event with the sensor pod instead of the node."""
+    return environ.get("NODE_NAME") or socket.gethostname()
+
+
 @dataclass
 class RecorderConfig:
     segments_dir: Path | None = None
     ready_file: Path | None = None
     duration: float | None = None  # seconds; None runs until SIGINT/SIGTERM
-    node_name: str = field(default_factory=socket.gethostname)
+    node_name: str = field(default_factory=lambda: default_node_name(os.environ))
     # Capture filters: empty means everything.
     pids: list[int] = field(default_factory=list)
     comms: list[str] = field(default_factory=list)
