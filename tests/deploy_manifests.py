@@ -1,0 +1,81 @@
+"""The deployment manifests as the cluster would get them: the overlays built with `kubectl kustomize`,
+and helpers to find objects, containers and what they mount. Shared by the manifest tests."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFESTS = REPO / "manifests"
+OVERLAYS = ("kubernetes", "openshift")
+NAMESPACE = "oisp-sensor"
+
+
+def kubectl() -> str | None:
+    return shutil.which("kubectl")
+
+
+@functools.cache
+def build(overlay: str) -> tuple[dict, ...]:
+    """The objects `kubectl kustomize manifests/OVERLAY` renders (what `kubectl apply -k` applies)."""
+    out = subprocess.run([kubectl(), "kustomize", str(MANIFESTS / overlay)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def app_objects() -> tuple[dict, ...]:
+    return tuple(doc for doc in yaml.safe_load_all((MANIFESTS / "test-app.yaml").read_text()) if doc)
+
+
+def one(objects, kind: str, name: str | None = None) -> dict:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{len(found)} {kind} {name or ''} objects"
+    return found[0]
+
+
+def daemonset(overlay: str) -> dict:
+    return one(build(overlay), "DaemonSet", "oisp-sensor")
+
+
+def pod_spec(overlay: str) -> dict:
+    return daemonset(overlay)["spec"]["template"]["spec"]
+
+
+def container(spec: dict, name: str) -> dict:
+    found = [c for c in spec["containers"] if c["name"] == name]
+    assert len(found) == 1, f"no single container {name}"
+    return found[0]
+
+
+def volume(spec: dict, name: str) -> dict:
+    found = [v for v in spec["volumes"] if v["name"] == name]
+    assert len(found) == 1, f"no single volume {name}"
+    return found[0]
+
+
+def mount_for(spec: dict, container_name: str, path: str) -> tuple[dict, dict] | None:
+    """The (volumeMount, volume) that holds `path` in the container (longest mount path wins)."""
+    best = None
+    for m in container(spec, container_name).get("volumeMounts", []):
+        mp = m["mountPath"].rstrip("/")
+        if (path == mp or path.startswith(mp + "/")) and (best is None or len(mp) > len(best["mountPath"])):
+            best = m
+    return (best, volume(spec, best["name"])) if best else None
+
+
+def config_text(overlay: str) -> str:
+    """The config file as the containers read it, from the ConfigMap the DaemonSet mounts."""
+    spec = pod_spec(overlay)
+    cm_name = volume(spec, "config")["configMap"]["name"]
+    return one(build(overlay), "ConfigMap", cm_name)["data"]["config.yaml"]
+
+
+def option_value(args: list[str], flag: str) -> str | None:
+    """The value after `flag` in a container's args (None when the flag is absent)."""
+    return args[args.index(flag) + 1] if flag in args else None
