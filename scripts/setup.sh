@@ -17,6 +17,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v capsh >/dev/null || need+=(libcap2-bin)   # the reduced-capability test
     command -v node >/dev/null || need+=(nodejs)         # the node client tests
     command -v unshare >/dev/null || need+=(util-linux)
+    command -v shellcheck >/dev/null || need+=(shellcheck)   # tests lint the deployment's scripts
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]}"
         apt-get update -qq
