@@ -26,10 +26,13 @@ def redact_path(path: str | None) -> str | None:
     return None if path is None else QUERY_SECRET.sub(r"\1" + REDACTED, path)
 
 
-# Command lines carry secrets too (`--api-key sk-...`, `OPENAI_API_KEY=...`): by option name, and by
-# the shape of well-known key formats.
+# Command lines carry secrets too (`--api-key sk-...`, `OPENAI_API_KEY=...`, curl's
+# `-H "Authorization: Bearer ..."`): by option name, by header name, and by the shape of well-known
+# key formats anywhere in an argument.
 SECRET_NAME = re.compile(r"key|token|secret|passw|auth|credential", re.I)
-SECRET_VALUE = re.compile(r"^(?:sk-|sk_|xai-|gsk_|hf_|r8_|AKIA|ASIA|AIza|ghp_|glpat-|eyJ)[A-Za-z0-9_\-.]{8,}")
+SECRET_VALUE = re.compile(r"(?:sk-|sk_|xai-|gsk_|hf_|r8_|AKIA|ASIA|AIza|ghp_|glpat-|eyJ)[A-Za-z0-9_\-.]{8,}")
+SECRET_HEADER_ARG = re.compile(r"^\s*(authorization|proxy-authorization|x-api-key|api-key|x-goog-api-key"
+                               r"|cookie|x-amz-security-token)\s*:.*", re.I | re.S)
 
 
 def redact_cmdline(args: list[str] | tuple[str, ...]) -> list[str]:
@@ -40,12 +43,12 @@ def redact_cmdline(args: list[str] | tuple[str, ...]) -> list[str]:
         if value_next:
             out.append(REDACTED)
             value_next = False
-        elif eq and SECRET_NAME.search(name):
+        elif eq and SECRET_NAME.search(name) and not name.startswith("-H"):
             out.append(f"{name}={REDACTED}")
-        elif SECRET_VALUE.match(arg):
-            out.append(REDACTED)
+        elif SECRET_HEADER_ARG.match(arg):
+            out.append(SECRET_HEADER_ARG.sub(lambda m: f"{m.group(1)}: {REDACTED}", arg))
         else:
-            out.append(arg)
+            out.append(SECRET_VALUE.sub(REDACTED, arg))
             value_next = arg.startswith("-") and not eq and bool(SECRET_NAME.search(arg))
     return out
 # Bodies larger than this are summarized (size and sha256) rather than written out.

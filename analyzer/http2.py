@@ -63,14 +63,16 @@ def plausible_frame(buf: bytes, pos: int) -> int | None:
 
 
 def frames_chain(buf: bytes, pos: int = 0, need: int = 2) -> bool:
-    """From pos, `need` plausible frames in a row, or plausible frames ending exactly at the end."""
+    """From pos, `need` plausible frames in a row, or plausible frames ending exactly at the end. A
+    last frame whose header is whole but whose body the buffer cuts off counts: detection looks at
+    the first 64 bytes only, which a HEADERS frame of 46 bytes and the next header fill exactly."""
     count = 0
     while True:
         end = plausible_frame(buf, pos)
         if end is None:
             return False
         if end > len(buf):
-            return count >= need
+            return count + 1 >= need
         count += 1
         if end == len(buf) or count >= need:
             return True
@@ -105,10 +107,13 @@ class _Direction:
 class Http2Connection:
     """Feed each direction's bytes and gaps; take the exchanges (one per stream) at the end."""
 
-    def __init__(self, conn: ConnectionInfo, start_seen: bool, max_body: int = DEFAULT_MAX_BODY):
+    def __init__(self, conn: ConnectionInfo, start_seen: bool, max_body: int = DEFAULT_MAX_BODY,
+                 sequence_base: int = 0):
         self.conn = conn
         self.max_body = max_body
         self.streams: dict[int, Exchange] = {}
+        self.sequence = sequence_base  # streams are numbered in order of appearance, from base + 1
+        self._max_taken = 0  # highest stream id handed out by take_finished
         self.notes: list[str] = []  # connection-level: GOAWAY, hostile input
         self.dirs = {
             "request": _Direction("request", start_seen, expect_preface=start_seen),
@@ -141,16 +146,21 @@ class Http2Connection:
             if d.buf and not d.dead:
                 self.notes.append(f"{len(d.buf)} bytes of an unfinished frame in the {d.name} stream")
         for x in self.streams.values():
-            # a message whose header block was never seen has no headers we can vouch for
-            if x.method is None:
-                x.request.headers_reliable = False
-            if x.status is None and x.response.start_ns is not None:
-                x.response.headers_reliable = False
-            if not x.request.complete:
-                x.notes.append("request not complete when the capture ended")
-            if not x.response.complete:
-                x.notes.append("response not complete when the capture ended")
+            _finalize(x)
         return [self.streams[k] for k in sorted(self.streams)]
+
+    def take_finished(self) -> list[Exchange]:
+        """Streams whose request and response both ended, in stream order; the connection goes on.
+        Later frames of a stream taken (a late RST_STREAM) are ignored: stream ids only grow, so
+        an id at or below the highest taken that is not open is one of them."""
+        done = sorted(k for k, x in self.streams.items() if x.request.complete and x.response.complete)
+        out = []
+        for k in done:
+            x = self.streams.pop(k)
+            _finalize(x)
+            out.append(x)
+            self._max_taken = max(self._max_taken, k)
+        return out
 
     # ---- frames ------------------------------------------------------------------------------
     def _feed(self, d: _Direction, data: bytes, ts_ns: int) -> None:
@@ -201,7 +211,10 @@ class Http2Connection:
     def _exchange(self, stream_id: int) -> Exchange:
         x = self.streams.get(stream_id)
         if x is None:
-            x = Exchange(self.conn, "2", len(self.streams) + 1, stream_id=stream_id)
+            if stream_id <= self._max_taken:
+                return Exchange(self.conn, "2", 0, stream_id=stream_id)  # taken already: a throwaway
+            self.sequence += 1
+            x = Exchange(self.conn, "2", self.sequence, stream_id=stream_id)
             self.streams[stream_id] = x
         return x
 
@@ -308,3 +321,23 @@ class Http2Connection:
         msg.end_ns = ts
         if "END_STREAM" in frame.flags:
             msg.complete = True
+
+
+def _finalize(x: Exchange) -> None:
+    """An exchange handed out: what its messages lack is said, and headers never seen not vouched for."""
+    for msg in (x.request, x.response):
+        length = msg.header("content-length")
+        if (not msg.complete and msg.headers_reliable and length and length.isdigit()
+                and int(length) == len(msg.body) and not any("cap" in n or "missing" in n for n in x.notes)):
+            # every declared byte arrived; only END_STREAM (often an empty DATA frame after the
+            # body) was not read: curl, knowing the length, exits without reading it
+            msg.complete = True
+            x.notes.append("complete by content-length; END_STREAM not seen")
+    if x.method is None:
+        x.request.headers_reliable = False
+    if x.status is None and x.response.start_ns is not None:
+        x.response.headers_reliable = False
+    if not x.request.complete:
+        x.notes.append("request not complete when the capture ended")
+    if not x.response.complete:
+        x.notes.append("response not complete when the capture ended")

@@ -130,3 +130,4 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     call.tool_calls = [blocks[k] for k in sorted(blocks)]
     if not stopped and call.error is None:
         call.notes.append("stream ended without message_stop")
+    call.stream_complete = stopped

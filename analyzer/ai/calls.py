@@ -59,6 +59,9 @@ class AiCall:
     error: AiError | None = None
     first_token_index: int | None = None  # index of the stream event that carried the first token
     notes: list[str] = field(default_factory=list)
+    # the stream's own end marker was seen ([DONE], message_stop, response.completed): the answer is
+    # whole even when the HTTP framing after it was never read by the application
+    stream_complete: bool = False
 
 
 FINISH_REASONS = {"stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length",

@@ -76,7 +76,11 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
     missing, limitations = [], []
     if not x.request.complete:
         missing.append("request_body")
-    if not x.response.complete:
+    if not x.response.complete and call.stream_complete:
+        # every event of the stream arrived; only the HTTP framing after its end marker (the last
+        # chunk, END_STREAM) was never read by the application, so the capture could not see it
+        limitations.append("stream_end_marker_seen_http_framing_end_not_read")
+    elif not x.response.complete:
         missing.append("response_body")
     if not (x.request.headers_reliable and x.response.headers_reliable):
         missing.append("headers")
@@ -170,7 +174,10 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
     latency = None
     if x.request.start_ns and x.response.end_ns:
         latency = max(0, (x.response.end_ns - x.request.start_ns) // 1_000_000)
-    success = x.status is not None and 200 <= x.status < 300 and call.error is None
+    # the status line was not decodable (HTTP/2 joined mid-connection): success is not known, unless
+    # the body itself says the call failed
+    success = (200 <= x.status < 300 and call.error is None) if x.status is not None \
+        else (False if call.error else None)
     resp["data"] = _drop_none({
         "request_id": request_id,
         "provider_request_id": call.provider_request_id,

@@ -130,5 +130,6 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
             call.usage = _usage(chunk["usage"])
     call.output_text = "".join(text) if text or call.first_token_index is not None else call.output_text
     call.tool_calls = [calls[k] for k in sorted(calls)]
+    call.stream_complete = done
     if not done:
         call.notes.append("stream ended without [DONE]")

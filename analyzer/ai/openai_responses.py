@@ -75,6 +75,7 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
             call.provider_request_id = (ev.get("response") or {}).get("id")
         elif kind == "error":
             call.error = AiError(ev.get("code"), ev.get("message"), ev.get("code"))
+    call.stream_complete = completed
     if not completed:
         call.output_text = "".join(deltas)
         call.notes.append("stream ended without response.completed")

@@ -69,6 +69,21 @@ def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
         return None, None
 
 
+def _module_by_shape(body: dict):
+    """The parser for a request known only by its body (no path): the shapes the formats differ by."""
+    if "contents" in body:
+        return gemini
+    if "max_tokens" in body and "messages" in body and isinstance(body.get("system"), (str, list)):
+        return anthropic_messages
+    if "messages" in body:
+        return openai_chat
+    if "input" in body:
+        return openai_embeddings if isinstance(body.get("input"), list) else openai_responses
+    if "prompt" in body:
+        return openai_completions
+    return None
+
+
 def looks_like_ai_body(body: object, path: str = "") -> bool:
     """The shape of an AI API request, for hosts known only by their path: a model (in the body, or
     in a Gemini-style path) and an input."""
@@ -83,13 +98,20 @@ def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions)
     # the Host or :authority header names the service; the TLS server name stands in when the
     # headers were not captured (HTTP/2 joined mid-connection)
     match = registry.classify(x.authority or x.connection.server_name, path)
+    body, _ = _json(x.request)
+    module = next((m for fragment, m in PARSERS if fragment in path), None)
+    if match is None and not x.request.headers_reliable and looks_like_ai_body(body, path):
+        # capture began mid-connection (HTTP/2: the header table was missed; no server name, no
+        # path): an AI-shaped body still says what the call was, with low confidence
+        match = registry.match_by_body()
+        module = module or _module_by_shape(body)
     if match is None:
         return []
-    module = next((m for fragment, m in PARSERS if fragment in path), None)
     call = AiCall(request_type="other")
-    body, _ = _json(x.request)
     if match.matched_by == "path" and not looks_like_ai_body(body, path):
         return []  # a path that merely looks like an AI API, with no AI body: not an AI call
+    if module is None and not isinstance(body, dict):
+        return []  # a provider's host, but no API call: a health check, a model list, a page
     if module is None or not isinstance(body, dict):
         if isinstance(body, dict):
             call.model_requested = body.get("model") if isinstance(body.get("model"), str) else None

@@ -75,6 +75,10 @@ class ProviderRegistry:
         info = self.providers.get(pid, {"oisp": "other", "api_format": "openai"})
         return ProviderMatch(pid, info["oisp"], info["api_format"], how, confidence)
 
+    def match_by_body(self) -> ProviderMatch:
+        """An AI-shaped request whose host and path are unknown: an OpenAI-compatible call, at best."""
+        return self._match("openai_compatible", "body", 0.4)
+
     def classify(self, authority: str | None, path: str | None = None) -> ProviderMatch | None:
         """The provider of a call to `authority` (host[:port], as in Host or :authority) and `path`."""
         if authority:
