@@ -2,15 +2,25 @@
 ones: OpenAI chat completions (JSON and SSE with usage), embeddings, Anthropic messages (JSON and
 SSE), and provider-shaped errors. Deterministic: the answer is a function of the request.
 
-Ask for model "rate-limited" to get a 429, "bad-key" to get a 401."""
+Ask for model "rate-limited" to get a 429, "bad-key" to get a 401, "bad-request" to get a 400; a
+model whose name contains "long" answers LONG_ANSWER (about 26 KB, 3,000 words when streamed). JSON
+bodies over 1 KiB are gzip-compressed when the client accepts gzip, as real servers do."""
 
 from __future__ import annotations
 
+import contextvars
+import gzip
 import json
 
 from .asgi_app import read_body
 
 ANSWER = "Hello from the fake provider. It says [DONE] inside the text, which is not the end."
+LONG_ANSWER = " ".join(f"word{i}" for i in range(3000)) + "."
+_ACCEPTS_GZIP: contextvars.ContextVar[bool] = contextvars.ContextVar("accepts_gzip", default=False)
+
+
+def answer_for(model: str) -> str:
+    return LONG_ANSWER if "long" in model else ANSWER
 
 
 def _words(text: str) -> list[str]:
@@ -25,6 +35,9 @@ def _words(text: str) -> list[str]:
 
 async def _send(send, status: int, body: bytes | list[bytes], ctype: str, headers=()) -> None:
     hdrs = [(b"content-type", ctype.encode()), *headers]
+    if isinstance(body, bytes) and len(body) > 1024 and _ACCEPTS_GZIP.get():
+        body = gzip.compress(body, mtime=0)
+        hdrs.append((b"content-encoding", b"gzip"))
     parts = body if isinstance(body, list) else [body]
     if not isinstance(body, list):
         hdrs.append((b"content-length", b"%d" % len(body)))
@@ -49,6 +62,11 @@ async def openai_app(path: str, req: dict, send) -> None:
                                      "invalid_api_key")
         await _send(send, status, body, "application/json")
         return
+    if model == "bad-request":
+        status, body = _openai_error(400, "invalid_request_error",
+                                     "'messages' must contain at least one message", "invalid_value")
+        await _send(send, status, body, "application/json")
+        return
     if path.endswith("/embeddings"):
         inputs = req.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
@@ -68,7 +86,8 @@ async def openai_app(path: str, req: dict, send) -> None:
         await _send(send, 200, json.dumps(body).encode(), "application/json")
         return
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in req.get("messages", []))
-    words = _words(ANSWER)
+    answer = answer_for(model)
+    words = _words(answer)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
              "total_tokens": prompt_tokens + len(words),
              "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
@@ -87,7 +106,7 @@ async def openai_app(path: str, req: dict, send) -> None:
         await _send(send, 200, parts, "text/event-stream")
         return
     body = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": served,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
             "usage": usage}
     await _send(send, 200, json.dumps(body).encode(), "application/json")
 
@@ -128,7 +147,14 @@ async def anthropic_app(req: dict, send) -> None:
                                                       "message": "Number of requests has exceeded your rate limit"}})
         await _send(send, 429, body.encode(), "application/json")
         return
-    words = _words(ANSWER)
+    if model in ("bad-key", "bad-request"):
+        status, kind, message = ((401, "authentication_error", "invalid x-api-key") if model == "bad-key"
+                                 else (400, "invalid_request_error", "max_tokens: field required"))
+        body = json.dumps({"type": "error", "error": {"type": kind, "message": message}})
+        await _send(send, status, body.encode(), "application/json", [(b"request-id", b"req_fake_error")])
+        return
+    answer = answer_for(model)
+    words = _words(answer)
     usage = {"input_tokens": 11, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20,
              "output_tokens": len(words)}
     if req.get("stream"):
@@ -147,13 +173,18 @@ async def anthropic_app(req: dict, send) -> None:
         await _send(send, 200, parts, "text/event-stream")
         return
     body = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn", "usage": usage}
+            "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "usage": usage}
     await _send(send, 200, json.dumps(body).encode(), "application/json")
 
 
 async def gemini_app(path: str, query: str, req: dict, send) -> None:
-    words = _words(ANSWER)
     model = path.split("/models/")[1].split(":")[0]
+    if model == "rate-limited":
+        body = {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+                          "status": "RESOURCE_EXHAUSTED"}}
+        await _send(send, 429, json.dumps(body).encode(), "application/json")
+        return
+    words = _words(ANSWER)
     usage = {"promptTokenCount": 7, "candidatesTokenCount": len(words), "totalTokenCount": 7 + len(words)}
 
     def chunk(text, last):
@@ -248,6 +279,7 @@ async def app(scope, receive, send):
         req = json.loads(raw or b"{}")
     except ValueError:
         req = {}
+    _ACCEPTS_GZIP.set(b"gzip" in dict(scope["headers"]).get(b"accept-encoding", b""))
     path = scope["path"]
     host = dict(scope["headers"]).get(b"host", b"").decode()
     if "generativelanguage" in host:
@@ -262,5 +294,7 @@ async def app(scope, receive, send):
         await anthropic_app(req, send)
     elif path.startswith("/v1/"):
         await openai_app(path, req, send)
+    elif path == "/health" or path.startswith("/static/"):  # not AI: must produce no AI event
+        await _send(send, 200, b'{"status":"ok"}', "application/json")
     else:
         await _send(send, 404, b"not found", "text/plain")

@@ -16,7 +16,7 @@ from .pki import TestPKI
 
 class HypercornServer:
     def __init__(self, pki: TestPKI, workdir: Path, app=app, port: int = 0,
-                 extra_ports: tuple[int, ...] = ()):
+                 extra_ports: tuple[int, ...] = (), keep_alive_seconds: float = 5.0):
         cert, key = workdir / "server.pem", workdir / "server.key"
         pki.cert.private_key_pem.write_to_path(str(key))
         pki.cert.cert_chain_pems[0].write_to_path(str(cert))
@@ -32,6 +32,7 @@ class HypercornServer:
         self.config.certfile, self.config.keyfile = str(cert), str(key)
         self.config.alpn_protocols = ["h2", "http/1.1"]
         self.config.loglevel = "WARNING"
+        self.config.keep_alive_timeout = keep_alive_seconds
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -23,6 +23,12 @@ def test_cmdline_secrets_are_redacted():
         "python", "agent.py", "--api-key", REDACTED, f"--token={REDACTED}", f"OPENAI_API_KEY={REDACTED}",
         "--model", "gpt-4o", REDACTED, REDACTED, "--verbose"]
     assert redact_cmdline(["node", "server.js", "--port", "8080"]) == ["node", "server.js", "--port", "8080"]
+    # curl's header arguments, and keys inside longer arguments
+    assert redact_cmdline(["curl", "-H", "Authorization: Bearer sk-proj-abcdefghijkl", "-H",
+                           "x-api-key:sk-ant-0123456789", "-d", '{"key": "AIzaSyA0123456789abc"}', "-H",
+                           "Content-Type: application/json"]) == [
+        "curl", "-H", f"Authorization: {REDACTED}", "-H", f"x-api-key: {REDACTED}", "-d",
+        f'{{"key": "{REDACTED}"}}', "-H", "Content-Type: application/json"]
 
 
 def test_socket_table_addresses():
