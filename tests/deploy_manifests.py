@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import click
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,3 +80,32 @@ def config_text(overlay: str) -> str:
 def option_value(args: list[str], flag: str) -> str | None:
     """The value after `flag` in a container's args (None when the flag is absent)."""
     return args[args.index(flag) + 1] if flag in args else None
+
+
+# Options agreed with the live-mode/metrics work (issue 7) and written into the DaemonSet before that
+# work landed: while absent they are dropped (and the tests say so), any other unknown option fails.
+PENDING_OPTIONS = {("oisp-analyze", "--follow"), ("oisp-analyze", "--metrics-port"),
+                   ("oisp-record", "--metrics-port")}
+FLAGS = {"--follow"}  # options without a value
+
+
+def click_command(program: str) -> click.Command:
+    from analyzer.cli import analyze_command
+    from recorder.cli import main as record_command
+
+    return {"oisp-record": record_command, "oisp-analyze": analyze_command}[program]
+
+
+def split_pending(program: str, args: list[str]) -> tuple[list[str], list[str]]:
+    """(args without the agreed options the program does not have yet, those options). Asserts that
+    every other option is a real one of the program."""
+    known = {opt for p in click_command(program).params for opt in p.opts}
+    args, pending = list(args), []
+    for token in [t for t in args if t.startswith("-")]:
+        if token in known:
+            continue
+        assert (program, token) in PENDING_OPTIONS, f"{program} has no option {token}"
+        pending.append(token)
+        i = args.index(token)
+        del args[i:i + (1 if token in FLAGS else 2)]
+    return args, pending
