@@ -117,16 +117,15 @@ def test_scc_validates_against_the_openshift_schema():
     jsonschema.validate(scc(), SCC_SCHEMA)
 
 
-@pytest.mark.parametrize("change", [
-    {"allowHostPID": "yes"}, {"volumes": None, "_drop": "volumes"}, {"allowHostPid": True},
-    {"allowedCapabilities": ["CAP_BPF"]}, {"seLinuxContext": {"type": "Anything"}},
-    {"runAsUser": {"type": "RunAsAny", "uidd": 0}}, {"seccompProfiles": ["unconfined", "default"]},
-    {"volumes": ["hostPath", "hostpath"]},
+@pytest.mark.parametrize("change, drop", [
+    ({"allowHostPID": "yes"}, None), ({}, "volumes"), ({}, "allowHostPID"), ({"allowHostPid": True}, None),
+    ({"allowedCapabilities": ["CAP_BPF"]}, None), ({"seLinuxContext": {"type": "Anything"}}, None),
+    ({"runAsUser": {"type": "RunAsAny", "uidd": 0}}, None),
+    ({"seccompProfiles": ["unconfined", "default"]}, None), ({"volumes": ["hostPath", "hostpath"]}, None),
+    ({"metadata": {"name": "oisp-sensor-scc", "namespace": "oisp-sensor"}}, None),
 ])
-def test_the_scc_schema_refuses_malformed_sccs(change):
-    bad = dict(scc())
-    drop = change.pop("_drop", None) if "_drop" in change else None
-    bad.update(change)
+def test_the_scc_schema_refuses_malformed_sccs(change, drop):
+    bad = {**scc(), **change}
     if drop:
         del bad[drop]
     with pytest.raises(jsonschema.ValidationError):
