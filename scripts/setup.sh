@@ -68,4 +68,11 @@ if [ -d /usr/lib/python3/dist-packages/bcc ]; then
     ln -sfn /usr/lib/python3/dist-packages/bcc .venv/debian-bcc/bcc
     echo "$PWD/.venv/debian-bcc" > "$site/debian-bcc.pth"
 fi
+# The openai npm package for the node client of the end-to-end tests (pinned by package-lock.json);
+# without npm or a registry the suite runs the node fetch client only.
+if command -v npm >/dev/null && [ ! -d testbed/node/node_modules/openai ]; then
+    log "installing the openai npm package into testbed/node"
+    npm ci --prefix testbed/node --no-audit --no-fund --loglevel=error >/dev/null 2>&1 \
+        || log "npm ci failed: the node SDK client is skipped in the end-to-end tests"
+fi
 log "ready: .venv/bin/oisp-record, .venv/bin/oisp-analyze"

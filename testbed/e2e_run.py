@@ -107,4 +107,6 @@ def run(workdir: Path, quick: bool = False, extra_recorder_args: tuple[str, ...]
 
 if __name__ == "__main__":
     result = run(Path(sys.argv[1]), quick="--quick" in sys.argv)
-    print(json.dumps({"calls": len(result.truth["calls"]), "segments": str(result.segments)}))
+    clients = sorted({c["client"] for c in result.truth["calls"]})
+    print(f"{len(result.truth['calls'])} AI calls by {', '.join(clients)}; "
+          f"{len(result.truth['non_ai'])} non-AI calls; segments in {result.segments}")
