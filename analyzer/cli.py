@@ -68,7 +68,12 @@ def check_command(events_file: Path, expected_file: Path) -> None:
               help="Prompts and answers in events: as captured (default), as keyed hashes, or left out.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML config file; its 'analyzer' section sets content, hash_key_file and endpoints.")
-def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, config_file):
+@click.option("--follow", is_flag=True,
+              help="Live mode: read the segments of one directory as they are published, until SIGTERM "
+                   "(needs --out FILE; a checkpoint next to it makes restarts write no event twice).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="With --follow: serve Prometheus metrics on this port (/metrics; 0: any free port).")
+def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, config_file, follow, metrics_port):
     """Analyze segment files, directories (searched recursively) or globs.
 
     Without an output option, summarizes the TLS connections the segments hold. To check an events
@@ -79,11 +84,21 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
 
     try:
         cfg = load(config_file)
-        files = find_segments(list(paths))
+        if follow:
+            _check_follow(paths, events_out, exchanges_out, duckdb_out)
+            files = []
+        elif metrics_port is not None:
+            raise click.UsageError("--metrics-port needs --follow")
+        else:
+            files = find_segments(list(paths))
     except (NoSegmentsError, AnalyzerConfigError) as exc:
         raise click.UsageError(str(exc)) from None
     if content:
         cfg.content = content
+    if follow:
+        if metrics_port is not None:
+            cfg.metrics_port = metrics_port
+        sys.exit(_follow(Path(paths[0]), events_out, cfg))
     if exchanges_out is not None or events_out is not None or duckdb_out is not None:
         sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, cfg))
     from .capture_summary import connection_summary, first_bytes
@@ -105,6 +120,59 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
             head = first_bytes(files, r["conn_id"], direction)
             if head:
                 click.echo(f"    {arrow} {_preview(head)}")
+
+
+def _check_follow(paths, events_out, exchanges_out, duckdb_out) -> None:
+    if len(paths) != 1 or Path(paths[0]).exists() and not Path(paths[0]).is_dir():
+        raise click.UsageError("--follow reads one segments directory")
+    if events_out is None or str(events_out) == "-":
+        raise click.UsageError("--follow needs --out FILE (its checkpoint is kept next to it)")
+    if exchanges_out is not None or duckdb_out is not None:
+        raise click.UsageError("--follow writes events only (--out): not --exchanges or --duckdb")
+
+
+def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
+    """Live mode until SIGTERM/SIGINT: analyzer/follow.py."""
+    import logging
+    import signal
+    import threading
+
+    from .follow import FollowError, FollowOptions, run
+    from .follow_metrics import FollowMetrics, FollowStats
+
+    logging.basicConfig(level="INFO", stream=sys.stderr,
+                        format="%(asctime)s oisp-analyze %(levelname)s %(message)s")
+    log = logging.getLogger("oisp.analyze")
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s: finishing the current segment, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stats = FollowStats()
+    server = None
+    if cfg.metrics_port is not None:
+        from recorder.metrics import MetricsServer
+
+        try:
+            server = MetricsServer(cfg.metrics_address, cfg.metrics_port, FollowMetrics(stats).registry(),
+                                   ready=lambda: stats.ready)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%s: %s", cfg.metrics_address, cfg.metrics_port, exc)
+            return 1
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics_address, server.port)
+    opts = FollowOptions(segments_dir, events_out, cfg.poll_interval_seconds, cfg.connection_idle_seconds,
+                         cfg.connection_timeout_seconds, cfg.output_max_bytes, cfg.output_keep)
+    try:
+        return run(opts, cfg, stats, stop)
+    except (FollowError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        if server is not None:
+            server.close()
 
 
 def _progress(files: list[Path]):

@@ -2,11 +2,14 @@
 HTTP parser, and hand out its exchanges when it closes (or when the input ends).
 
 State is kept only for connections still open, so memory is bounded by what is open, not by the
-size of the input.
+size of the input. In live mode (analyzer/follow.py) the input never ends: `drain` hands out the
+exchanges that finished on connections gone idle, and `expire` ends connections silent for long
+(their process died without SSL_free: no close row will come).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,6 +21,7 @@ from .http2 import CLIENT_PREFACE, Http2Connection, frames_chain
 from .streams import Data, Gap, StreamAssembler
 
 DETECT_BYTES = 64  # bytes of either direction that settle the protocol
+MAX_RESUMABLE = 10_000  # expired connections remembered, in case their process speaks again
 _DIRECTION = {"egress": "request", "ingress": "response"}
 
 
@@ -33,6 +37,8 @@ class _Conn:
     # which stream carries requests: egress when the process is the client (the usual case),
     # ingress when it is the server (an in-cluster model server using OpenSSL)
     sides: dict[str, str] = field(default_factory=lambda: dict(_DIRECTION))
+    first_source: str | None = None  # the tracker's `source` when the connection's first row came
+    sequence_base: int = 0  # exchanges numbered before (a connection resumed after it expired)
 
 
 class ConnectionTracker:
@@ -44,16 +50,47 @@ class ConnectionTracker:
         # (node, pid) -> identity from the latest process row: the recorder writes a pid's process
         # row before that pid's other rows in each segment
         self.processes: dict[tuple[str, int], ProcessIdentity] = {}
+        self.source: str | None = None  # what is being read (live mode: the segment), for first_source
+        # connection -> exchanges numbered when it expired: if it speaks again, numbering goes on
+        # (event ids hash the number, so a restart from 1 would reuse ids)
+        self.resumable: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
         """Consume batches of segment rows; yield exchanges as their connections close."""
         for batch in batches:
-            cols = batch.to_pydict()
-            for i in range(batch.num_rows):
-                done = self._row({k: v[i] for k, v in cols.items()})
-                if done:
-                    yield from done
+            yield from self.feed(batch)
         yield from self.finish()
+
+    def feed(self, batch: pa.RecordBatch) -> list[Exchange]:
+        """Consume one batch; the exchanges of the connections it closed."""
+        out: list[Exchange] = []
+        cols = batch.to_pydict()
+        for i in range(batch.num_rows):
+            done = self._row({k: v[i] for k, v in cols.items()})
+            if done:
+                out.extend(done)
+        return out
+
+    def drain(self, idle_before_ns: int) -> list[Exchange]:
+        """The finished exchanges of open connections with no row since idle_before_ns (wall clock,
+        ns); the connections stay open. Taking them early changes nothing in them."""
+        out: list[Exchange] = []
+        for c in self.open.values():
+            if c.parser is not None and c.info.last_ts_ns < idle_before_ns:
+                out.extend(c.parser.take_finished())
+        return out
+
+    def expire(self, before_ns: int) -> list[Exchange]:
+        """End the connections with no row since before_ns as the end of input would (not closed)."""
+        out: list[Exchange] = []
+        for key in [k for k, c in self.open.items() if c.info.last_ts_ns < before_ns]:
+            parser = self.open[key].parser
+            out.extend(self._close(key, closed=False))
+            self.resumable[key] = parser.sequence if parser is not None else self.resumable.get(key, 0)
+            self.resumable.move_to_end(key)
+            if len(self.resumable) > MAX_RESUMABLE:
+                self.resumable.popitem(last=False)
+        return out
 
     def finish(self) -> list[Exchange]:
         out: list[Exchange] = []
@@ -76,7 +113,8 @@ class ConnectionTracker:
             info = ConnectionInfo(r["node"], r["conn_id"], r["pid"], r["tid"], r["comm"], r["uid"],
                                   r["cgroup_id"], r["lib_path"], first_ts_ns=ts,
                                   process=self.processes.get((r["node"], r["pid"])))
-            c = self.open[key] = _Conn(info)
+            c = self.open[key] = _Conn(info, first_source=self.source,
+                                       sequence_base=self.resumable.get(key, 0))
             self.connections_seen += 1
         c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
         kind = r["kind"]
@@ -149,37 +187,38 @@ class ConnectionTracker:
         # the answer must not depend on which came first.
         if not final and (len(eg) < DETECT_BYTES or len(ing) < DETECT_BYTES):
             return
-        c.parser = self._choose(c.info, eg, ing)
+        c.parser = self._choose(c.info, eg, ing, c.sequence_base)
         server_side = looks_like_http1(ing, eg) or bool(ing) and ing == CLIENT_PREFACE[:len(ing)]
         if c.parser is None and server_side:
             # the process answers requests: it is the server end of the connection
             c.info.role = "server"
             c.sides = {"egress": "response", "ingress": "request"}
-            c.parser = self._choose(c.info, ing, eg)
+            c.parser = self._choose(c.info, ing, eg, c.sequence_base)
         c.undetected = False
         early, c.early = c.early, []
         for direction, piece in early:
             self._feed(c, direction, piece)
 
-    def _choose(self, info: ConnectionInfo, eg: bytes, ing: bytes):
+    def _choose(self, info: ConnectionInfo, eg: bytes, ing: bytes, base: int):
         """The parser for a connection from its first bytes (None: not HTTP)."""
         n = min(len(eg), len(CLIENT_PREFACE))
         if n and eg[:n] == CLIENT_PREFACE[:n]:
             info.protocol = "h2"
-            return Http2Connection(info, start_seen=True, max_body=self.max_body)
+            return Http2Connection(info, start_seen=True, max_body=self.max_body, sequence_base=base)
         if looks_like_http1(eg, ing):
             info.protocol = "http/1.1"
             # mid-connection, the other direction may start inside a message: resynchronize
-            return Http1Connection(info, max_body=self.max_body, resync=not info.seen_from_start)
+            return Http1Connection(info, max_body=self.max_body, resync=not info.seen_from_start,
+                                   sequence_base=base)
         if info.seen_from_start:
             return None  # seen from its first byte and not HTTP: some other protocol over TLS
         # capture began mid-connection: frame-shaped bytes, or a message start further in
         if frames_chain(eg) or frames_chain(ing):
             info.protocol = "h2"
-            return Http2Connection(info, start_seen=False, max_body=self.max_body)
+            return Http2Connection(info, start_seen=False, max_body=self.max_body, sequence_base=base)
         if REQUEST_LINE.search(eg) or STATUS_LINE.search(ing):
             info.protocol = "http/1.1"
-            return Http1Connection(info, max_body=self.max_body, resync=True)
+            return Http1Connection(info, max_body=self.max_body, resync=True, sequence_base=base)
         return None
 
 

@@ -41,11 +41,12 @@ def looks_like_http1(egress: bytes, ingress: bytes) -> bool:
 class Http1Connection:
     """Feed each direction's bytes (with their capture time) and gaps; take finished exchanges."""
 
-    def __init__(self, conn: ConnectionInfo, max_body: int = DEFAULT_MAX_BODY, resync: bool = False):
+    def __init__(self, conn: ConnectionInfo, max_body: int = DEFAULT_MAX_BODY, resync: bool = False,
+                 sequence_base: int = 0):
         self.conn = conn
         self.max_body = max_body
         self.finished: list[Exchange] = []
-        self._seq = 0
+        self._seq = sequence_base  # exchanges are numbered from sequence_base + 1
         self._inflight: deque[Exchange] = deque()  # request seen, exchange not finished
         self._backlog: list[tuple[bytes, int]] = []  # response bytes waiting for their request
         self._notes_next: list[str] = []
@@ -98,6 +99,16 @@ class Http1Connection:
         self._flush_inflight()
         return self.finished
 
+    def take_finished(self) -> list[Exchange]:
+        """The exchanges finished so far (final: nothing touches them again); the connection goes on."""
+        out, self.finished = self.finished, []
+        return out
+
+    @property
+    def sequence(self) -> int:
+        """The number of the last exchange begun."""
+        return self._seq
+
     # ---- internals ---------------------------------------------------------------------------
     def _new_parsers(self, resync: bool) -> None:
         self._req = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -115,7 +126,13 @@ class Http1Connection:
 
     def _flush_inflight(self) -> None:
         while self._inflight:
-            self.finished.append(self._inflight.popleft())
+            self._finished(self._inflight.popleft())
+
+    def _finished(self, x: Exchange) -> None:
+        # forget its id: once taken (take_finished) the exchange may be freed and its id reused
+        self._ended["request"].discard(id(x))
+        self._ended["response"].discard(id(x))
+        self.finished.append(x)
 
     def _stop(self, why: str) -> None:
         self._stopped = why
@@ -260,7 +277,7 @@ class Http1Connection:
                 or id(x) not in self._ended["response"]:
             return
         self._inflight.remove(x)
-        self.finished.append(x)
+        self._finished(x)
         self._cur_resp = None
         if self._resp.their_state is not h11.DONE or self._req.their_state is not h11.DONE:
             # the server closes after this response (Connection: close, HTTP/1.0): nothing follows

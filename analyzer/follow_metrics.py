@@ -1,0 +1,68 @@
+"""The live analyzer's counters, and the prometheus collector that serves them (`--metrics-port`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+@dataclass
+class FollowStats:
+    segments_processed: int = 0
+    rows_read: int = 0
+    exchanges: int = 0
+    events_written: int = 0
+    events_skipped: int = 0  # made again after a restart and found already written
+    problems: int = 0  # unreadable segment files
+    connections_lost: int = 0  # could not be rebuilt after a restart (their first segment was deleted)
+    output_rotations: int = 0
+    open_connections: int = 0
+    pending_segments: int = 0
+    oldest_pending_mtime: float | None = None  # publication time of the oldest segment not yet read
+    newest_segment_mtime: float | None = None
+    ready: bool = False  # the restart's re-reading is done: new segments are being read
+
+
+_COUNTERS = {
+    "segments_processed": "segments read for the first time",
+    "rows_read": "segment rows read",
+    "exchanges": "HTTP exchanges rebuilt",
+    "events_written": "OISP events written to the output",
+    "events_skipped": "events made again after a restart and not written, being there already",
+    "problems": "segment files that could not be read",
+    "connections_lost": "connections not rebuilt after a restart: a segment they needed was deleted",
+    "output_rotations": "rotations of the events file",
+}
+
+
+class FollowMetrics:
+    """Reads FollowStats at scrape time (plain ints: consistent enough under the GIL)."""
+
+    def __init__(self, stats: FollowStats):
+        self.stats = stats
+
+    def collect(self):
+        s = self.stats
+        for name, help_text in _COUNTERS.items():
+            yield CounterMetricFamily(f"oisp_analyzer_{name}", help_text, value=getattr(s, name))
+        now = time.time()
+        lag = max(0.0, now - s.oldest_pending_mtime) if s.oldest_pending_mtime is not None else 0.0
+        yield GaugeMetricFamily("oisp_analyzer_lag_seconds", "age of the oldest published segment not yet "
+                                "read (0: caught up)", value=lag)
+        if s.newest_segment_mtime is not None:
+            yield GaugeMetricFamily("oisp_analyzer_newest_segment_age_seconds", "time since the newest "
+                                    "segment was published", value=max(0.0, now - s.newest_segment_mtime))
+        yield GaugeMetricFamily("oisp_analyzer_pending_segments", "published segments not yet read",
+                                value=s.pending_segments)
+        yield GaugeMetricFamily("oisp_analyzer_open_connections", "connections open in the analyzer",
+                                value=s.open_connections)
+        yield GaugeMetricFamily("oisp_analyzer_ready", "1 once the analyzer reads new segments",
+                                value=int(s.ready))
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return registry
