@@ -171,11 +171,14 @@ class Follower:
     def pending(self) -> list[str]:
         """New segment names, in name order; updates the lag gauges."""
         self.listing = list_segments(self.opts.segments_dir)
+        if self.listing:
+            self.stats.newest_segment_mtime = self._mtime(self.listing[-1])
+        return self._count_pending()
+
+    def _count_pending(self) -> list[str]:
         new = [n for n in self.listing if n not in self.processed]
         self.stats.pending_segments = len(new)
         self.stats.oldest_pending_mtime = self._mtime(new[0]) if new else None
-        if self.listing:
-            self.stats.newest_segment_mtime = self._mtime(self.listing[-1])
         return new
 
     def _mtime(self, name: str) -> float | None:
@@ -195,6 +198,7 @@ class Follower:
         self.drain()
         self.processed.add(name)
         self.stats.segments_processed += 1
+        self._count_pending()
         log.info("%s: %d rows, %d exchanges, %d events written%s", name, rows, s.exchanges - exchanges,
                  s.events_written - written,
                  f", {s.events_skipped - skipped} already written" if s.events_skipped > skipped else "")

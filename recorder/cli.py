@@ -30,9 +30,11 @@ log = logging.getLogger("oisp.record")
 @click.option("--max-total-bytes", "segments_max_total_bytes", type=click.IntRange(min=0),
               help="Quota of the segments directory: delete the oldest segments beyond it (0: none).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port (/metrics, /ready, /healthz; 0: any free port).")
 @click.option("--check", is_flag=True, help="Only check that this node can record (exit 0 if so, 1 if not).")
 def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, extra_libraries,
-         segments_max_total_bytes, log_level, check):
+         segments_max_total_bytes, log_level, metrics_port, check):
     """Record the plaintext of TLS connections on this node into Parquet segments.
 
     Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE), bcc and kernel headers. Exit codes: 0 ok,
@@ -54,6 +56,7 @@ def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, 
             "segments_dir": segments_dir, "ready_file": ready_file, "duration": duration,
             "pids": pids, "comms": comms, "cgroups": cgroups, "extra_libraries": extra_libraries,
             "segments_max_total_bytes": segments_max_total_bytes, "log_level": log_level,
+            "metrics_port": metrics_port,
         })
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -67,6 +67,9 @@ class RecorderConfig:
     kubernetes_token_file: Path = Path(_SERVICE_ACCOUNT_DIR, "token")
     kubernetes_ca_file: Path = Path(_SERVICE_ACCOUNT_DIR, "ca.crt")
     kubernetes_refresh_seconds: float = 5.0  # least time between two fetches of the pod list
+    # Prometheus metrics on http://metrics_address:metrics_port/metrics (recorder/metrics.py).
+    metrics_port: int | None = None  # None: no endpoint; 0: any free port (in the log and the ready file)
+    metrics_address: str = "0.0.0.0"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RecorderConfig)}
@@ -83,7 +86,7 @@ SECTIONS = {"recorder", "analyzer"}
 
 def _coerce(key: str, value: Any) -> Any:
     if value is None:
-        if key in ("ready_file", "duration", "segments_dir", "kubelet_url"):
+        if key in ("ready_file", "duration", "segments_dir", "kubelet_url", "metrics_port"):
             return None
         raise ConfigError(f"config key '{key}' must not be empty")
     if key in _PATH_KEYS:
@@ -100,6 +103,11 @@ def _coerce(key: str, value: Any) -> Any:
     if key in _INT_KEYS:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"config key '{key}' must be a positive integer, not {value!r}")
+        return value
+    if key == "metrics_port":
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+            raise ConfigError(f"config key 'metrics_port' must be a port number (0: any free port), "
+                              f"not {value!r}")
         return value
     if key == "segments_max_total_bytes":  # 0 is allowed: no quota
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

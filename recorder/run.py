@@ -19,6 +19,7 @@ from . import libraries, preflight, ringbuf_reader, socket_table
 from .cgroups import cgroup2_root, cgroup_ids
 from .config import RecorderConfig
 from .discovery import LibraryDiscovery, run_in_thread
+from .metrics import MetricsServer, RecorderMetrics
 from .pod_metadata import PodMetadataSource
 from .probes import CaptureProgram
 from .process_identity import CgroupPaths, ProcessRegistry
@@ -38,6 +39,8 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 MAX_QUEUED_BATCHES = 4
 # Size of the exec/exit event ring buffer (BPF_RINGBUF_OUTPUT(proc_events, 64) pages).
 PROC_EVENTS_BYTES = 64 * 4096
+# The metrics endpoint serves totals the main loop snapshots this often (a scrape never reads BPF maps).
+METRICS_INTERVAL_SECONDS = 1.0
 
 
 def use_jemalloc() -> None:
@@ -57,10 +60,26 @@ def _write_ready_file(path: Path, info: dict) -> None:
     os.rename(tmp, path)
 
 
+def _serve_metrics(cfg: RecorderConfig, metrics: RecorderMetrics) -> MetricsServer | None:
+    if cfg.metrics_port is None:
+        return None
+    try:
+        server = MetricsServer(cfg.metrics_address, cfg.metrics_port, metrics.registry(),
+                               ready=lambda: metrics.ready)
+    except OSError as exc:
+        raise preflight.PreflightError(
+            f"cannot serve metrics on {cfg.metrics_address}:{cfg.metrics_port}: {exc.strerror}") from None
+    log.info("metrics on http://%s:%d/metrics", cfg.metrics_address, server.port)
+    return server
+
+
 def record(cfg: RecorderConfig) -> int:
     """Run until SIGINT/SIGTERM or cfg.duration; returns the exit code."""
     bpf_cls = preflight.run_all()
     preflight.prepare_segments_dir(cfg.segments_dir)
+    # served from here on (ready: 0), so a liveness probe answers while the program compiles
+    metrics = RecorderMetrics(cfg.segments_dir)
+    metrics_server = _serve_metrics(cfg, metrics)
     salvage(cfg.segments_dir)  # what a killed recorder left, published before anything new
 
     program = CaptureProgram(bpf_cls, cfg)
@@ -141,6 +160,9 @@ def record(cfg: RecorderConfig) -> int:
 
     writer.stats_provider = totals
 
+    def probed() -> int:
+        return sum(1 for a in list(program.attached.values()) if a.usable)  # discovery adds meanwhile
+
     # Compression and file writes run in their own thread (pyarrow releases the GIL there), so
     # that draining the ring buffer never waits for a segment flush: at 150 MB/s a 32 MiB ring
     # buffer fills in 0.2 s. Decoding is vectorized and stays on the draining thread.
@@ -187,12 +209,15 @@ def record(cfg: RecorderConfig) -> int:
             registry.describe_new(table)
             batches.put(table)
 
+    metrics.update(totals(), probed())
+    metrics.ready = True
     if cfg.ready_file:
         _write_ready_file(cfg.ready_file, {
             "pid": os.getpid(),
             "run_id": run_id,
             "libraries": [{"lib_id": a.lib_id, "path": a.library.display_path, "symbols": a.symbols}
                           for a in program.attached.values()],
+            **({"metrics_port": metrics_server.port} if metrics_server else {}),
         })
     stop_discovery = threading.Event()
     if cfg.discover_libraries:
@@ -202,7 +227,7 @@ def record(cfg: RecorderConfig) -> int:
     log.info("recording to %s (run %s, %d libraries probed)", cfg.segments_dir, run_id, len(usable))
 
     started = time.monotonic()
-    last_flush = last_stats = started
+    last_flush = last_stats = last_metrics = started
     try:
         while not stop:
             time.sleep(DRAIN_INTERVAL_SECONDS)
@@ -225,7 +250,11 @@ def record(cfg: RecorderConfig) -> int:
             if now - last_stats >= cfg.stats_interval_seconds:
                 log.info("totals %s", json.dumps(totals(), sort_keys=True))
                 last_stats = now
+            if now - last_metrics >= METRICS_INTERVAL_SECONDS:
+                metrics.update(totals(), probed())
+                last_metrics = now
     finally:
+        metrics.ready = False
         stop_discovery.set()
         if cfg.discover_libraries:
             discovery_thread.join()
@@ -233,8 +262,12 @@ def record(cfg: RecorderConfig) -> int:
         flush()
         batches.put(None)
         writer_thread.join()
-        log.info("final totals %s", json.dumps(totals(), sort_keys=True))
+        final = totals()
+        log.info("final totals %s", json.dumps(final, sort_keys=True))
+        metrics.update(final, probed())
         program.close()
+        if metrics_server is not None:
+            metrics_server.close()
         if cfg.ready_file:
             try:
                 cfg.ready_file.unlink()
