@@ -67,7 +67,7 @@ def save(cp: Checkpoint, path: Path) -> None:
         "input_now_ns": cp.input_now_ns,
     }
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
         json.dump(doc, f, separators=(",", ":"))
         f.flush()
         os.fsync(f.fileno())

@@ -113,7 +113,7 @@ class Http2Connection:
         self.max_body = max_body
         self.streams: dict[int, Exchange] = {}
         self.sequence = sequence_base  # streams are numbered in order of appearance, from base + 1
-        self._max_taken = 0  # highest stream id handed out by take_finished
+        self._max_taken = -1  # highest stream id handed out by take_finished (none: one-shot as before)
         self.notes: list[str] = []  # connection-level: GOAWAY, hostile input
         self.dirs = {
             "request": _Direction("request", start_seen, expect_preface=start_seen),
