@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -34,7 +36,8 @@ from analyzer.follow import Follower, FollowOptions
 from analyzer.follow_metrics import FollowStats
 from analyzer.segment_reader import ReadReport, read_batches
 from analyzer_inputs import FIXTURES
-from conftest import BIN
+from conftest import BIN, REPO
+from testbed.https_server import HttpsServer
 
 SPEC = {"sdk": 4, "sdk_more": 5}  # AI traffic, cut so that connections span segments
 
@@ -329,3 +332,60 @@ def test_expired_connection_that_speaks_again_numbers_on():
                 seqs += [x.sequence for x in first]
     seqs += [x.sequence for x in tracker.finish()]
     assert len(seqs) == len(set(seqs)) and max(seqs) > max(x.sequence for x in first)
+
+
+CLIENT = """
+import json, os, re, socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+conn = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "say hi"}]}).encode()
+conn.sendall(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: localhost:%d\\r\\nContent-Type: application/json"
+             b"\\r\\nContent-Length: %d\\r\\n\\r\\n%s" % (port, len(body), body))
+head = b""
+while b"\\r\\n\\r\\n" not in head:
+    head += conn.recv(4096)
+head, rest = head.split(b"\\r\\n\\r\\n", 1)
+length = int(re.search(rb"(?i)content-length: (\\d+)", head).group(1))
+while len(rest) < length:
+    rest += conn.recv(4096)
+print(rest.decode(), flush=True)
+os._exit(0)  # no SSL_free, no close row: the connection never ends in the capture
+"""
+ANSWER = {"id": "chatcmpl-live", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                       "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}
+
+
+@pytest.mark.ebpf
+def test_live_with_the_real_recorder_and_a_connection_never_closed(recorder_factory, pki, tmp_path):
+    """The real recorder publishing segments every second, the live analyzer following them: a client
+    that exits without closing its connection (no close row will ever come) still gets its events,
+    once the connection has been idle for connection_idle_seconds."""
+    rec = recorder_factory(config={"segment_max_seconds": 1})
+    out, log = tmp_path / "events.jsonl", tmp_path / "analyzer.log"
+    proc = start_follow(rec.segments_dir, out, log, "--config",
+                        str(config(tmp_path, connection_idle_seconds=1.0, poll_interval_seconds=0.1)))
+    server = HttpsServer(pki.server_context(), body_for=lambda path, body: json.dumps(ANSWER).encode())
+    try:
+        started = time.monotonic()
+        answer = subprocess.run([sys.executable, "-c", CLIENT, str(server.port), str(pki.ca_file)], cwd=REPO,
+                                capture_output=True, text=True, check=True, timeout=60).stdout
+        assert json.loads(answer) == ANSWER
+        events = wait_for(lambda: out.exists() and len(lines := out.read_text().splitlines()) >= 2 and lines,
+                          timeout=60, what="the events of the call", proc=proc)
+        latency = time.monotonic() - started
+    finally:
+        server.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    req, resp = (json.loads(line) for line in events)
+    assert (req["event_type"], resp["event_type"]) == ("ai.request", "ai.response")
+    assert req["data"]["messages"][0]["content"] == "say hi"
+    assert resp["data"]["choices"][0]["message"]["content"] == "hi"
+    assert resp["data"]["usage"]["total_tokens"] == 10
+    cp = read_checkpoint(out)
+    assert [c for n, c, first in cp["open"] if c == req["attrs"]["connection_id"]], "the connection ended"
+    print(f"call to events written: {latency:.2f} s (segments every 1 s, idle 1 s, poll 0.1 s)")
+    assert rec.stop() == 0
