@@ -68,6 +68,14 @@ if [ -d /usr/lib/python3/dist-packages/bcc ]; then
     ln -sfn /usr/lib/python3/dist-packages/bcc .venv/debian-bcc/bcc
     echo "$PWD/.venv/debian-bcc" > "$site/debian-bcc.pth"
 fi
+# checkov, for the security lint of the manifests, in a venv of its own: in the project's it would
+# downgrade boto3 and botocore, which the SDK tests use.
+if [ ! -x .venv-checkov/bin/checkov ]; then
+    log "installing checkov into .venv-checkov (log: .venv-checkov.log)"
+    { "$PY" -m venv .venv-checkov && .venv-checkov/bin/pip install --disable-pip-version-check -q checkov; } \
+        > .venv-checkov.log 2>&1 || log "checkov install failed: the manifest lint test will fail"
+fi
+
 # The openai npm package for the node client of the end-to-end tests (pinned by package-lock.json);
 # without npm or a registry the suite runs the node fetch client only.
 if command -v npm >/dev/null && [ ! -d testbed/node/node_modules/openai ]; then
