@@ -73,7 +73,13 @@ def check_command(events_file: Path, expected_file: Path) -> None:
                    "(needs --out FILE; a checkpoint next to it makes restarts write no event twice).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="With --follow: serve Prometheus metrics on this port (/metrics; 0: any free port).")
-def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, config_file, follow, metrics_port):
+@click.option("--otlp", "otlp_endpoint", metavar="ENDPOINT",
+              help="Also export each AI call to an OpenTelemetry collector: host:port (TLS) or an http:// or "
+                   "https:// URL; overrides export.otlp.endpoint of --config (docs/export.md).")
+@click.option("--otlp-protocol", type=click.Choice(["grpc", "http/protobuf"]),
+              help="OTLP protocol (default: export.otlp.protocol, else grpc).")
+def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, config_file, follow, metrics_port,
+                    otlp_endpoint, otlp_protocol):
     """Analyze segment files, directories (searched recursively) or globs.
 
     Without an output option, summarizes the TLS connections the segments hold. To check an events
@@ -95,11 +101,15 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
         raise click.UsageError(str(exc)) from None
     if content:
         cfg.content = content
+    try:
+        _otlp_options(cfg, otlp_endpoint, otlp_protocol)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if follow:
         if metrics_port is not None:
             cfg.metrics_port = metrics_port
         sys.exit(_follow(Path(paths[0]), events_out, cfg))
-    if exchanges_out is not None or events_out is not None or duckdb_out is not None:
+    if exchanges_out is not None or events_out is not None or duckdb_out is not None or cfg.otlp is not None:
         sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, cfg))
     from .capture_summary import connection_summary, first_bytes
 
@@ -120,6 +130,23 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
             head = first_bytes(files, r["conn_id"], direction)
             if head:
                 click.echo(f"    {arrow} {_preview(head)}")
+
+
+def _otlp_options(cfg, endpoint: str | None, protocol: str | None) -> None:
+    """--otlp and --otlp-protocol over the config's export.otlp block (ValueError: not usable)."""
+    from .otlp_settings import OtlpSettings, check_endpoint
+
+    if endpoint is None and protocol is None:
+        return
+    if endpoint is None and cfg.otlp is None:
+        raise ValueError("--otlp-protocol needs --otlp ENDPOINT (or export.otlp in --config)")
+    if endpoint is not None:
+        endpoint = check_endpoint(endpoint, where="--otlp")
+        if cfg.otlp is None:
+            cfg.otlp = OtlpSettings(endpoint=endpoint)
+        cfg.otlp.endpoint = endpoint
+    if protocol is not None:
+        cfg.otlp.protocol = protocol
 
 
 def _check_follow(paths, events_out, exchanges_out, duckdb_out) -> None:
@@ -208,6 +235,13 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     registry = ProviderRegistry(cfg.endpoints)
     opts = EventOptions(content=cfg.content, **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
     count = incomplete = events = 0
+    exporter = None
+    if cfg.otlp is not None:
+        from .otlp_export import OtlpExporter
+
+        # prompts and answers go out only when the events carry them as captured (--content full)
+        exporter = OtlpExporter(cfg.otlp, capture_content=cfg.content == "full")
+    otlp_summary = ""
     # Written as connections close: memory holds open connections only, never the whole output.
     # The order follows the input (files by name, rows in file order), so it is deterministic.
     xs_sink, ev_sink = _open(exchanges_out), _open(events_out)
@@ -219,24 +253,29 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
                 xs_sink.write(dumps(x) + "\n")
             if db:
                 db.add_exchange(x)
-            if ev_sink or db:
-                for ev in exchange_events(x, registry, opts):
+            if ev_sink or db or exporter:
+                evs = exchange_events(x, registry, opts)
+                for ev in evs:
                     if ev_sink:
                         line = json.dumps(ev, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
                         ev_sink.write(line + "\n")
                     if db:
                         db.add_event(ev)
                     events += 1
+                if exporter and evs:
+                    exporter.submit(evs)  # never blocks: a collector down or slow drops calls, counted
     finally:
         for sink in (xs_sink, ev_sink):
             if sink is not None and sink is not sys.stdout:
                 sink.close()
         if db:
             db.close()
+        if exporter:
+            otlp_summary = ", " + exporter.close().summary()
     for path, problem in report.problems:
         click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
     click.echo(
         f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
         f"{tracker.connections_seen} connection(s), {count} exchange(s) ({incomplete} incomplete)"
-        + (f", {events} AI event(s)" if ev_sink or db else ""), err=True)
+        + (f", {events} AI event(s)" if ev_sink or db or exporter else "") + otlp_summary, err=True)
     return 1 if report.problems and report.files_read == 0 else 0

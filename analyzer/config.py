@@ -7,11 +7,10 @@ ConfigMap for both), with `--content` on the command line overriding it.
       endpoints:               # your own AI endpoints: host[:port] -> provider (and API format)
         vllm.ml.svc:8000: {provider: vllm}
         llm-gateway.corp.example: {provider: openai_compatible, api_format: openai}
-      otlp:                    # OTLP export: accepted and checked, not supported yet (a warning says so)
-        endpoint: http://otel-collector.observability.svc:4318
-        protocol: http/protobuf            # grpc | http/protobuf
-        headers: {x-tenant: audit}
-        insecure: false
+    export:
+      otlp:                    # OTLP export (analyzer/otlp_settings.py; `analyzer.otlp` is the same block)
+        endpoint: otel-collector.monitoring:4317
+        insecure: true
 
 Unknown keys are errors, as in the recorder's section."""
 
@@ -23,11 +22,11 @@ from pathlib import Path
 
 import yaml
 
-KNOWN_SECTIONS = {"recorder", "analyzer"}
+from . import otlp_settings
+from .otlp_settings import OtlpSettings
+
+KNOWN_SECTIONS = {"recorder", "analyzer", "export"}
 API_FORMATS = {"openai", "anthropic", "google", "bedrock", "cohere", "ollama", "replicate"}
-OTLP_PROTOCOLS = ("grpc", "http/protobuf")
-OTLP_NOT_SUPPORTED = ("OTLP export is not supported yet: analyzer.otlp is checked and ignored "
-                      "(events go to --out)")
 log = logging.getLogger("oisp.analyze")
 
 
@@ -40,8 +39,7 @@ class AnalyzerConfig:
     content: str = "full"
     hash_key: bytes | None = None
     endpoints: dict[str, dict] = field(default_factory=dict)
-    # Validated so a ConfigMap written for a later version fails now, not then; nothing exports yet.
-    otlp: dict | None = None
+    otlp: OtlpSettings | None = None  # export.otlp (or analyzer.otlp): analyzer/otlp_export.py
     # live mode (--follow, analyzer/follow.py) and its metrics endpoint
     poll_interval_seconds: float = 1.0
     connection_idle_seconds: float = 5.0
@@ -71,25 +69,23 @@ def _follow_value(key: str, value):
     return kind(value)
 
 
-def _otlp(value) -> dict:
-    """The shape of an OpenTelemetry exporter block (the OTEL_EXPORTER_OTLP_* settings, as keys)."""
+def _otlp(value, where: str) -> OtlpSettings:
+    try:
+        return otlp_settings.parse(value, where)
+    except otlp_settings.OtlpSettingsError as exc:
+        raise AnalyzerConfigError(str(exc)) from None
+
+
+def _export(value) -> OtlpSettings | None:
+    """The `export:` section: where events go besides --out (OTLP only, for now)."""
+    if value is None:
+        return None
     if not isinstance(value, dict):
-        raise AnalyzerConfigError("analyzer.otlp must be a mapping (endpoint, protocol, headers, insecure)")
-    unknown = set(value) - {"endpoint", "protocol", "headers", "insecure"}
+        raise AnalyzerConfigError("'export' must be a mapping (otlp: ...)")
+    unknown = set(value) - {"otlp"}
     if unknown:
-        raise AnalyzerConfigError(f"unknown key(s) in analyzer.otlp: {', '.join(sorted(map(str, unknown)))}")
-    endpoint = value.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-        raise AnalyzerConfigError("analyzer.otlp.endpoint must be an http:// or https:// URL")
-    if value.get("protocol", "grpc") not in OTLP_PROTOCOLS:
-        raise AnalyzerConfigError(f"analyzer.otlp.protocol must be one of {', '.join(OTLP_PROTOCOLS)}")
-    headers = value.get("headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                for k, v in headers.items()):
-        raise AnalyzerConfigError("analyzer.otlp.headers must map header names to string values")
-    if not isinstance(value.get("insecure", False), bool):
-        raise AnalyzerConfigError("analyzer.otlp.insecure must be true or false")
-    return dict(value)
+        raise AnalyzerConfigError(f"unknown key(s) in export: {', '.join(sorted(map(str, unknown)))}")
+    return _otlp(value["otlp"], "export.otlp") if "otlp" in value else None
 
 
 def load(path: Path | None) -> AnalyzerConfig:
@@ -108,6 +104,7 @@ def load(path: Path | None) -> AnalyzerConfig:
     if unknown:
         names = ", ".join(sorted(map(str, unknown)))
         raise AnalyzerConfigError(f"config file {path}: unknown top-level key(s): {names}")
+    export = _export(loaded.get("export"))
     section = loaded.get("analyzer") or {}
     if not isinstance(section, dict):
         raise AnalyzerConfigError(f"config file {path}: 'analyzer' must be a mapping")
@@ -136,8 +133,7 @@ def load(path: Path | None) -> AnalyzerConfig:
                                               + ", ".join(sorted(API_FORMATS)))
                 cfg.endpoints[str(endpoint)] = spec
         elif key == "otlp":
-            cfg.otlp = _otlp(value)
-            log.warning("%s", OTLP_NOT_SUPPORTED)
+            cfg.otlp = _otlp(value, "analyzer.otlp")  # the first name of export.otlp, still accepted
         elif key in _FOLLOW_KEYS:
             setattr(cfg, key, _follow_value(key, value))
         elif key == "metrics_address":
@@ -146,4 +142,9 @@ def load(path: Path | None) -> AnalyzerConfig:
             cfg.metrics_address = value
         else:
             raise AnalyzerConfigError(f"config file {path}: unknown key 'analyzer.{key}'")
+    if export is not None:
+        if cfg.otlp is not None:
+            raise AnalyzerConfigError(f"config file {path}: OTLP export is configured twice (export.otlp and "
+                                      "analyzer.otlp): keep export.otlp")
+        cfg.otlp = export
     return cfg

@@ -93,6 +93,7 @@ class Follower:
         self.listing: list[str] = []
         self.to_reread: list[str] = []
         self.out: RotatingOutput | None = None
+        self.exporter = None  # an OtlpExporter (analyzer/otlp_export.py): calls written now go out too
 
     # ---- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -233,14 +234,20 @@ class Follower:
 
     def _emit(self, x: Exchange) -> None:
         self.stats.exchanges += 1
-        for ev in exchange_events(x, self.registry, self.event_opts):
+        events = exchange_events(x, self.registry, self.event_opts)
+        new = False
+        for ev in events:
             event_id = ev["event_id"]
             if event_id in self.written:
                 self.stats.events_skipped += 1
             else:
                 self.out.write(event_line(ev))
                 self.stats.events_written += 1
+                new = True
             self.written[event_id] = self.tag
+        # exported when written: a call made again after a restart and already written is not sent again
+        if new and self.exporter is not None:
+            self.exporter.submit(events)
 
     def _on_close(self, info: ConnectionInfo) -> None:
         # handed out: on re-reading, its rows up to this segment are dropped
@@ -272,6 +279,12 @@ def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> 
     """Follow until stop is set (SIGTERM/SIGINT); the exit code."""
     follower = Follower(opts, cfg, stats)
     follower.start()
+    if cfg.otlp is not None:
+        from .otlp_export import OtlpExporter
+
+        follower.exporter = OtlpExporter(cfg.otlp, capture_content=cfg.content == "full")
+        stats.otlp = follower.exporter.stats
+        log.info("exporting AI calls over OTLP to %s", cfg.otlp.describe())
     try:
         if not follower.replay(stop):
             log.info("stopped while re-reading: the checkpoint stays as it was")
@@ -293,4 +306,6 @@ def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> 
                  stats.segments_processed, stats.exchanges, stats.events_written, len(follower.tracker.open))
     finally:
         follower.close()
+        if follower.exporter is not None:
+            log.info("%s", follower.exporter.close().summary())
     return 0

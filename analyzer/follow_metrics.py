@@ -24,6 +24,7 @@ class FollowStats:
     oldest_pending_mtime: float | None = None  # publication time of the oldest segment not yet read
     newest_segment_mtime: float | None = None
     ready: bool = False  # the restart's re-reading is done: new segments are being read
+    otlp: object | None = None  # the OTLP exporter's ExportStats, when exporting
 
 
 _COUNTERS = {
@@ -36,6 +37,18 @@ _COUNTERS = {
     "connections_lost": "connections not rebuilt after a restart: a segment they needed was deleted",
     "output_rotations": "rotations of the events file",
 }
+
+
+def _otlp_counters(o):
+    for signal, exported, dropped in (("spans", o.spans_exported, o.spans_dropped),
+                                      ("logs", o.logs_exported, o.logs_dropped)):
+        family = CounterMetricFamily(f"oisp_analyzer_otlp_{signal}", f"OTLP {signal} by outcome: exported, "
+                                     "or dropped (queue full, collector down or slow)", labels=["outcome"])
+        family.add_metric(["exported"], exported)
+        family.add_metric(["dropped"], dropped)
+        yield family
+    yield CounterMetricFamily("oisp_analyzer_otlp_metric_exports_failed", "OTLP metric exports that failed",
+                              value=o.metric_exports_failed)
 
 
 class FollowMetrics:
@@ -61,6 +74,8 @@ class FollowMetrics:
                                 value=s.open_connections)
         yield GaugeMetricFamily("oisp_analyzer_ready", "1 once the analyzer reads new segments",
                                 value=int(s.ready))
+        if s.otlp is not None:
+            yield from _otlp_counters(s.otlp)
 
     def registry(self) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=False)

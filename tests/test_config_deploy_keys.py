@@ -1,6 +1,6 @@
-"""Config behaviour the Kubernetes deployment relies on: the analyzer's `otlp` block is accepted,
-checked for shape and announced as not supported yet; the recorder names the node from $NODE_NAME
-(the downward API), not from the pod's host name."""
+"""Config behaviour the Kubernetes deployment relies on: the OTLP block (`export.otlp`, or its first
+name `analyzer.otlp`) is accepted and checked for shape, and the recorder reads the same file past it;
+the recorder names the node from $NODE_NAME (the downward API), not from the pod's host name."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import subprocess
 
 import pytest
 
-from analyzer.config import OTLP_NOT_SUPPORTED, AnalyzerConfigError, load
+from analyzer.config import AnalyzerConfigError, load
 from conftest import BIN, REPO
 from recorder.config import RecorderConfig, default_node_name, load_config
 
 OTLP = "analyzer:\n  otlp:\n    endpoint: http://collector:4318\n    protocol: http/protobuf\n" \
        "    headers: {x-tenant: audit}\n    insecure: true\n"
+EXPORT = "export:\n  otlp:\n    endpoint: otel-collector.monitoring:4317\n    insecure: true\n"
 
 
 def write(tmp_path, text):
@@ -24,13 +25,15 @@ def write(tmp_path, text):
     return p
 
 
-def test_otlp_block_is_kept_and_warned_about(tmp_path, caplog):
+def test_otlp_block_is_kept_under_either_name_without_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="oisp.analyze"):
-        cfg = load(write(tmp_path, OTLP))
-    assert cfg.otlp == {"endpoint": "http://collector:4318", "protocol": "http/protobuf",
-                        "headers": {"x-tenant": "audit"}, "insecure": True}
-    assert [r.getMessage() for r in caplog.records] == [OTLP_NOT_SUPPORTED]
-    assert "OTLP export is not supported yet" in OTLP_NOT_SUPPORTED
+        old = load(write(tmp_path, OTLP)).otlp
+        new = load(write(tmp_path, EXPORT)).otlp
+    assert (old.endpoint, old.protocol, old.headers, old.http_url("traces")) == (
+        "http://collector:4318", "http/protobuf", {"x-tenant": "audit"}, "http://collector:4318/v1/traces")
+    assert (new.endpoint, new.protocol, new.plaintext, new.grpc_target()) == (
+        "otel-collector.monitoring:4317", "grpc", True, "otel-collector.monitoring:4317")
+    assert caplog.records == []
 
 
 def test_no_otlp_block_no_warning(tmp_path, caplog):
@@ -41,8 +44,8 @@ def test_no_otlp_block_no_warning(tmp_path, caplog):
 
 @pytest.mark.parametrize("block, message", [
     ("  otlp: http://collector:4318\n", "analyzer.otlp must be a mapping"),
-    ("  otlp: {endpoint: collector:4317}\n", "endpoint must be an http:// or https:// URL"),
-    ("  otlp: {protocol: grpc}\n", "endpoint must be an http:// or https:// URL"),
+    ("  otlp: {endpoint: collector}\n", "endpoint must be host:port or an http:// or https:// URL"),
+    ("  otlp: {protocol: grpc}\n", "endpoint must be host:port or an http:// or https:// URL"),
     ("  otlp: {endpoint: 'http://c:4317', protocol: thrift}\n", "protocol must be one of grpc"),
     ("  otlp: {endpoint: 'http://c:4317', headers: [a]}\n", "headers must map header names"),
     ("  otlp: {endpoint: 'http://c:4317', headers: {a: 1}}\n", "headers must map header names"),
@@ -59,16 +62,10 @@ def test_malformed_otlp_block_is_a_usage_error(tmp_path, block, message):
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_analyzer_cli_says_otlp_is_not_supported(tmp_path):
-    out = subprocess.run([str(BIN / "oisp-analyze"), "samples/segments", "--out", str(tmp_path / "e.jsonl"),
-                          "--config", str(write(tmp_path, OTLP))], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "OTLP export is not supported yet" in out.stderr
-
-
-def test_recorder_ignores_the_analyzer_otlp_block(tmp_path):
-    cfg = load_config(write(tmp_path, "recorder:\n  segments_dir: /s\n" + OTLP), {})
-    assert str(cfg.segments_dir) == "/s"
+def test_recorder_reads_past_the_otlp_blocks(tmp_path):
+    for block in (OTLP, EXPORT):
+        cfg = load_config(write(tmp_path, "recorder:\n  segments_dir: /s\n" + block), {})
+        assert str(cfg.segments_dir) == "/s"
 
 
 def test_node_name_comes_from_the_downward_api(monkeypatch):

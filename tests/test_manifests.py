@@ -243,7 +243,7 @@ def test_configmap_holds_the_config_file_and_both_programs_accept_it(tmp_path):
     ana = load_analyzer_config(path)
     # the OTLP example block is accepted (what the analyzer does with it: tests of analyzer.config)
     otlp = ana.otlp if isinstance(ana.otlp, dict) else vars(ana.otlp)
-    assert otlp["endpoint"] == yaml.safe_load(text)["analyzer"]["otlp"]["endpoint"]
+    assert otlp["endpoint"] == yaml.safe_load(text)["export"]["otlp"]["endpoint"]
     # the custom endpoint example really makes a provider of an unknown host
     registry = ProviderRegistry(ana.endpoints)
     assert ana.endpoints and all(registry.classify(host, "/v1/chat/completions").provider == spec["provider"]
