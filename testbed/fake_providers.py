@@ -2,9 +2,14 @@
 ones: OpenAI chat completions (JSON and SSE with usage), embeddings, Anthropic messages (JSON and
 SSE), and provider-shaped errors. Deterministic: the answer is a function of the request.
 
-Ask for model "rate-limited" to get a 429, "bad-key" to get a 401, "bad-request" to get a 400; a
-model whose name contains "long" answers LONG_ANSWER (about 26 KB, 3,000 words when streamed). JSON
-bodies over 1 KiB are gzip-compressed when the client accepts gzip, as real servers do."""
+Ask for model "rate-limited" to get a 429, "bad-key" to get a 401, "bad-request" to get a 400,
+"server-error" a 500 (OpenAI) and "overloaded" a 529 (Anthropic); a model whose name contains "long"
+answers LONG_ANSWER (about 26 KB, 3,000 words when streamed). JSON bodies over 1 KiB are
+gzip-compressed when the client accepts gzip, as real servers do.
+
+OpenAI chat and Anthropic messages also answer as the models do when a request offers `tools` and its
+last message is the user's (a call of the first tool, arguments derived from the prompt), and cut the
+answer at `max_tokens` words when that is fewer than the answer has (finish reason length)."""
 
 from __future__ import annotations
 
@@ -21,6 +26,32 @@ _ACCEPTS_GZIP: contextvars.ContextVar[bool] = contextvars.ContextVar("accepts_gz
 
 def answer_for(model: str) -> str:
     return LONG_ANSWER if "long" in model else ANSWER
+
+
+def _cut(words: list[str], req: dict) -> tuple[list[str], bool]:
+    """The words within the request's token limit (one word, one token), and whether it cut them."""
+    limit = req.get("max_completion_tokens") or req.get("max_tokens")
+    if isinstance(limit, int) and 0 < limit < len(words):
+        return words[:limit], True
+    return words, False
+
+
+def _tool_arguments(tool: str, prompt: object) -> str:
+    """Deterministic arguments for a tool call: the tool's name and the prompt's first words."""
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+    return json.dumps({"query": " ".join(text.split()[:6]), "tool": tool})
+
+
+def _wants_tool(req: dict) -> str | None:
+    """The tool a model would call: the first one offered, when the user spoke last (not a tool result)."""
+    tools, messages = req.get("tools") or [], req.get("messages") or []
+    if not tools or not messages or messages[-1].get("role") != "user":
+        return None
+    content = messages[-1].get("content")
+    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+        return None
+    first = tools[0]
+    return (first.get("function") or {}).get("name") or first.get("name")
 
 
 def _words(text: str) -> list[str]:
@@ -67,6 +98,11 @@ async def openai_app(path: str, req: dict, send) -> None:
                                      "'messages' must contain at least one message", "invalid_value")
         await _send(send, status, body, "application/json")
         return
+    if model == "server-error":
+        status, body = _openai_error(500, "server_error", "The server had an error while processing your request.",
+                                     "server_error")
+        await _send(send, status, body, "application/json")
+        return
     if path.endswith("/embeddings"):
         inputs = req.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
@@ -86,8 +122,12 @@ async def openai_app(path: str, req: dict, send) -> None:
         await _send(send, 200, json.dumps(body).encode(), "application/json")
         return
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in req.get("messages", []))
-    answer = answer_for(model)
-    words = _words(answer)
+    tool = _wants_tool(req)
+    if tool is not None:
+        await _openai_tool_call(req, send, tool, prompt_tokens)
+        return
+    words, cut = _cut(_words(answer_for(model)), req)
+    answer, finish = "".join(words), "length" if cut else "stop"
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
              "total_tokens": prompt_tokens + len(words),
              "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
@@ -98,7 +138,7 @@ async def openai_app(path: str, req: dict, send) -> None:
         chunks += [{"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": served,
                     "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
         chunks.append({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
-                       "model": served, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                       "model": served, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if (req.get("stream_options") or {}).get("include_usage"):
             chunks.append({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
                            "model": served, "choices": [], "usage": usage})
@@ -106,8 +146,34 @@ async def openai_app(path: str, req: dict, send) -> None:
         await _send(send, 200, parts, "text/event-stream")
         return
     body = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": served,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
             "usage": usage}
+    await _send(send, 200, json.dumps(body).encode(), "application/json")
+
+
+async def _openai_tool_call(req: dict, send, tool: str, prompt_tokens: int) -> None:
+    args = _tool_arguments(tool, req["messages"][-1].get("content"))
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 12, "total_tokens": prompt_tokens + 12}
+    served, call_id = f"{req.get('model', '')}-2024-07-18", "call_fake_0"
+    if req.get("stream"):
+        half = len(args) // 2  # arguments arrive in fragments, as they do from the real API
+        deltas = [{"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": call_id, "type": "function", "function": {"name": tool, "arguments": ""}}]}]
+        deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": part}}]} for part in (args[:half], args[half:])]
+        chunks = [{"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": served,
+                   "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        chunks.append({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                       "model": served, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        if (req.get("stream_options") or {}).get("include_usage"):
+            chunks.append({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                           "model": served, "choices": [], "usage": usage})
+        parts = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+        await _send(send, 200, parts, "text/event-stream")
+        return
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": tool, "arguments": args}}]}
+    body = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": served,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": usage}
     await _send(send, 200, json.dumps(body).encode(), "application/json")
 
 
@@ -147,14 +213,22 @@ async def anthropic_app(req: dict, send) -> None:
                                                       "message": "Number of requests has exceeded your rate limit"}})
         await _send(send, 429, body.encode(), "application/json")
         return
+    if model == "overloaded":
+        body = json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        await _send(send, 529, body.encode(), "application/json")
+        return
     if model in ("bad-key", "bad-request"):
         status, kind, message = ((401, "authentication_error", "invalid x-api-key") if model == "bad-key"
                                  else (400, "invalid_request_error", "max_tokens: field required"))
         body = json.dumps({"type": "error", "error": {"type": kind, "message": message}})
         await _send(send, status, body.encode(), "application/json", [(b"request-id", b"req_fake_error")])
         return
-    answer = answer_for(model)
-    words = _words(answer)
+    tool = _wants_tool(req)
+    if tool is not None:
+        await _anthropic_tool_use(req, send, tool)
+        return
+    words, cut = _cut(_words(answer_for(model)), req)
+    answer, stop = "".join(words), "max_tokens" if cut else "end_turn"
     usage = {"input_tokens": 11, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20,
              "output_tokens": len(words)}
     if req.get("stream"):
@@ -166,14 +240,40 @@ async def anthropic_app(req: dict, send) -> None:
         evs += [("content_block_delta", {"type": "content_block_delta", "index": 0,
                                          "delta": {"type": "text_delta", "text": w}}) for w in words]
         evs += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop},
                                    "usage": {"output_tokens": len(words)}}),
                 ("message_stop", {"type": "message_stop"})]
         parts = [b"event: %s\ndata: %s\n\n" % (n.encode(), json.dumps(d).encode()) for n, d in evs]
         await _send(send, 200, parts, "text/event-stream")
         return
     body = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "usage": usage}
+            "content": [{"type": "text", "text": answer}], "stop_reason": stop, "usage": usage}
+    await _send(send, 200, json.dumps(body).encode(), "application/json")
+
+
+async def _anthropic_tool_use(req: dict, send, tool: str) -> None:
+    args = _tool_arguments(tool, req["messages"][-1].get("content"))
+    block = {"type": "tool_use", "id": "toolu_fake_0", "name": tool, "input": json.loads(args)}
+    usage = {"input_tokens": 11, "output_tokens": 12}
+    if req.get("stream"):
+        half = len(args) // 2
+        evs = [("message_start", {"type": "message_start", "message": {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": req.get("model"), "content": [],
+            "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}),
+               ("content_block_start", {"type": "content_block_start", "index": 0,
+                                        "content_block": {**block, "input": {}}})]
+        evs += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "input_json_delta", "partial_json": part}})
+                for part in (args[:half], args[half:])]
+        evs += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                                   "usage": {"output_tokens": 12}}),
+                ("message_stop", {"type": "message_stop"})]
+        parts = [b"event: %s\ndata: %s\n\n" % (n.encode(), json.dumps(d).encode()) for n, d in evs]
+        await _send(send, 200, parts, "text/event-stream")
+        return
+    body = {"id": "msg_fake", "type": "message", "role": "assistant", "model": req.get("model"),
+            "content": [block], "stop_reason": "tool_use", "usage": usage}
     await _send(send, 200, json.dumps(body).encode(), "application/json")
 
 

@@ -16,19 +16,20 @@ from .pki import TestPKI
 
 class HypercornServer:
     def __init__(self, pki: TestPKI, workdir: Path, app=app, port: int = 0,
-                 extra_ports: tuple[int, ...] = (), keep_alive_seconds: float = 5.0):
+                 extra_ports: tuple[int, ...] = (), keep_alive_seconds: float = 5.0, host: str = "127.0.0.1"):
         cert, key = workdir / "server.pem", workdir / "server.key"
         pki.cert.private_key_pem.write_to_path(str(key))
         pki.cert.cert_chain_pems[0].write_to_path(str(cert))
         if not port:
             sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             port = sock.getsockname()[1]
             sock.close()
         self.port = port
         self.app = app
         self.config = Config()
-        self.config.bind = [f"127.0.0.1:{p}" for p in (self.port, *extra_ports)]
+        self.host = host  # another loopback address lets two servers on port 443 run side by side
+        self.config.bind = [f"{host}:{p}" for p in (self.port, *extra_ports)]
         self.config.certfile, self.config.keyfile = str(cert), str(key)
         self.config.alpn_protocols = ["h2", "http/1.1"]
         self.config.loglevel = "WARNING"
@@ -53,7 +54,7 @@ class HypercornServer:
             task = asyncio.ensure_future(serve(self.app, self.config, shutdown_trigger=self._stop.wait))
             while True:  # ready once the port accepts connections
                 try:
-                    _, w = await asyncio.open_connection("127.0.0.1", self.port)
+                    _, w = await asyncio.open_connection(self.host, self.port)
                     w.close()
                     break
                 except OSError:
