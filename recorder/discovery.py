@@ -42,8 +42,12 @@ POLL_INTERVAL_SECONDS = 0.005
 
 class LibraryDiscovery:
     def __init__(self, program: CaptureProgram, lib_paths: dict[int, str], rescan_interval: float,
-                 proc: Path = Path("/proc")):
+                 proc: Path = Path("/proc"), wanted: Callable[[int], bool] = lambda pid: True):
         self.program = program
+        # processes outside the capture filters are not looked at: their libraries would only
+        # take slots, their bytes are never recorded
+        self.wanted = wanted
+        self._no_slot: set[tuple[int, int]] = set()
         self.lib_paths = lib_paths  # lib_id -> path, shared with the decoder
         self.rescan_interval = rescan_interval
         self.proc = proc
@@ -62,6 +66,12 @@ class LibraryDiscovery:
             key = (lib.dev, lib.ino)
             if key in self.by_file:
                 continue
+            if not self.program.free_slots:
+                if key not in self._no_slot:  # said once per file, not at every recheck
+                    self._no_slot.add(key)
+                    log.warning("no free library slot for %s (%s; max_library_files=%d): not probed "
+                                "until a slot frees up", lib.display_path, lib.found_by, self.program.slots)
+                continue
             item = self.program.attach(lib)
             if item is None:
                 continue
@@ -71,13 +81,15 @@ class LibraryDiscovery:
         return added
 
     def check_pid(self, pid: int) -> list[AttachedLibrary]:
+        if not self.wanted(pid):
+            return []
         return self.attach(self.finder.tls_files(pid))
 
     def rescan(self) -> None:
         """Scan every process; detach files that were found in maps and that no process maps now."""
         in_use: set[tuple[int, int]] = set()
         for entry in os.scandir(self.proc):
-            if not entry.name.isdigit():
+            if not entry.name.isdigit() or not self.wanted(int(entry.name)):
                 continue
             files = self.finder.tls_files(int(entry.name))
             in_use.update((f.dev, f.ino) for f in files)
@@ -109,6 +121,8 @@ class LibraryDiscovery:
                 self.library_opened(pid, name)
 
     def library_opened(self, pid: int, name: str) -> None:
+        if not self.wanted(pid):
+            return
         base = f"{self.proc}/{pid}/root" if name.startswith("/") else f"{self.proc}/{pid}/cwd/"
         path = base + name
         ident = _identity(path)
@@ -125,6 +139,30 @@ class LibraryDiscovery:
         while self._due and self._due[0][0] <= now:
             _, pid = heapq.heappop(self._due)
             self._recheck(pid)
+
+
+def capture_filter(pids: list[int], comms: list[str], cgroups: list[str],
+                   proc: Path = Path("/proc")) -> Callable[[int], bool]:
+    """The recorder's capture filters as a test on a process, as the BPF program applies them: all
+    given filters must match; the cgroup is the process's own cgroup v2 path, exactly."""
+    pid_set, comm_set = set(pids), {c[:15] for c in comms}
+    cgroup_set = {"/" + c.strip("/") for c in cgroups}
+
+    def wanted(pid: int) -> bool:
+        if pid_set and pid not in pid_set:
+            return False
+        try:
+            if comm_set and (proc / str(pid) / "comm").read_text().strip() not in comm_set:
+                return False
+            if cgroup_set:
+                lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+                if not any(line.startswith("0::") and line[3:] in cgroup_set for line in lines):
+                    return False
+        except OSError:
+            return False  # gone
+        return True
+
+    return wanted
 
 
 def run_in_thread(discovery: LibraryDiscovery, read_events: Callable[[list[bytes]], int] | None,

@@ -145,8 +145,9 @@ class LibraryFinder:
         return result
 
 
-def discover(extra: list[str], scan: bool = True) -> list[LibraryFile]:
-    """Every distinct TLS library file to probe, extra (configured) files first."""
+def discover(extra: list[str], scan: bool = True, maps: bool = True) -> list[LibraryFile]:
+    """Every distinct TLS library file to probe, extra (configured) files first; with `scan`, the
+    loader cache's and (with `maps`) those mapped by running processes."""
     result: list[LibraryFile] = []
     seen: set[tuple[int, int]] = set()
 
@@ -166,6 +167,6 @@ def discover(extra: list[str], scan: bool = True) -> list[LibraryFile]:
     if scan:
         for path in from_loader_cache():
             add(os.path.realpath(path), os.path.realpath(path), "loader cache")
-        for pid, path in from_process_maps():
+        for pid, path in from_process_maps() if maps else ():
             add(f"/proc/{pid}/root{path}", path, f"maps of pid {pid}")
     return result

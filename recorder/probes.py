@@ -111,8 +111,7 @@ class CaptureProgram:
     def attach(self, lib: LibraryFile) -> AttachedLibrary | None:
         """Probe one library file in a free slot; None when no slot is left or it cannot be opened."""
         if not self._free:
-            log.warning("no free library slot for %s (max_library_files=%d): not probed",
-                        lib.display_path, self.slots)
+            log.debug("no free library slot for %s", lib.display_path)
             return None
         try:
             fd = os.open(lib.path, os.O_RDONLY | os.O_CLOEXEC)

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from . import libraries, preflight, ringbuf_reader, socket_table
 from .cgroups import cgroup2_root, cgroup_ids
 from .config import RecorderConfig
-from .discovery import LibraryDiscovery, run_in_thread
+from .discovery import LibraryDiscovery, capture_filter, run_in_thread
 from .metrics import MetricsServer, RecorderMetrics
 from .pod_metadata import PodMetadataSource
 from .probes import CaptureProgram
@@ -88,10 +88,13 @@ def record(cfg: RecorderConfig) -> int:
     except ValueError as exc:
         raise preflight.PreflightError(str(exc)) from None
     lib_paths: dict[int, str] = {}  # lib_id -> path, grows as discovery attaches files
-    discovery = LibraryDiscovery(program, lib_paths, cfg.rescan_interval_seconds)
-    discovery.attach(libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries))
+    discovery = LibraryDiscovery(program, lib_paths, cfg.rescan_interval_seconds,
+                                 wanted=capture_filter(cfg.pids, cfg.comms, cfg.cgroups))
+    # configured files and the loader cache's; then running processes (those the filters let through),
+    # by name or by the SSL_* symbols they export (node carries OpenSSL itself)
+    discovery.attach(libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries, maps=False))
     if cfg.discover_libraries:
-        discovery.rescan()  # programs that carry OpenSSL statically, e.g. node
+        discovery.rescan()
     usable = [a for a in program.attached.values() if a.usable]
     if not usable and not cfg.discover_libraries:
         raise preflight.PreflightError("no library could be probed: see the warnings above")

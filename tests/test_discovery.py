@@ -85,16 +85,22 @@ def test_private_libssl_in_own_mount_namespace(recorder_factory, pki, tmp_path):
     holds a private copy (another file, as in a container image), is captured from that file."""
     private = tmp_path / "private-libssl.so.3"
     shutil.copy2(SYSTEM_LIBSSL.resolve(), private)
-    # two slots: the host's libssl and the copy, so the copy is detached once its process is gone
-    rec = recorder_factory({"rescan_interval_seconds": 0.5, "max_library_files": 2})
+    # The client runs in a cgroup of its own, the recorder captures only that cgroup: discovery
+    # then ignores every other process's libraries, so two slots hold the host's libssl and the
+    # copy, and the copy is detached once its process is gone (a slot is needed).
+    cgroup = cgroup2_root() / f"oisp-test-{uuid.uuid4().hex[:8]}"
+    cgroup.mkdir()
+    rec = recorder_factory({"rescan_interval_seconds": 0.5, "max_library_files": 2},
+                           args=["--cgroup", "/" + cgroup.name])
     server = HttpsServer(pki.server_context())
-    script = (f"mount --bind {private} {SYSTEM_LIBSSL.resolve()} && exec {sys.executable} "
-              f"-m testbed.tls_repeat_client {server.port} {pki.ca_file} 30 50")
+    script = (f"echo $$ > {cgroup}/cgroup.procs && mount --bind {private} {SYSTEM_LIBSSL.resolve()} && "
+              f"exec {sys.executable} -m testbed.tls_repeat_client {server.port} {pki.ca_file} 30 50")
     try:
         out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
     finally:
         server.close()
+        cgroup.rmdir()
     assert out.returncode == 0, out.stderr
     truth = json.loads(out.stdout)
     # no process maps the private file any more and no slot is free: a rescan detaches it

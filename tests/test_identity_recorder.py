@@ -114,3 +114,18 @@ def test_tls_libraries_found_by_exports_not_only_by_name(tmp_path):
 
     found = LibraryFinder().tls_files(os.getpid())
     assert any(f.display_path.endswith("libssl.so.3") and not f.static for f in found)
+
+
+def test_discovery_looks_only_at_processes_the_filters_capture(tmp_path):
+    from recorder.discovery import capture_filter
+
+    for pid, comm, cgroup in ((1, "python3", "/kubepods.slice/a"), (2, "curl", "/system.slice/b")):
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "comm").write_text(comm + "\n")
+        (d / "cgroup").write_text(f"12:memory:/x\n0::{cgroup}\n")
+    assert capture_filter([], [], [], tmp_path)(2)  # no filter: everything
+    assert [capture_filter([], [], ["kubepods.slice/a"], tmp_path)(p) for p in (1, 2)] == [True, False]
+    assert [capture_filter([], ["curl"], [], tmp_path)(p) for p in (1, 2)] == [False, True]
+    assert [capture_filter([1], ["curl"], [], tmp_path)(p) for p in (1, 2)] == [False, False]  # all must hold
+    assert not capture_filter([], ["curl"], [], tmp_path)(3)  # gone
