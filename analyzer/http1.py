@@ -7,8 +7,12 @@ bodiless request with the same method (so that HEAD, 1xx and keep-alive are judg
 them), and each finished response is mirrored back into the server-role parser, so that it moves on
 to the next (pipelined) request. h11 keeps pipelined requests buffered until then.
 
-Gaps break HTTP/1 framing: the exchanges in flight are closed as incomplete, both parsers restart,
-and each direction resumes at the next line that starts a request or a status line.
+A gap inside a body whose Content-Length says it cannot reach past the body's end keeps the
+framing: the parser is fed stand-in bytes that never reach the body, the message is marked
+incomplete, and the exchange keeps its other half (an 80 KB prompt over the capture limit still has
+its answer). Any other gap breaks HTTP/1 framing: the exchanges in flight are closed as incomplete,
+both parsers restart, and each direction resumes at the next line that starts a request or a status
+line.
 """
 
 from __future__ import annotations
@@ -71,8 +75,11 @@ class Http1Connection:
         self._pump()
 
     def gap(self, direction: str, length: int, reason: str) -> None:
-        """Bytes are missing in one direction: close what is in flight, resynchronize."""
+        """Bytes are missing in one direction: bridge them inside a sized body, else close what is in
+        flight and resynchronize."""
         note = f"{length} bytes missing in the {direction} stream ({reason})"
+        if self._bridge(direction, length, note):
+            return
         for x in self._inflight:
             x.notes.append(note)
             if direction == "request":
@@ -110,6 +117,29 @@ class Http1Connection:
         return self._seq
 
     # ---- internals ---------------------------------------------------------------------------
+    def _bridge(self, side: str, length: int, note: str) -> bool:
+        """Feed `length` stand-in bytes to the parser of `side` if they surely fall inside the body
+        being read (Content-Length known, not chunked, enough of it left)."""
+        x = self._cur_req if side == "request" else self._cur_resp
+        if x is None or id(x) in self._ended[side] or self._stopped:
+            return False
+        msg = getattr(x, side)
+        if side == "response" and x.status is None:
+            return False  # the response's headers have not been parsed yet
+        length_header = msg.header("content-length")
+        if not length_header or not length_header.isdigit() or msg.header("transfer-encoding"):
+            return False
+        backlog = self._req_backlog if side == "request" else self._backlog
+        start = self._body_off[side] + sum(len(d) for d, _ in backlog)
+        if start + length > int(length_header):
+            return False
+        self._holes[side].append((start, start + length))
+        self._holed.add((id(x), side))
+        x.notes.append(note)
+        backlog.append((b"\0" * length, backlog[-1][1] if backlog else msg.end_ns or msg.start_ns or 0))
+        self._pump()
+        return True
+
     def _new_parsers(self, resync: bool) -> None:
         self._req = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._resp = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -123,6 +153,10 @@ class Http1Connection:
         # chunk it came from, whatever order the two directions arrived in.
         self._req_backlog: list[tuple[bytes, int]] = []
         self._backlog = []
+        # body bytes parsed so far of the message being read, per side, and the stand-in ranges in it
+        self._body_off = {"request": 0, "response": 0}
+        self._holes: dict[str, list[tuple[int, int]]] = {"request": [], "response": []}
+        self._holed: set[tuple[int, str]] = set()  # (exchange id, side) with bridged bytes
 
     def _flush_inflight(self) -> None:
         while self._inflight:
@@ -179,6 +213,7 @@ class Http1Connection:
                 x.request.headers = _headers(ev.headers)
                 x.authority = x.request.header("host")
                 x.request.start_ns = self._req_ts
+                self._body_off["request"], self._holes["request"] = 0, []
                 x.notes.extend(self._notes_next)
                 self._notes_next = []
                 self._inflight.append(x)
@@ -241,6 +276,7 @@ class Http1Connection:
             elif isinstance(ev, h11.Response):
                 x.status = ev.status_code
                 x.response.headers = _headers(ev.headers)
+                self._body_off["response"], self._holes["response"] = 0, []
                 if x.response.start_ns is None:
                     x.response.start_ns = ts
             elif isinstance(ev, h11.Data):
@@ -254,7 +290,17 @@ class Http1Connection:
         return progress
 
     def _add_body(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
-        """Append body bytes up to the size cap (noting once when it is exceeded)."""
+        """Append body bytes up to the size cap (noting once when it is exceeded); stand-in bytes fed
+        for a bridged gap are left out."""
+        start = self._body_off[side]
+        self._body_off[side] += len(data)
+        for lo, hi in self._holes[side]:
+            if lo < start + len(data) and hi > start:
+                kept = data[:max(lo - start, 0)] + data[max(hi - start, 0):]
+                return self._add_body_bytes(x, side, kept, ts)
+        self._add_body_bytes(x, side, data, ts)
+
+    def _add_body_bytes(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
         msg = getattr(x, side)
         room = self.max_body - len(msg.body)
         over = f"{side} body over the size cap"
@@ -268,7 +314,8 @@ class Http1Connection:
         msg.trailers = _headers(ev.headers)
         msg.end_ns = ts
         self._ended[side].add(id(x))
-        msg.complete = f"{side} body over the size cap" not in x.notes
+        msg.complete = f"{side} body over the size cap" not in x.notes and (id(x), side) not in self._holed
+        self._holed.discard((id(x), side))
 
     def _maybe_next_cycle(self) -> None:
         """When the current exchange has both ends, move both parsers to the next one."""

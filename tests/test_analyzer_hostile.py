@@ -173,7 +173,8 @@ def test_http1_body_until_close_and_gap():
 
     h1 = Http1Connection(conn())
     h1.feed_request(b"GET /a HTTP/1.1\r\nhost: h\r\n\r\n", 1)
-    h1.feed_response(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart", 2)
+    # 4 bytes, 50 lost, 22 more: the body its content-length announces (the gap is bridged)
+    h1.feed_response(b"HTTP/1.1 200 OK\r\ncontent-length: 76\r\n\r\npart", 2)
     h1.gap("response", 50, "ringbuf_full")
     h1.feed_request(b"GET /b HTTP/1.1\r\nhost: h\r\n\r\n", 3)
     h1.feed_response(b"rest of the old body\r\nHTTP/1.1 204 No Content\r\n\r\n", 4)
