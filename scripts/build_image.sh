@@ -90,9 +90,16 @@ ca=${BUILD_CA_FILE:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$ca" ] && secret=(--secret "id=build-ca,src=$ca")
 
 log "building $IMAGE from Containerfile on $BASE_IMAGE"
+previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 cache=(--layers)
 [ "${NO_CACHE:-}" = 1 ] && cache=(--no-cache)
 podman build "${PODMAN_RUN_OPTS[@]}" "${cache[@]}" "${secret[@]}" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     -t "$IMAGE" -f Containerfile . >&2
+# The image this build replaced would stay behind untagged, 1 GB at each change of the
+# dependencies; its layers still used as cache by the new one are kept.
+current=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || log "kept the previous $IMAGE ($previous): in use"
+fi
 log "built $IMAGE in $(( $(date +%s) - start )) s, $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes"
-podman image inspect --format '{{.Id}}' "$IMAGE"
+echo "$current"

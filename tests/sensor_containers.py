@@ -153,6 +153,9 @@ class Pod:
     image: str
     workdir: Path
     name: str
+    # what `podman run` starts: the id the build returned, so that another build retagging the image
+    # meanwhile (a second checkout's tests) cannot swap it under this pod
+    image_id: str | None = None
     containers: dict[str, PodContainer] = field(default_factory=dict)
     sampler: Sampler | None = None  # memory samples of the containers, when someone takes them
 
@@ -275,7 +278,7 @@ class Pod:
             args += ["--publish", f"127.0.0.1::{p['containerPort']}"]  # a free port here, for the probes
         if "command" in c:
             args += ["--entrypoint", json.dumps(c["command"])]
-        return [*args, self.image, *c.get("args", [])], dirs
+        return [*args, self.image_id or self.image, *c.get("args", [])], dirs
 
     def start(self, name: str) -> PodContainer:
         args, dirs = self.run_args(name)
@@ -316,6 +319,20 @@ def wait_for(condition, what: str, timeout: float = 120, alive=None, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not after {timeout} s")
         time.sleep(interval)  # polling the condition, not sleeping in its place
+
+
+def read_events(path: Path) -> list[dict]:
+    """The events a live analyzer wrote so far: its rotated files (events.jsonl.N, oldest first) then
+    the current one, complete lines only (it writes through a buffer, so the last may be cut)."""
+    rotated = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+    events = []
+    for f in [*rotated, path]:
+        try:
+            text = f.read_text()
+        except FileNotFoundError:
+            continue  # rotated meanwhile: the next look finds it under its new name
+        events += [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line]
+    return events
 
 
 def bridge_gateway() -> str:
@@ -381,20 +398,17 @@ class Workload:
         self.container.remove()
 
 
-
 def other_recorders(ours: PodContainer) -> list[str]:
     """oisp-record processes on this machine besides ours (a developer's tests running meanwhile)."""
-    found = []
+    found, own = [], ours.pid
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        ours_or_not = proc.name.isdigit() and int(proc.name) == ours.pid
-        if not ours_or_not and any(a.endswith(b"oisp-record") for a in argv):
+        if proc.name != str(own) and any(a.endswith(b"oisp-record") for a in argv):
             found.append(f"{proc.name}: {b' '.join(argv[:4]).decode(errors='replace')}")
     return found
-
 
 
 # ---- resource use of a container, from its cgroup (v1 controllers, or v2) ----

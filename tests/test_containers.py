@@ -33,6 +33,7 @@ from sensor_containers import (
     build_image,
     daemonset,
     quantity_bytes,
+    read_events,
     unavailable_reason,
     wait_for,
 )
@@ -57,22 +58,22 @@ def sensor_image():
     require_containers()
     spec, configmaps = daemonset()
     (image,) = {c["image"] for c in spec["containers"]}
-    build_image(image)
-    return image, spec, configmaps
+    image_id, _ = build_image(image)
+    return image, image_id, spec, configmaps
 
 
 @pytest.fixture(scope="module")
 def sensor(sensor_image, tmp_path_factory):
     """The sensor pod: recorder ready (readiness probe), live analyzer ready when the code has live mode."""
-    image, spec, configmaps = sensor_image
-    pod = Pod(spec, configmaps, image, tmp_path_factory.mktemp("node"), f"oisp-test-{os.getpid()}")
+    image, image_id, spec, configmaps = sensor_image
+    pod = Pod(spec, configmaps, image, tmp_path_factory.mktemp("node"), f"oisp-test-{os.getpid()}", image_id)
     try:
-        rec = pod.start("recorder")
+        rec = pod.start("recorder")  # both at once, as the kubelet starts a pod's containers
+        analyzer_args = next(c for c in spec["containers"] if c["name"] == "analyzer")["args"]
+        ana = pod.start("analyzer") if not split_pending("oisp-analyze", analyzer_args[1:])[1] else None
         wait_for(lambda: rec.probe("readinessProbe"), "recorder readiness (ready file)", timeout=180,
                  alive=rec.running, interval=0.5)
-        analyzer_args = next(c for c in spec["containers"] if c["name"] == "analyzer")["args"]
-        if not split_pending("oisp-analyze", analyzer_args[1:])[1]:
-            ana = pod.start("analyzer")
+        if ana:
             wait_for(lambda: ana.probe("readinessProbe"), "analyzer readiness", timeout=60, alive=ana.running)
         pod.sampler = Sampler({n: c.pid for n, c in pod.containers.items()})
         yield pod
@@ -181,9 +182,7 @@ def test_live_analyzer_in_the_image_writes_events_while_the_workload_runs(sensor
     events_file = sensor.host_dir("analyzer", "/output") / "events.jsonl"
 
     def live_events(w: Workload) -> list[dict]:
-        if not events_file.exists():
-            return []
-        return events_of([json.loads(line) for line in events_file.read_text().splitlines() if line], w.cid)
+        return events_of(read_events(events_file), w.cid)
 
     w = workloads(0, interval=0.5)  # a call every 0.5 s until told to stop
     w.go(sensor.containers["recorder"])
@@ -196,6 +195,14 @@ def test_live_analyzer_in_the_image_writes_events_while_the_workload_runs(sensor
     wait_for(lambda: len(live_events(w)) >= 2 * calls, f"live events of all {calls} calls", timeout=90,
              alive=sensor.containers["analyzer"].running, interval=0.5)
     check_workload_events(live_events(w), w, calls, provider[0].port)
+
+
+@pytest.mark.ebpf
+def test_probes_answer_as_the_kubelet_asks(sensor):
+    for c in sensor.containers.values():
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if kind in c.spec:
+                assert c.probe(kind), (c.name, kind)
 
 
 def proc_status(pid: int) -> dict[str, str]:
