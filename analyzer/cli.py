@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .segment_files import NoSegmentsError, find_segments
+from analyzer.segments.files import NoSegmentsError, find_segments
 
 
 def _preview(data: bytes) -> str:
@@ -32,7 +32,7 @@ def check_command(events_file: Path, expected_file: Path) -> None:
     """
     import json
 
-    from .expectations import ExpectationsError, check
+    from analyzer.reports.expectations import ExpectationsError, check
 
     try:
         expected = json.loads(expected_file.read_text())
@@ -86,7 +86,7 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
     file against expectations: oisp-analyze check EVENTS EXPECTED. Exit codes: 0 ok, 1 runtime
     failure, 2 usage error.
     """
-    from .config import AnalyzerConfigError, load
+    from analyzer.config import AnalyzerConfigError, load
 
     try:
         cfg = load(config_file)
@@ -111,7 +111,7 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
         sys.exit(_follow(Path(paths[0]), events_out, cfg))
     if exchanges_out is not None or events_out is not None or duckdb_out is not None or cfg.otlp is not None:
         sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, cfg))
-    from .capture_summary import connection_summary, first_bytes
+    from analyzer.reports.capture_summary import connection_summary, first_bytes
 
     try:
         rows = connection_summary(files)
@@ -134,7 +134,7 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
 
 def _otlp_options(cfg, endpoint: str | None, protocol: str | None) -> None:
     """--otlp and --otlp-protocol over the config's export.otlp block (ValueError: not usable)."""
-    from .otlp_settings import OtlpSettings, check_endpoint
+    from analyzer.sinks.otlp_settings import OtlpSettings, check_endpoint
 
     if endpoint is None and protocol is None:
         return
@@ -159,13 +159,13 @@ def _check_follow(paths, events_out, exchanges_out, duckdb_out) -> None:
 
 
 def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
-    """Live mode until SIGTERM/SIGINT: analyzer/follow.py."""
+    """Live mode until SIGTERM/SIGINT: analyzer/live/follow.py."""
     import logging
     import signal
     import threading
 
-    from .follow import FollowError, FollowOptions, run
-    from .follow_metrics import FollowMetrics, FollowStats
+    from analyzer.live.follow import FollowError, FollowOptions, run
+    from analyzer.live.metrics import FollowMetrics, FollowStats
 
     logging.basicConfig(level="INFO", stream=sys.stderr,
                         format="%(asctime)s oisp-analyze %(levelname)s %(message)s")
@@ -221,13 +221,13 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
              duckdb_out: Path | None, cfg) -> int:
     import json
 
-    from .ai.events import EventOptions
-    from .ai.pipeline import exchange_events
-    from .ai.providers import ProviderRegistry
-    from .connection_tracker import ConnectionTracker
-    from .duckdb_sink import DuckDBSink
-    from .exchange_json import dumps
-    from .segment_reader import ReadReport, read_batches
+    from analyzer.ai.events import EventOptions
+    from analyzer.ai.exchange_events import exchange_events
+    from analyzer.ai.providers import ProviderRegistry
+    from analyzer.segments.reader import ReadReport, read_batches
+    from analyzer.sinks.duckdb_tables import DuckDBSink
+    from analyzer.sinks.exchanges_jsonl import dumps
+    from analyzer.streams.tracker import ConnectionTracker
 
     report = ReadReport()
     db = DuckDBSink(duckdb_out) if duckdb_out else None
@@ -237,7 +237,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     count = incomplete = events = 0
     exporter = None
     if cfg.otlp is not None:
-        from .otlp_export import OtlpExporter
+        from analyzer.sinks.otlp_export import OtlpExporter
 
         # prompts and answers go out only when the events carry them as captured (--content full)
         exporter = OtlpExporter(cfg.otlp, capture_content=cfg.content == "full")

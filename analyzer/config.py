@@ -8,7 +8,7 @@ ConfigMap for both), with `--content` on the command line overriding it.
         vllm.ml.svc:8000: {provider: vllm}
         llm-gateway.corp.example: {provider: openai_compatible, api_format: openai}
     export:
-      otlp:                    # OTLP export (analyzer/otlp_settings.py; `analyzer.otlp` is the same block)
+      otlp:                    # OTLP export (sinks/otlp_settings.py; `analyzer.otlp`: the same block)
         endpoint: otel-collector.monitoring:4317
         insecure: true
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from . import otlp_settings
-from .otlp_settings import OtlpSettings
+from analyzer.sinks import otlp_settings
+from analyzer.sinks.otlp_settings import OtlpSettings
 
 KNOWN_SECTIONS = {"recorder", "analyzer", "export"}
 API_FORMATS = {"openai", "anthropic", "google", "bedrock", "cohere", "ollama", "replicate"}
@@ -39,8 +39,8 @@ class AnalyzerConfig:
     content: str = "full"
     hash_key: bytes | None = None
     endpoints: dict[str, dict] = field(default_factory=dict)
-    otlp: OtlpSettings | None = None  # export.otlp (or analyzer.otlp): analyzer/otlp_export.py
-    # live mode (--follow, analyzer/follow.py) and its metrics endpoint
+    otlp: OtlpSettings | None = None  # export.otlp (or analyzer.otlp): analyzer/sinks/otlp_export.py
+    # live mode (--follow, analyzer/live/follow.py) and its metrics endpoint
     poll_interval_seconds: float = 1.0
     connection_idle_seconds: float = 5.0
     connection_timeout_seconds: float = 900.0

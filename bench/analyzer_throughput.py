@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from report import write_section  # noqa: E402
 
-from recorder import segment_format as sf  # noqa: E402
+from contract import segment_format as sf  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SSE_EVENTS = 2000

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from report import write_section  # noqa: E402
 
-from recorder.libraries import from_loader_cache  # noqa: E402
+from recorder.capture.libraries import from_loader_cache  # noqa: E402
 
 PY = sys.executable
 CALLS = 20000

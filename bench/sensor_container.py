@@ -1,6 +1,6 @@
 """The sensor image and its two containers' resources, measured with podman on this machine: image
 size and build times (scripts/build_image.sh), then the DaemonSet's pod run as the kubelet would run
-it (tests/sensor_containers.py: the manifest's limits applied) at idle and under steady workloads of
+it (tests/helpers/sensor_containers.py: the manifest's limits applied) at idle and under steady workloads of
 stdlib-Python client containers (testbed/container_client.py) calling the fake OpenAI on the host.
 Memory and CPU come from each container's cgroup. Writes the "containers" section of
 docs/performance.md.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from report import write_section  # noqa: E402
 
-from sensor_containers import (  # noqa: E402
+from helpers.sensor_containers import (  # noqa: E402
     BASE_IMAGE,
     Pod,
     Workload,

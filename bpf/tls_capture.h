@@ -1,6 +1,6 @@
 /* Shared layout of the records the TLS capture program writes to its ring buffer.
  *
- * The recorder decodes these with the same field order (recorder/records.py); change both together
+ * The recorder decodes these with the same field order (recorder/capture/records.py); change both together
  * and bump RECORD_LAYOUT_VERSION. Every record starts with the same fixed header; DATA records are
  * followed by `len` bytes of plaintext.
  */

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, load_config
-from .preflight import PreflightError
+from recorder.capture.preflight import PreflightError
+from recorder.config import ConfigError, load_config
 
 log = logging.getLogger("oisp.record")
 
@@ -42,7 +42,7 @@ def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, 
     """
     if check:
         logging.basicConfig(level="INFO", stream=sys.stderr, format="oisp-record: %(message)s")
-        from . import preflight
+        from recorder.capture import preflight
 
         try:
             preflight.run_all()
@@ -64,7 +64,7 @@ def main(segments_dir, config_file, ready_file, duration, pids, comms, cgroups, 
         level=cfg.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s oisp-record %(levelname)s %(message)s",
     )
-    from .run import record  # imported here so --help and config errors never need bcc or pyarrow
+    from recorder.run import record  # imported here so --help and config errors never need bcc or pyarrow
 
     try:
         code = record(cfg)

@@ -61,7 +61,7 @@ class RecorderConfig:
     ringbuf_bytes: int = 64 * 1024 * 1024
     stats_interval_seconds: float = 5.0
     log_level: str = "info"
-    # Pod name/namespace/container name from the node's pod list (recorder/pod_metadata.py).
+    # Pod name/namespace/container name from the node's pod list (recorder/identity/pods.py).
     kubernetes_metadata: str = "auto"  # off | kubelet | apiserver | auto
     kubelet_url: str | None = None  # default https://$NODE_IP:10250
     kubernetes_token_file: Path = Path(_SERVICE_ACCOUNT_DIR, "token")

@@ -15,17 +15,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import libraries, preflight, ringbuf_reader, socket_table
-from .cgroups import cgroup2_root, cgroup_ids
-from .config import RecorderConfig
-from .discovery import LibraryDiscovery, capture_filter, run_in_thread
-from .metrics import MetricsServer, RecorderMetrics
-from .pod_metadata import PodMetadataSource
-from .probes import CaptureProgram
-from .process_identity import CgroupPaths, ProcessRegistry
-from .records import RecordDecoder, warm_up
-from .segment_salvage import salvage
-from .segment_writer import SegmentWriter
+from recorder.capture import libraries, preflight
+from recorder.capture import ringbuf as ringbuf_reader
+from recorder.capture.discovery import LibraryDiscovery, capture_filter, run_in_thread
+from recorder.capture.probes import CaptureProgram
+from recorder.capture.records import RecordDecoder, warm_up
+from recorder.config import RecorderConfig
+from recorder.identity import sockets as socket_table
+from recorder.identity.cgroups import cgroup2_root, cgroup_ids
+from recorder.identity.pods import PodMetadataSource
+from recorder.identity.processes import CgroupPaths, ProcessRegistry
+from recorder.metrics import MetricsServer, RecorderMetrics
+from recorder.store.salvage import salvage
+from recorder.store.writer import SegmentWriter
 
 log = logging.getLogger("oisp.record")
 

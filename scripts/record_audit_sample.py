@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from analyzer.audit_input import open_audit  # noqa: E402
+from analyzer.reports.audit_input import open_audit  # noqa: E402
 from testbed import audit_sample  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from recorder.cgroups import cgroup2_root  # noqa: E402
+from recorder.identity.cgroups import cgroup2_root  # noqa: E402
 from testbed import fake_providers  # noqa: E402
 from testbed.hypercorn_server import HypercornServer  # noqa: E402
 from testbed.pki import make_pki  # noqa: E402

@@ -5,6 +5,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analyzer.usage_summary import summarize  # noqa: E402
+from analyzer.reports.usage_summary import summarize  # noqa: E402
 
 print(summarize(Path(sys.argv[1])))

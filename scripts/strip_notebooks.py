@@ -1,5 +1,5 @@
-"""Clear the outputs of the notebooks before committing them (tests/test_notebooks.py checks that
-they are committed without outputs: executed copies would carry prompts and the sample's results).
+"""Clear the outputs of the notebooks before committing them (tests/analyzer/reports/test_notebooks.py checks
+that they are committed without outputs: executed copies would carry prompts and the sample's results).
 
 usage: .venv/bin/python scripts/strip_notebooks.py [NOTEBOOK ...]   (default: notebooks/*.ipynb)
 """

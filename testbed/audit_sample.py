@@ -5,11 +5,11 @@ Like testbed/e2e_run.py: fake providers on 127.0.0.1:443 and :8443 under their r
 client in a private mount namespace whose /etc/hosts points there), each pod a cgroup named as the
 kubelet names a containerd container's, the recorder filtered to those cgroups. The kubelet is a local
 HTTPS server answering /pods with a pod list that names the pods, their namespaces and containers
-(recorder config `kubernetes_metadata: kubelet`, recorder/pod_metadata.py). The recorder is configured
+(recorder config `kubernetes_metadata: kubelet`, recorder/identity/pods.py). The recorder is configured
 to rotate segments every few seconds (so there are several) and to capture at most 64 KiB of one TLS
 call (so the largest prompt leaves a gap, as a too-small limit would in production).
 
-Used by scripts/record_audit_sample.py (samples/audit/) and tests/test_audit_sample.py.
+Used by scripts/record_audit_sample.py (samples/audit/) and tests/analyzer/reports/test_audit_sample.py.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class AuditRun:
 
 
 def pod_list(pods=PODS) -> dict:
-    """The kubelet's /pods answer for the pods: the fields recorder/pod_metadata.py reads, and a few
+    """The kubelet's /pods answer for the pods: the fields recorder/identity/pods.py reads, and a few
     more a real kubelet sends."""
     return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
         "metadata": {"name": p.name, "namespace": p.namespace, "uid": p.uid,

@@ -1,5 +1,5 @@
 """An OpenAI-shaped client that needs nothing but Python's standard library, so that it runs in a
-container made from a bare Debian base image (tests/test_containers.py, bench/sensor_container.py):
+container made from a bare Debian base image (tests/ebpf/test_containers.py, bench/sensor_container.py):
 chat completions over one keep-alive TLS connection with http.client, that is through the `ssl`
 module and so the container's own libssl.
 

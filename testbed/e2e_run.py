@@ -2,7 +2,7 @@
 (HTTP/1.1 and HTTP/2 by ALPN, every exchange logged byte-exact), the clients in a private mount
 namespace whose /etc/hosts points the providers' real host names at them, in a cgroup named like a
 Kubernetes pod's so the recorder captures exactly the workload (a cgroup filter) and the events say
-which "pod" made each call. Used by tests/test_e2e.py and by `make run`.
+which "pod" made each call. Used by tests/ebpf/test_e2e.py and by `make run`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.cgroups import cgroup2_root
+from recorder.identity.cgroups import cgroup2_root
 
 from . import fake_providers
 from .ground_truth import GroundTruthLog, recording

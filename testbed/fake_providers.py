@@ -308,7 +308,7 @@ async def gemini_app(path: str, query: str, req: dict, send) -> None:
 
 
 def _eventstream(name: str, payload: dict) -> bytes:
-    from analyzer.aws_eventstream import encode
+    from analyzer.http.aws_eventstream import encode
 
     return encode({":event-type": name, ":content-type": "application/json", ":message-type": "event"},
                   json.dumps(payload).encode())

@@ -16,11 +16,11 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..exchange_json import redact_path
-from ..exchanges import Exchange
-from .calls import AiCall
-from .context import connection_attrs, host_context, process_context
-from .providers import ProviderMatch, model_price
+from analyzer.ai.calls import AiCall
+from analyzer.ai.context import connection_attrs, host_context, process_context
+from analyzer.ai.providers import ProviderMatch, model_price
+from analyzer.model import Exchange
+from analyzer.sinks.exchanges_jsonl import redact_path
 
 OISP_VERSION = "0.1"
 COLLECTOR = "oisp-ebpf-sensor"

@@ -10,7 +10,7 @@ from functools import cache
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from .providers import SPEC_DIR
+from analyzer.ai.providers import SPEC_DIR
 
 SCHEMA_DIR = SPEC_DIR / "schema" / "v0.1"
 DATA_DEFS = {"ai.request": "request", "ai.response": "response", "ai.streaming_chunk": "streaming_chunk",

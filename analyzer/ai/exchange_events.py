@@ -1,0 +1,127 @@
+"""From an HTTP exchange to OISP events: classify the provider, parse the bodies with the parser of
+its API format, build the events. Exchanges that are not AI calls give no events."""
+
+from __future__ import annotations
+
+import json
+
+from analyzer.ai.calls import AiCall
+from analyzer.ai.events import EventOptions, build_events
+from analyzer.ai.formats import (
+    anthropic_messages,
+    bedrock,
+    cohere_chat,
+    gemini,
+    ollama,
+    openai_chat,
+    openai_completions,
+    openai_embeddings,
+    openai_responses,
+)
+from analyzer.ai.providers import ProviderRegistry
+from analyzer.http.aws_eventstream import EventStreamError, decode
+from analyzer.http.bodies import SseParser, decode_body, split_ndjson
+from analyzer.model import Exchange, HttpMessage
+from analyzer.sinks.exchanges_jsonl import content_encoding
+
+# path fragment -> parser module, the first match wins. Paths, not providers, decide: Ollama and
+# vLLM also speak OpenAI's /v1/chat/completions, gateways speak several formats.
+PARSERS = [
+    ("/chat/completions", openai_chat),
+    ("/v1/responses", openai_responses),
+    ("/v1/completions", openai_completions),
+    ("/v2/chat", cohere_chat),
+    ("/embeddings", openai_embeddings),
+    ("/v1/messages", anthropic_messages),
+    (":generateContent", gemini),
+    (":streamGenerateContent", gemini),
+    ("/converse", bedrock),
+    ("/invoke", bedrock),
+    ("/api/chat", ollama),
+    ("/api/generate", ollama),
+]
+
+
+def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
+    """The decoded body as JSON, or its stream as (event, data) pairs: SSE events, or NDJSON lines
+    (event "ndjson")."""
+    decoded = decode_body(msg.body, content_encoding(msg))
+    if decoded.error:
+        return None, None
+    ctype = (msg.header("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "application/vnd.amazon.eventstream":
+        try:
+            messages, _ = decode(decoded.data)
+        except EventStreamError:
+            return None, None
+        return None, [(m.event_type or "", m.payload.decode("utf-8", "replace")) for m in messages]
+    if ctype in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
+        lines, _ = split_ndjson(decoded.data)
+        return None, [("ndjson", line) for line in lines]
+    if ctype == "text/event-stream" or (not msg.headers_reliable and decoded.data.startswith(b"data:")):
+        parser = SseParser()
+        events = parser.feed(decoded.data)
+        events += parser.finish()[0]
+        return None, [(e.event, e.data) for e in events]
+    try:
+        return json.loads(decoded.data), None
+    except ValueError:
+        return None, None
+
+
+def _module_by_shape(body: dict):
+    """The parser for a request known only by its body (no path): the shapes the formats differ by."""
+    if "contents" in body:
+        return gemini
+    if "max_tokens" in body and "messages" in body and isinstance(body.get("system"), (str, list)):
+        return anthropic_messages
+    if "messages" in body:
+        return openai_chat
+    if "input" in body:
+        return openai_embeddings if isinstance(body.get("input"), list) else openai_responses
+    if "prompt" in body:
+        return openai_completions
+    return None
+
+
+def looks_like_ai_body(body: object, path: str = "") -> bool:
+    """The shape of an AI API request, for hosts known only by their path: a model (in the body, or
+    in a Gemini-style path) and an input."""
+    has_model = isinstance(body, dict) and (isinstance(body.get("model"), str) or "/models/" in path)
+    return has_model and any(k in body for k in ("messages", "prompt", "input", "contents"))
+
+
+def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list[dict]:
+    if x.connection.role != "client":
+        return []  # the client end of the same call is reported instead (when both are captured)
+    path = x.path or ""
+    # the Host or :authority header names the service; the TLS server name stands in when the
+    # headers were not captured (HTTP/2 joined mid-connection)
+    match = registry.classify(x.authority or x.connection.server_name, path)
+    body, _ = _json(x.request)
+    module = next((m for fragment, m in PARSERS if fragment in path), None)
+    if match is None and not x.request.headers_reliable and looks_like_ai_body(body, path):
+        # capture began mid-connection (HTTP/2: the header table was missed; no server name, no
+        # path): an AI-shaped body still says what the call was, with low confidence
+        match = registry.match_by_body()
+        module = module or _module_by_shape(body)
+    if match is None:
+        return []
+    call = AiCall(request_type="other")
+    if match.matched_by == "path" and not looks_like_ai_body(body, path):
+        return []  # a path that merely looks like an AI API, with no AI body: not an AI call
+    if module is None and not isinstance(body, dict):
+        return []  # a provider's host, but no API call: a health check, a model list, a page
+    if module is None or not isinstance(body, dict):
+        if isinstance(body, dict):
+            call.model_requested = body.get("model") if isinstance(body.get("model"), str) else None
+        return build_events(x, match, call, opts)
+    module.parse_request(body, call, path)
+    resp_body, resp_events = _json(x.response)
+    if resp_events is not None:
+        call.streaming = True
+        module.parse_stream(resp_events, call)
+    elif isinstance(resp_body, dict) or (
+            isinstance(resp_body, list) and getattr(module, "JSON_ARRAY_STREAM", False)):
+        module.parse_response(resp_body, call)
+    return build_events(x, match, call, opts)

@@ -1,0 +1,133 @@
+"""Anthropic messages (`/v1/messages`): request, JSON response and the typed SSE stream
+(message_start, content_block_start/delta/stop, message_delta with usage, message_stop, error).
+
+Input tokens follow the OpenTelemetry GenAI convention: input_tokens + cache_read_input_tokens +
+cache_creation_input_tokens (Anthropic reports them apart; counting only input_tokens undercounts
+cached prompts, a mistake the peers made)."""
+
+from __future__ import annotations
+
+import json
+
+from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events
+
+PARAMETERS = ("temperature", "top_p", "top_k", "max_tokens", "stop_sequences")
+
+
+def _text(content) -> tuple[str | None, int]:
+    if content is None or isinstance(content, str):
+        return content, 0
+    texts, images = [], 0
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "image":
+            images += 1
+        elif block.get("type") == "tool_result":
+            inner, _ = _text(block.get("content"))
+            texts.append(inner or "")
+    return "\n".join(texts), images
+
+
+def parse_request(body: dict, call: AiCall, path: str = "") -> None:
+    call.request_type = "chat"
+    call.model_requested = body.get("model")
+    call.streaming = bool(body.get("stream"))
+    system, _ = _text(body.get("system"))
+    if system:
+        call.system_prompt = system
+        call.messages.append(Message("system", system))
+    for m in body.get("messages") or []:
+        if isinstance(m, dict):
+            text, images = _text(m.get("content"))
+            call.messages.append(Message(m.get("role", "user"), text, image_count=images))
+    for t in body.get("tools") or []:
+        if isinstance(t, dict):
+            call.tools.append({"name": t.get("name"), "description": t.get("description")})
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        call.tool_choice = {"tool": "specific", "any": "required"}.get(choice.get("type"), choice.get("type"))
+    call.parameters = {k: body[k] for k in PARAMETERS if k in body}
+    if "stop_sequences" in call.parameters:
+        call.parameters["stop"] = call.parameters.pop("stop_sequences")
+
+
+def _usage(u: dict | None, into: Usage) -> Usage:
+    if not isinstance(u, dict):
+        return into
+    base = u.get("input_tokens")
+    read = u.get("cache_read_input_tokens") or 0
+    created = u.get("cache_creation_input_tokens") or 0
+    if base is not None:
+        into.prompt_tokens = base + read + created
+        into.cached_tokens = read or into.cached_tokens
+    if u.get("output_tokens") is not None:
+        into.completion_tokens = u["output_tokens"]
+    if into.prompt_tokens is not None and into.completion_tokens is not None:
+        into.total_tokens = into.prompt_tokens + into.completion_tokens
+    return into
+
+
+def _error(body: dict, call: AiCall) -> None:
+    err = body.get("error") or {}
+    call.error = AiError(err.get("type"), err.get("message"), None)
+
+
+def parse_response(body: dict, call: AiCall) -> None:
+    if body.get("type") == "error":
+        _error(body, call)
+        return
+    call.provider_request_id = body.get("id")
+    call.model_returned = body.get("model")
+    texts = []
+    for block in body.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text", ""))
+        elif block.get("type") == "tool_use":
+            call.tool_calls.append(ToolCall(block.get("id"), block.get("name"),
+                                            json.dumps(block.get("input", {}), sort_keys=True)))
+    call.output_text = "".join(texts)
+    call.finish_reason = finish_reason(body.get("stop_reason"))
+    call.usage = _usage(body.get("usage"), Usage())
+
+
+def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
+    """(event name, data) pairs of the SSE stream, in order."""
+    text: list[str] = []
+    blocks: dict[int, ToolCall] = {}
+    stopped = False
+    for i, name, ev in json_events(events, call):
+        kind = ev.get("type", name)
+        if kind == "message_start":
+            msg = ev.get("message") or {}
+            call.provider_request_id = msg.get("id")
+            call.model_returned = msg.get("model")
+            call.usage = _usage(msg.get("usage"), call.usage)
+        elif kind == "content_block_start":
+            block = ev.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                blocks[ev.get("index", 0)] = ToolCall(block.get("id"), block.get("name"))
+        elif kind == "content_block_delta":
+            delta = ev.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                if call.first_token_index is None:
+                    call.first_token_index = i
+                text.append(delta.get("text", ""))
+            elif delta.get("type") == "input_json_delta" and ev.get("index", 0) in blocks:
+                blocks[ev["index"]].arguments += delta.get("partial_json", "")
+        elif kind == "message_delta":
+            delta = ev.get("delta") or {}
+            if delta.get("stop_reason"):
+                call.finish_reason = finish_reason(delta["stop_reason"])
+            call.usage = _usage(ev.get("usage"), call.usage)
+        elif kind == "message_stop":
+            stopped = True
+        elif kind == "error":
+            _error(ev, call)
+    call.output_text = "".join(text)
+    call.tool_calls = [blocks[k] for k in sorted(blocks)]
+    if not stopped and call.error is None:
+        call.notes.append("stream ended without message_stop")
+    call.stream_complete = stopped

@@ -1,0 +1,341 @@
+"""HTTP/1.x exchanges from the two byte streams of a connection, with h11 (sans-IO).
+
+h11 parses one side of a conversation it takes part in; we only listen. So two h11 connections run
+in lockstep: one in the server role reads the client's bytes (requests), one in the client role
+reads the server's bytes (responses). Each request is mirrored into the client-role parser as a
+bodiless request with the same method (so that HEAD, 1xx and keep-alive are judged as h11 judges
+them), and each finished response is mirrored back into the server-role parser, so that it moves on
+to the next (pipelined) request. h11 keeps pipelined requests buffered until then.
+
+A gap inside a body whose Content-Length says it cannot reach past the body's end keeps the
+framing: the parser is fed stand-in bytes that never reach the body, the message is marked
+incomplete, and the exchange keeps its other half (an 80 KB prompt over the capture limit still has
+its answer). Any other gap breaks HTTP/1 framing: the exchanges in flight are closed as incomplete,
+both parsers restart, and each direction resumes at the next line that starts a request or a status
+line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+import h11
+
+from analyzer.model import ConnectionInfo, Exchange
+
+MAX_HEADER_BYTES = 256 * 1024
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+REQUEST_LINE = re.compile(
+    rb"(?:^|\r?\n)((?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE) \S+ HTTP/1\.[01]\r?\n)"
+)
+STATUS_LINE = re.compile(rb"(?:^|\r?\n)(HTTP/1\.[01] [1-5]\d\d[ \r])")
+
+
+def _headers(raw) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+
+
+def looks_like_http1(egress: bytes, ingress: bytes) -> bool:
+    """The first bytes of a stream start a request line, or of the other a status line."""
+    return bool(REQUEST_LINE.match(egress[:2048]) or STATUS_LINE.match(ingress[:64]))
+
+
+class Http1Connection:
+    """Feed each direction's bytes (with their capture time) and gaps; take finished exchanges."""
+
+    def __init__(self, conn: ConnectionInfo, max_body: int = DEFAULT_MAX_BODY, resync: bool = False,
+                 sequence_base: int = 0):
+        self.conn = conn
+        self.max_body = max_body
+        self.finished: list[Exchange] = []
+        self._seq = sequence_base  # exchanges are numbered from sequence_base + 1
+        self._inflight: deque[Exchange] = deque()  # request seen, exchange not finished
+        self._backlog: list[tuple[bytes, int]] = []  # response bytes waiting for their request
+        self._notes_next: list[str] = []
+        self._stopped: str | None = None  # why parsing ended early on this connection
+        self._ended: dict[str, set[int]] = {"request": set(), "response": set()}  # ids of messages done
+        # resync: the capture began mid-connection, so skip to the first message start
+        self._new_parsers(resync=resync)
+        if resync:
+            self._notes_next = ["capture began mid-connection"]
+
+    # ---- input -------------------------------------------------------------------------------
+    def feed_request(self, data: bytes, ts_ns: int) -> None:
+        if self._stopped:
+            return
+        self._req_backlog.append((data, ts_ns))
+        self._pump()
+
+    def feed_response(self, data: bytes, ts_ns: int) -> None:
+        if self._stopped:
+            return
+        self._backlog.append((data, ts_ns))
+        self._pump()
+
+    def gap(self, direction: str, length: int, reason: str) -> None:
+        """Bytes are missing in one direction: bridge them inside a sized body, else close what is in
+        flight and resynchronize."""
+        note = f"{length} bytes missing in the {direction} stream ({reason})"
+        if self._bridge(direction, length, note):
+            return
+        for x in self._inflight:
+            x.notes.append(note)
+            if direction == "request":
+                x.request.complete = False
+            else:
+                x.response.complete = False
+        self._flush_inflight()
+        self._notes_next = [f"parsing resumed after {note}"]
+        self._new_parsers(resync=True)
+
+    def finish(self, closed: bool) -> list[Exchange]:
+        """End of input. `closed`: the capture saw the connection end (so EOF delimits bodies)."""
+        if closed and not self._stopped and not self._backlog:
+            try:
+                self._resp.receive_data(b"")  # end of file: delimits a body read until close
+                self._pump()
+            except h11.ProtocolError:
+                pass
+        for x in self._inflight:
+            if not x.response.complete:
+                x.notes.append("response not complete when the capture ended")
+            if not x.request.complete:
+                x.notes.append("request not complete when the capture ended")
+        self._flush_inflight()
+        return self.finished
+
+    def take_finished(self) -> list[Exchange]:
+        """The exchanges finished so far (final: nothing touches them again); the connection goes on."""
+        out, self.finished = self.finished, []
+        return out
+
+    @property
+    def sequence(self) -> int:
+        """The number of the last exchange begun."""
+        return self._seq
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _bridge(self, side: str, length: int, note: str) -> bool:
+        """Feed `length` stand-in bytes to the parser of `side` if they surely fall inside the body
+        being read (Content-Length known, not chunked, enough of it left)."""
+        x = self._cur_req if side == "request" else self._cur_resp
+        if x is None or id(x) in self._ended[side] or self._stopped:
+            return False
+        msg = getattr(x, side)
+        if side == "response" and x.status is None:
+            return False  # the response's headers have not been parsed yet
+        length_header = msg.header("content-length")
+        if not length_header or not length_header.isdigit() or msg.header("transfer-encoding"):
+            return False
+        backlog = self._req_backlog if side == "request" else self._backlog
+        start = self._body_off[side] + sum(len(d) for d, _ in backlog)
+        if start + length > int(length_header):
+            return False
+        self._holes[side].append((start, start + length))
+        self._holed.add((id(x), side))
+        x.notes.append(note)
+        backlog.append((b"\0" * length, backlog[-1][1] if backlog else msg.end_ns or msg.start_ns or 0))
+        self._pump()
+        return True
+
+    def _new_parsers(self, resync: bool) -> None:
+        self._req = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._resp = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._cur_req: Exchange | None = None  # whose request the server-role parser is reading
+        self._cur_resp: Exchange | None = None  # whose response the client-role parser is reading
+        self._resync_req = resync
+        self._resync_resp = resync
+        self._req_ts = 0
+        self._resp_ts = 0
+        # Bytes wait here until their parser asks for more, so that every event is timed by the
+        # chunk it came from, whatever order the two directions arrived in.
+        self._req_backlog: list[tuple[bytes, int]] = []
+        self._backlog = []
+        # body bytes parsed so far of the message being read, per side, and the stand-in ranges in it
+        self._body_off = {"request": 0, "response": 0}
+        self._holes: dict[str, list[tuple[int, int]]] = {"request": [], "response": []}
+        self._holed: set[tuple[int, str]] = set()  # (exchange id, side) with bridged bytes
+
+    def _flush_inflight(self) -> None:
+        while self._inflight:
+            self._finished(self._inflight.popleft())
+
+    def _finished(self, x: Exchange) -> None:
+        # forget its id: once taken (take_finished) the exchange may be freed and its id reused
+        self._ended["request"].discard(id(x))
+        self._ended["response"].discard(id(x))
+        self.finished.append(x)
+
+    def _stop(self, why: str) -> None:
+        self._stopped = why
+        for x in self._inflight:
+            x.notes.append(why)
+        self._flush_inflight()
+
+    def _pump(self) -> None:
+        try:
+            progress = True
+            while progress and not self._stopped:
+                progress = self._pump_requests() | self._pump_responses()
+        except h11.RemoteProtocolError as exc:
+            self._stop(f"HTTP/1 parse error: {exc}")
+        except h11.LocalProtocolError as exc:  # our mirroring was refused: a state we did not expect
+            self._stop(f"HTTP/1 state error: {exc}")
+
+    def _pump_requests(self) -> bool:
+        progress = False
+        while True:
+            ev = self._req.next_event()
+            if ev is h11.PAUSED:
+                return progress
+            if ev is h11.NEED_DATA:
+                if not self._req_backlog:
+                    return progress
+                data, ts = self._req_backlog.pop(0)
+                if self._resync_req:
+                    m = REQUEST_LINE.search(data)
+                    if not m:
+                        continue
+                    data = data[m.start(1):]
+                    self._resync_req = False
+                self._req_ts = ts
+                self._req.receive_data(data)
+                progress = True
+                continue
+            progress = True
+            if isinstance(ev, h11.Request):
+                self._seq += 1
+                x = Exchange(self.conn, ev.http_version.decode(), self._seq)
+                x.method = ev.method.decode("latin-1")
+                x.path = ev.target.decode("latin-1")
+                x.request.headers = _headers(ev.headers)
+                x.authority = x.request.header("host")
+                x.request.start_ns = self._req_ts
+                self._body_off["request"], self._holes["request"] = 0, []
+                x.notes.extend(self._notes_next)
+                self._notes_next = []
+                self._inflight.append(x)
+                self._cur_req = x
+                self._mirror_request(x, ev)
+            elif isinstance(ev, h11.Data):
+                self._add_body(self._cur_req, "request", ev.data, self._req_ts)
+            elif isinstance(ev, h11.EndOfMessage):
+                self._end_message(self._cur_req, "request", ev, self._req_ts)
+                self._maybe_next_cycle()
+            elif isinstance(ev, h11.ConnectionClosed):
+                return progress
+
+    def _mirror_request(self, x: Exchange, ev: h11.Request) -> None:
+        """Tell the client-role parser a request went out, so it expects the response."""
+        if self._cur_resp is not None:
+            return  # still reading the previous response; this one is mirrored after it
+        headers = [(b"host", (x.authority or "unknown").encode("latin-1")), (b"content-length", b"0")]
+        if any(k == "connection" and "close" in v.lower() for k, v in x.request.headers):
+            headers.append((b"connection", b"close"))
+        self._resp.send(h11.Request(method=ev.method, target=ev.target, headers=headers,
+                                    http_version=ev.http_version))
+        self._resp.send(h11.EndOfMessage())
+        self._cur_resp = x
+
+    def _pump_responses(self) -> bool:
+        """Process response events, feeding backlog bytes only when the parser needs them; True
+        when anything happened."""
+        progress = False
+        while self._cur_resp is not None:
+            ev = self._resp.next_event()
+            if ev is h11.PAUSED:
+                return progress
+            if ev is h11.NEED_DATA:
+                if not self._backlog:
+                    return progress
+                data, ts = self._backlog.pop(0)
+                if self._resync_resp:
+                    if ts < (self._cur_resp.request.start_ns or 0):
+                        continue  # the answer to a request lost before the resync point
+                    m = STATUS_LINE.search(data)
+                    if not m:
+                        continue
+                    data = data[m.start(1):]
+                    self._resync_resp = False
+                self._resp_ts = ts
+                self._resp.receive_data(data)
+                progress = True
+                continue
+            progress = True
+            x = self._cur_resp
+            ts = self._resp_ts
+            if isinstance(ev, h11.InformationalResponse):
+                x.informational.append(ev.status_code)
+                if x.response.start_ns is None:
+                    x.response.start_ns = ts
+                if ev.status_code == 101:
+                    self._stop("protocol switched (101): no more HTTP/1 on this connection")
+                    return True
+            elif isinstance(ev, h11.Response):
+                x.status = ev.status_code
+                x.response.headers = _headers(ev.headers)
+                self._body_off["response"], self._holes["response"] = 0, []
+                if x.response.start_ns is None:
+                    x.response.start_ns = ts
+            elif isinstance(ev, h11.Data):
+                self._add_body(x, "response", ev.data, ts)
+            elif isinstance(ev, h11.EndOfMessage):
+                self._end_message(x, "response", ev, ts)
+                self._maybe_next_cycle()
+                return True
+            elif isinstance(ev, h11.ConnectionClosed):
+                return progress
+        return progress
+
+    def _add_body(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
+        """Append body bytes up to the size cap (noting once when it is exceeded); stand-in bytes fed
+        for a bridged gap are left out."""
+        start = self._body_off[side]
+        self._body_off[side] += len(data)
+        for lo, hi in self._holes[side]:
+            if lo < start + len(data) and hi > start:
+                kept = data[:max(lo - start, 0)] + data[max(hi - start, 0):]
+                return self._add_body_bytes(x, side, kept, ts)
+        self._add_body_bytes(x, side, data, ts)
+
+    def _add_body_bytes(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
+        msg = getattr(x, side)
+        room = self.max_body - len(msg.body)
+        over = f"{side} body over the size cap"
+        if len(data) > room and over not in x.notes:
+            x.notes.append(over)
+        msg.body += data[:max(room, 0)]
+        msg.end_ns = ts  # the last byte so far: kept if the end never comes
+
+    def _end_message(self, x: Exchange, side: str, ev: h11.EndOfMessage, ts: int) -> None:
+        msg = getattr(x, side)
+        msg.trailers = _headers(ev.headers)
+        msg.end_ns = ts
+        self._ended[side].add(id(x))
+        msg.complete = f"{side} body over the size cap" not in x.notes and (id(x), side) not in self._holed
+        self._holed.discard((id(x), side))
+
+    def _maybe_next_cycle(self) -> None:
+        """When the current exchange has both ends, move both parsers to the next one."""
+        x = self._cur_resp
+        if x is None or x is not self._cur_req or id(x) not in self._ended["request"] \
+                or id(x) not in self._ended["response"]:
+            return
+        self._inflight.remove(x)
+        self._finished(x)
+        self._cur_resp = None
+        if self._resp.their_state is not h11.DONE or self._req.their_state is not h11.DONE:
+            # the server closes after this response (Connection: close, HTTP/1.0): nothing follows
+            if self._resp.their_state in (h11.MUST_CLOSE, h11.CLOSED):
+                self._cur_req = None
+                return
+        # finish the server-role side with a stand-in response, then start the next cycle
+        self._req.send(h11.Response(status_code=200, headers=[(b"content-length", b"0")]))
+        self._req.send(h11.EndOfMessage())
+        if self._req.our_state is h11.DONE and self._req.their_state is h11.DONE:
+            self._req.start_next_cycle()
+        if self._resp.our_state is h11.DONE and self._resp.their_state is h11.DONE:
+            self._resp.start_next_cycle()
+        self._cur_req = None

@@ -1,0 +1,311 @@
+"""Live mode (`oisp-analyze DIR --follow --out events.jsonl`): read segments as the recorder
+publishes them, keep connections open across segments, write each event once, survive restarts.
+
+A segment that matches `*.parquet` is complete (the recorder publishes by renaming), so the
+directory is polled and new names are read in name order. After each segment the events file is
+synced and a checkpoint written (analyzer/live/checkpoint.py). A restart re-reads the processed segments
+from the first one of the oldest connection still open, dropping the rows of connections already
+handed out, and skips events whose ids were written already. docs/analyzer.md explains why that
+writes every event exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyzer.ai.events import EventOptions
+from analyzer.ai.exchange_events import exchange_events
+from analyzer.ai.providers import ProviderRegistry
+from analyzer.live import checkpoint
+from analyzer.live.checkpoint import ALWAYS, Checkpoint, CheckpointError, Key
+from analyzer.live.metrics import FollowStats
+from analyzer.model import ConnectionInfo, Exchange
+from analyzer.segments.reader import ReadReport, read_batches
+from analyzer.sinks.events_jsonl import RotatingOutput, drop_partial_line, event_ids_after, event_line
+from analyzer.streams.tracker import ConnectionTracker
+
+log = logging.getLogger("oisp.analyze")
+
+
+class FollowError(RuntimeError):
+    """Live mode cannot go on (a checkpoint of another directory, an events file not ours)."""
+
+
+@dataclass
+class FollowOptions:
+    segments_dir: Path
+    output: Path
+    poll_seconds: float = 1.0
+    idle_seconds: float = 5.0  # finished exchanges of a connection quiet this long are written
+    connection_timeout_seconds: float = 900.0  # a connection without a row this long (capture time) ends
+    output_max_bytes: int = 100 * 1024 * 1024  # 0: never rotate
+    output_keep: int = 5
+
+
+def list_segments(directory: Path) -> list[str]:
+    """Names of the published segments directly in the directory, sorted (node, then time)."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(e.name for e in it if e.name.endswith(".parquet") and not e.name.startswith(".")
+                          and e.is_file())
+    except FileNotFoundError:
+        return []
+
+
+def without_connections(batch: pa.RecordBatch, keys: set[Key]) -> pa.RecordBatch:
+    """The batch less the rows of these connections (process rows, with no conn_id, stay)."""
+    by_node: dict[str, list[str]] = {}
+    for node, conn_id in keys:
+        by_node.setdefault(node, []).append(conn_id)
+    nodes = batch.column("node").cast(pa.string())
+    conns = batch.column("conn_id").cast(pa.string())
+    drop = None
+    for node, ids in by_node.items():
+        hit = pc.and_(pc.equal(nodes, node), pc.is_in(conns, value_set=pa.array(ids, pa.string())))
+        drop = hit if drop is None else pc.or_(drop, hit)
+    return batch.filter(pc.invert(pc.fill_null(drop, False)))
+
+
+class Follower:
+    """State of the live analyzer between two segments; run() drives it."""
+
+    def __init__(self, opts: FollowOptions, cfg, stats: FollowStats):
+        self.opts = opts
+        self.stats = stats
+        self.registry = ProviderRegistry(cfg.endpoints)
+        self.event_opts = EventOptions(content=cfg.content,
+                                       **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
+        self.cp_path = checkpoint.path_for(opts.output)
+        self.tracker = ConnectionTracker(on_close=self._on_close)
+        self.processed: set[str] = set()
+        self.ended: dict[Key, str] = {}
+        self.written: dict[str, str] = {}
+        self.input_now_ns = 0
+        self.tag = ""  # the segment being read (or last read): tags what happens now
+        self.listing: list[str] = []
+        self.to_reread: list[str] = []
+        self.out: RotatingOutput | None = None
+        self.exporter = None  # an OtlpExporter (analyzer/sinks/otlp_export.py): calls written now go out too
+
+    # ---- start ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the checkpoint, find what was written after it, open the events file; the segments
+        to re-read are in self.to_reread (replay() reads them)."""
+        seg_dir = str(self.opts.segments_dir.resolve())
+        cp = self._load_checkpoint()
+        if cp is not None and cp.segments_dir != seg_dir:
+            raise FollowError(f"checkpoint {self.cp_path} belongs to segments directory {cp.segments_dir}, "
+                              f"not {seg_dir}: use another --out, or remove the checkpoint to start over")
+        self.opts.output.parent.mkdir(parents=True, exist_ok=True)
+        cut = drop_partial_line(self.opts.output)
+        if cut:
+            log.warning("%s ended in a line cut short by a kill: %d bytes removed (that event is written "
+                        "again)", self.opts.output, cut)
+        self.listing = list_segments(self.opts.segments_dir)
+        try:
+            after = event_ids_after(self.opts.output, self.opts.output_keep, cp.output if cp else None)
+        except OSError as exc:
+            raise FollowError(str(exc)) from None
+        if cp is None:
+            cp = Checkpoint(segments_dir=seg_dir)
+            if after:
+                log.info("no checkpoint: reading every segment, %d events already in %s are not written "
+                         "again", len(after), self.opts.output)
+        # ids written after the checkpoint are kept until every segment present now has been read
+        # (one of them made them) and no connection open then is still open
+        recovered_tag = max(self.listing, default="")
+        self.written = dict(cp.written)
+        for event_id in after - cp.written.keys():
+            self.written[event_id] = recovered_tag
+        self.processed = set(cp.processed)
+        self.ended = dict(cp.ended)
+        self.tracker.resumable.update(cp.resumable)
+        self.input_now_ns = cp.input_now_ns
+        self.tag = max(self.processed, default="")
+        start = cp.replay_from
+        if start is not None:
+            present = set(self.listing)
+            self.to_reread = sorted(n for n in self.processed if n >= start and n in present)
+            for gone in sorted(n for n in cp.processed if n >= start and n not in present):
+                lost = [k for k, first in cp.open.items() if first <= gone and self.ended.get(k) != ALWAYS]
+                for k in lost:
+                    self.ended[k] = ALWAYS
+                    log.warning("connection %s of %s cannot be rebuilt: segment %s was deleted before it was "
+                                "read again; its exchanges not yet written are lost", k[1], k[0], gone)
+                self.stats.connections_lost += len(lost)
+            log.info("checkpoint: %d segments processed; re-reading %d from %s for %d open connections; "
+                     "%d events written after it", len(self.processed), len(self.to_reread), start,
+                     len(cp.open), len(after))
+        self.processed &= set(self.listing)
+        self.out = RotatingOutput(self.opts.output, self.opts.output_max_bytes, self.opts.output_keep)
+
+    def _load_checkpoint(self) -> Checkpoint | None:
+        try:
+            return checkpoint.load(self.cp_path)
+        except CheckpointError as exc:
+            aside = self.cp_path.with_name(self.cp_path.name + ".corrupt")
+            os.replace(self.cp_path, aside)
+            log.warning("checkpoint %s is unusable (%s), moved to %s: starting over from the first segment, "
+                        "without writing again the events already in %s", self.cp_path, exc, aside.name,
+                        self.opts.output)
+            return None
+
+    def replay(self, stop: threading.Event) -> bool:
+        """Re-read the segments of the connections open at the checkpoint; False if stopped first."""
+        for name in self.to_reread:
+            if stop.is_set():
+                return False
+            self._read(name)
+        self.to_reread = []
+        self.stats.ready = True
+        return True
+
+    # ---- segments ------------------------------------------------------------------------------
+    def pending(self) -> list[str]:
+        """New segment names, in name order; updates the lag gauges."""
+        self.listing = list_segments(self.opts.segments_dir)
+        if self.listing:
+            self.stats.newest_segment_mtime = self._mtime(self.listing[-1])
+        return self._count_pending()
+
+    def _count_pending(self) -> list[str]:
+        new = [n for n in self.listing if n not in self.processed]
+        self.stats.pending_segments = len(new)
+        self.stats.oldest_pending_mtime = self._mtime(new[0]) if new else None
+        return new
+
+    def _mtime(self, name: str) -> float | None:
+        try:
+            return (self.opts.segments_dir / name).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def process(self, name: str) -> None:
+        """Read a new segment, then end the connections silent too long and write what is idle."""
+        s = self.stats
+        written, skipped, exchanges = s.events_written, s.events_skipped, s.exchanges
+        rows = self._read(name)
+        timeout_ns = int(self.opts.connection_timeout_seconds * 1e9)
+        for x in self.tracker.expire(self.input_now_ns - timeout_ns):
+            self._emit(x)
+        self.drain()
+        self.processed.add(name)
+        self.stats.segments_processed += 1
+        self._count_pending()
+        log.info("%s: %d rows, %d exchanges, %d events written%s", name, rows, s.exchanges - exchanges,
+                 s.events_written - written,
+                 f", {s.events_skipped - skipped} already written" if s.events_skipped > skipped else "")
+
+    def _read(self, name: str) -> int:
+        self.tag = name
+        self.tracker.source = name
+        drop = {k for k, last in self.ended.items() if name <= last}
+        report = ReadReport()
+        for batch in read_batches([self.opts.segments_dir / name], report):
+            if drop:
+                batch = without_connections(batch, drop)
+            if batch.num_rows:
+                newest = pc.max(batch.column("ts_wall")).as_py()
+                self.input_now_ns = max(self.input_now_ns, newest or 0)
+            for x in self.tracker.feed(batch):
+                self._emit(x)
+        self.stats.rows_read += report.rows_read
+        for path, problem in report.problems:
+            self.stats.problems += 1
+            log.warning("skipped %s: %s", path, problem)
+        self.stats.open_connections = len(self.tracker.open)
+        return report.rows_read
+
+    def drain(self) -> int:
+        """Write the finished exchanges of connections idle for idle_seconds (wall clock)."""
+        before = self.stats.events_written
+        idle_before = time.time_ns() - int(self.opts.idle_seconds * 1e9)
+        for x in self.tracker.drain(idle_before):
+            self._emit(x)
+        return self.stats.events_written - before
+
+    def _emit(self, x: Exchange) -> None:
+        self.stats.exchanges += 1
+        events = exchange_events(x, self.registry, self.event_opts)
+        new = False
+        for ev in events:
+            event_id = ev["event_id"]
+            if event_id in self.written:
+                self.stats.events_skipped += 1
+            else:
+                self.out.write(event_line(ev))
+                self.stats.events_written += 1
+                new = True
+            self.written[event_id] = self.tag
+        # exported when written: a call made again after a restart and already written is not sent again
+        if new and self.exporter is not None:
+            self.exporter.submit(events)
+
+    def _on_close(self, info: ConnectionInfo) -> None:
+        # handed out: on re-reading, its rows up to this segment are dropped
+        self.ended[(info.node, info.conn_id)] = self.tag
+
+    # ---- checkpoint ----------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Sync the events file, then record where things stand (never the other way round)."""
+        position = self.out.sync()
+        self.stats.output_rotations = self.out.rotations
+        opened = {key: c.first_source or self.tag for key, c in self.tracker.open.items()}
+        # the oldest segment a restart reads: again (an open connection's first) or for the first time
+        present = set(self.listing) | self.processed
+        oldest = min([*opened.values(), *(n for n in present if n not in self.processed)], default=ALWAYS)
+        self.ended = {k: last for k, last in self.ended.items() if last >= oldest}
+        self.written = {i: tag for i, tag in self.written.items() if tag >= oldest}
+        self.processed &= set(self.listing)
+        checkpoint.save(Checkpoint(
+            segments_dir=str(self.opts.segments_dir.resolve()), output=position, processed=self.processed,
+            open=opened, ended=self.ended, resumable=dict(self.tracker.resumable), written=self.written,
+            input_now_ns=self.input_now_ns), self.cp_path)
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+
+def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> int:
+    """Follow until stop is set (SIGTERM/SIGINT); the exit code."""
+    follower = Follower(opts, cfg, stats)
+    follower.start()
+    if cfg.otlp is not None:
+        from analyzer.sinks.otlp_export import OtlpExporter
+
+        follower.exporter = OtlpExporter(cfg.otlp, capture_content=cfg.content == "full")
+        stats.otlp = follower.exporter.stats
+        log.info("exporting AI calls over OTLP to %s", cfg.otlp.describe())
+    try:
+        if not follower.replay(stop):
+            log.info("stopped while re-reading: the checkpoint stays as it was")
+            return 0
+        if not opts.segments_dir.is_dir():
+            log.info("waiting for %s to appear", opts.segments_dir)
+        log.info("following %s, events to %s", opts.segments_dir, opts.output)
+        while not stop.is_set():
+            for name in follower.pending():
+                if stop.is_set():
+                    break
+                follower.process(name)
+                follower.checkpoint()
+            if follower.drain():
+                follower.checkpoint()
+            stop.wait(opts.poll_seconds)
+        follower.checkpoint()
+        log.info("stopped: %d segments, %d exchanges, %d events written, %d connections open (checkpointed)",
+                 stats.segments_processed, stats.exchanges, stats.events_written, len(follower.tracker.open))
+    finally:
+        follower.close()
+        if follower.exporter is not None:
+            log.info("%s", follower.exporter.close().summary())
+    return 0

@@ -1,0 +1,231 @@
+"""Follow every connection through the segments: order its streams, detect its protocol, feed the
+HTTP parser, and hand out its exchanges when it closes (or when the input ends).
+
+State is kept only for connections still open, so memory is bounded by what is open, not by the
+size of the input. In live mode (analyzer/live/follow.py) the input never ends: `drain` hands out the
+exchanges that finished on connections gone idle, and `expire` ends connections silent for long
+(their process died without SSL_free: no close row will come).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from analyzer.http.http1 import REQUEST_LINE, STATUS_LINE, Http1Connection, looks_like_http1
+from analyzer.http.http2 import CLIENT_PREFACE, Http2Connection, frames_chain
+from analyzer.model import ConnectionInfo, Exchange, ProcessIdentity
+from analyzer.streams.reassembly import Data, Gap, StreamAssembler
+
+DETECT_BYTES = 64  # bytes of either direction that settle the protocol
+MAX_RESUMABLE = 10_000  # expired connections remembered, in case their process speaks again
+_DIRECTION = {"egress": "request", "ingress": "response"}
+
+
+@dataclass
+class _Conn:
+    info: ConnectionInfo
+    streams: dict[str, StreamAssembler] = field(
+        default_factory=lambda: {"egress": StreamAssembler(), "ingress": StreamAssembler()})
+    parser: Http1Connection | Http2Connection | None = None
+    early: list[tuple[str, Data | Gap]] = field(default_factory=list)  # pieces before detection
+    head: dict[str, bytes] = field(default_factory=lambda: {"egress": b"", "ingress": b""})
+    undetected: bool = True
+    # which stream carries requests: egress when the process is the client (the usual case),
+    # ingress when it is the server (an in-cluster model server using OpenSSL)
+    sides: dict[str, str] = field(default_factory=lambda: dict(_DIRECTION))
+    first_source: str | None = None  # the tracker's `source` when the connection's first row came
+    sequence_base: int = 0  # exchanges numbered before (a connection resumed after it expired)
+
+
+class ConnectionTracker:
+    def __init__(self, max_body: int = 64 * 1024 * 1024, on_close=None):
+        self.max_body = max_body
+        self.on_close = on_close  # called with each ConnectionInfo when its connection is done
+        self.open: dict[tuple[str, str], _Conn] = {}
+        self.connections_seen = 0
+        # (node, pid) -> identity from the latest process row: the recorder writes a pid's process
+        # row before that pid's other rows in each segment
+        self.processes: dict[tuple[str, int], ProcessIdentity] = {}
+        self.source: str | None = None  # what is being read (live mode: the segment), for first_source
+        # connection -> exchanges numbered when it expired: if it speaks again, numbering goes on
+        # (event ids hash the number, so a restart from 1 would reuse ids)
+        self.resumable: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
+        """Consume batches of segment rows; yield exchanges as their connections close."""
+        for batch in batches:
+            yield from self.feed(batch)
+        yield from self.finish()
+
+    def feed(self, batch: pa.RecordBatch) -> list[Exchange]:
+        """Consume one batch; the exchanges of the connections it closed."""
+        out: list[Exchange] = []
+        cols = batch.to_pydict()
+        for i in range(batch.num_rows):
+            done = self._row({k: v[i] for k, v in cols.items()})
+            if done:
+                out.extend(done)
+        return out
+
+    def drain(self, idle_before_ns: int) -> list[Exchange]:
+        """The finished exchanges of open connections with no row since idle_before_ns (wall clock,
+        ns); the connections stay open. Taking them early changes nothing in them."""
+        out: list[Exchange] = []
+        for c in self.open.values():
+            if c.parser is not None and c.info.last_ts_ns < idle_before_ns:
+                out.extend(c.parser.take_finished())
+        return out
+
+    def expire(self, before_ns: int) -> list[Exchange]:
+        """End the connections with no row since before_ns as the end of input would (not closed)."""
+        out: list[Exchange] = []
+        for key in [k for k, c in self.open.items() if c.info.last_ts_ns < before_ns]:
+            parser = self.open[key].parser
+            out.extend(self._close(key, closed=False))
+            self.resumable[key] = parser.sequence if parser is not None else self.resumable.get(key, 0)
+            self.resumable.move_to_end(key)
+            if len(self.resumable) > MAX_RESUMABLE:
+                self.resumable.popitem(last=False)
+        return out
+
+    def finish(self) -> list[Exchange]:
+        out: list[Exchange] = []
+        for key in list(self.open):
+            out.extend(self._close(key, closed=False))
+        return out
+
+    # ---- rows --------------------------------------------------------------------------------
+    def _row(self, r: dict) -> list[Exchange] | None:
+        if r["kind"] == "process":
+            self.processes[(r["node"], r["pid"])] = ProcessIdentity(
+                r["ppid"], r["exe"], tuple(r["cmdline"]) if r["cmdline"] else None, r["process_start"],
+                r["cgroup_path"], r["container_id"], r["container_runtime"], r["pod_uid"], r["pod_name"],
+                r["pod_namespace"], r["container_name"])
+            return None
+        key = (r["node"], r["conn_id"])
+        c = self.open.get(key)
+        ts = r["ts_wall"]
+        if c is None:
+            info = ConnectionInfo(r["node"], r["conn_id"], r["pid"], r["tid"], r["comm"], r["uid"],
+                                  r["cgroup_id"], r["lib_path"], first_ts_ns=ts,
+                                  process=self.processes.get((r["node"], r["pid"])))
+            c = self.open[key] = _Conn(info, first_source=self.source,
+                                       sequence_base=self.resumable.get(key, 0))
+            self.connections_seen += 1
+        c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
+        kind = r["kind"]
+        if kind == "open":
+            c.info.seen_from_start = True
+            return None
+        if kind == "sni":
+            c.info.server_name = r["server_name"]
+            return None
+        if kind == "socket":
+            _socket(c.info, r)
+            return None
+        if kind == "close":
+            c.info.closed = True
+            return self._close(key, closed=True)
+        direction = r["direction"]
+        if kind == "data":
+            piece = Data(r["stream_offset"], r["data"], ts)
+        else:
+            piece = Gap(r["stream_offset"], r["length"], r["gap_reason"] or "missing", ts)
+        for p in c.streams[direction].push(piece):
+            self._deliver(c, direction, p)
+        return None
+
+    def _close(self, key, closed: bool) -> list[Exchange]:
+        c = self.open.pop(key)
+        for direction, stream in c.streams.items():
+            for p in stream.finish():
+                self._deliver(c, direction, p)
+        if c.undetected:
+            self._detect(c, final=True)
+        out: list[Exchange] = []
+        if c.parser is not None:
+            out = c.parser.finish(closed) if isinstance(c.parser, Http1Connection) else c.parser.finish()
+        if self.on_close:
+            self.on_close(c.info)
+        return out
+
+    # ---- protocol ----------------------------------------------------------------------------
+    def _deliver(self, c: _Conn, direction: str, piece: Data | Gap) -> None:
+        info = c.info
+        if isinstance(piece, Gap):
+            info.missing_bytes += piece.length
+        elif direction == "egress":
+            info.egress_bytes += len(piece.data)
+        else:
+            info.ingress_bytes += len(piece.data)
+        if c.undetected:
+            c.early.append((direction, piece))
+            if isinstance(piece, Data) and len(c.head[direction]) < DETECT_BYTES:
+                c.head[direction] += piece.data[:DETECT_BYTES]
+            self._detect(c, final=False)
+            return
+        self._feed(c, direction, piece)
+
+    def _feed(self, c: _Conn, direction: str, piece: Data | Gap) -> None:
+        if c.parser is None:
+            return
+        side = c.sides[direction]
+        if isinstance(piece, Gap):
+            c.parser.gap(side, piece.length, piece.reason)
+        elif side == "request":
+            c.parser.feed_request(piece.data, piece.ts_ns)
+        else:
+            c.parser.feed_response(piece.data, piece.ts_ns)
+
+    def _detect(self, c: _Conn, final: bool) -> None:
+        eg, ing = c.head["egress"], c.head["ingress"]
+        # Both directions must have spoken: chunks may arrive in any order across directions, and
+        # the answer must not depend on which came first.
+        if not final and (len(eg) < DETECT_BYTES or len(ing) < DETECT_BYTES):
+            return
+        c.parser = self._choose(c.info, eg, ing, c.sequence_base)
+        server_side = looks_like_http1(ing, eg) or bool(ing) and ing == CLIENT_PREFACE[:len(ing)]
+        if c.parser is None and server_side:
+            # the process answers requests: it is the server end of the connection
+            c.info.role = "server"
+            c.sides = {"egress": "response", "ingress": "request"}
+            c.parser = self._choose(c.info, ing, eg, c.sequence_base)
+        c.undetected = False
+        early, c.early = c.early, []
+        for direction, piece in early:
+            self._feed(c, direction, piece)
+
+    def _choose(self, info: ConnectionInfo, eg: bytes, ing: bytes, base: int):
+        """The parser for a connection from its first bytes (None: not HTTP)."""
+        n = min(len(eg), len(CLIENT_PREFACE))
+        if n and eg[:n] == CLIENT_PREFACE[:n]:
+            info.protocol = "h2"
+            return Http2Connection(info, start_seen=True, max_body=self.max_body, sequence_base=base)
+        if looks_like_http1(eg, ing):
+            info.protocol = "http/1.1"
+            # mid-connection, the other direction may start inside a message: resynchronize
+            return Http1Connection(info, max_body=self.max_body, resync=not info.seen_from_start,
+                                   sequence_base=base)
+        if info.seen_from_start:
+            return None  # seen from its first byte and not HTTP: some other protocol over TLS
+        # capture began mid-connection: frame-shaped bytes, or a message start further in
+        if frames_chain(eg) or frames_chain(ing):
+            info.protocol = "h2"
+            return Http2Connection(info, start_seen=False, max_body=self.max_body, sequence_base=base)
+        if REQUEST_LINE.search(eg) or STATUS_LINE.search(ing):
+            info.protocol = "http/1.1"
+            return Http1Connection(info, max_body=self.max_body, resync=True, sequence_base=base)
+        return None
+
+
+def _socket(info: ConnectionInfo, r: dict) -> None:
+    """A socket row: an exact one (SSL_set_fd) wins over one inferred from the thread's connect()."""
+    if info.socket_source == "set_fd" and r["socket_source"] != "set_fd":
+        return
+    info.fd, info.socket_source = r["fd"], r["socket_source"]
+    info.peer_ip, info.peer_port = r["peer_ip"], r["peer_port"]
+    info.local_ip, info.local_port = r["local_ip"], r["local_port"]

@@ -1,0 +1,191 @@
+"""Keep the probes on every TLS library file in use on the node, as processes come and go.
+
+Uprobes attach to a file (its inode), not to a process: once a libssl is probed, every process that
+maps it, now or later, is captured. What needs watching is new *files*: a container started from a
+new image brings its own libssl, a new program may carry OpenSSL statically. So:
+- at start, every process's mappings are scanned (through /proc/PID/root, into containers);
+- on every exec (tracepoint, read from the proc_events ring buffer) the new process is checked at
+  once (its program may carry OpenSSL) and again over the next seconds;
+- when a process opens a file named libssl.so.* (openat tracepoint), that file is probed at once
+  from its path, before the loader has even mapped it: libssl is often dlopen()ed well after exec
+  (Python loads it at `import ssl`) and the first TLS write may follow within milliseconds;
+- a full rescan runs every `rescan_interval_seconds`; files no process maps any more are detached,
+  oldest first, only when free slots run low (the loader-cache and configured files stay).
+  Detaching is slow (1.7 s a file here: the kernel waits out an RCU grace period per uprobe) and
+  blocks exec handling meanwhile, so it is not done while slots are plentiful: a probe on a file
+  nobody maps costs nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from recorder.capture.libraries import LibraryFile, LibraryFinder, _identity
+from recorder.capture.probes import AttachedLibrary, CaptureProgram
+from recorder.capture.records import HEADER_DTYPE, HEADER_SIZE, K_EXEC, K_EXIT, K_LIBOPEN
+
+log = logging.getLogger("oisp.record")
+
+# After an exec, the process is checked again after these delays (seconds): libssl shows up in its
+# maps only when the program loads it.
+RECHECK_DELAYS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+POLL_INTERVAL_SECONDS = 0.005
+
+
+class LibraryDiscovery:
+    def __init__(self, program: CaptureProgram, lib_paths: dict[int, str], rescan_interval: float,
+                 proc: Path = Path("/proc"), wanted: Callable[[int], bool] = lambda pid: True):
+        self.program = program
+        # processes outside the capture filters are not looked at: their libraries would only
+        # take slots, their bytes are never recorded
+        self.wanted = wanted
+        self._no_slot: set[tuple[int, int]] = set()
+        self.lib_paths = lib_paths  # lib_id -> path, shared with the decoder
+        self.rescan_interval = rescan_interval
+        self.proc = proc
+        self.finder = LibraryFinder(proc)
+        self.by_file: dict[tuple[int, int], AttachedLibrary] = {}
+        self._due: list[tuple[float, int]] = []  # (when, pid) rechecks after exec
+        # (pid, comm, uid, cgroup id) of a process that just exec'd
+        self.on_exec: Callable[[int, str, int, int], None] = lambda pid, comm, uid, cgroup_id: None
+        self.on_exit: Callable[[int], None] = lambda pid: None
+        self.execs_seen = 0
+
+    def attach(self, files: list[LibraryFile]) -> list[AttachedLibrary]:
+        """Probe the files not probed yet (by device and inode)."""
+        added = []
+        for lib in files:
+            key = (lib.dev, lib.ino)
+            if key in self.by_file:
+                continue
+            if not self.program.free_slots:
+                if key not in self._no_slot:  # said once per file, not at every recheck
+                    self._no_slot.add(key)
+                    log.warning("no free library slot for %s (%s; max_library_files=%d): not probed "
+                                "until a slot frees up", lib.display_path, lib.found_by, self.program.slots)
+                continue
+            item = self.program.attach(lib)
+            if item is None:
+                continue
+            self.by_file[key] = item
+            self.lib_paths[item.lib_id] = lib.display_path
+            added.append(item)
+        return added
+
+    def check_pid(self, pid: int) -> list[AttachedLibrary]:
+        if not self.wanted(pid):
+            return []
+        return self.attach(self.finder.tls_files(pid))
+
+    def rescan(self) -> None:
+        """Scan every process; detach files that were found in maps and that no process maps now."""
+        in_use: set[tuple[int, int]] = set()
+        for entry in os.scandir(self.proc):
+            if not entry.name.isdigit() or not self.wanted(int(entry.name)):
+                continue
+            files = self.finder.tls_files(int(entry.name))
+            in_use.update((f.dev, f.ino) for f in files)
+            self.attach(files)
+        idle = [key for key, item in self.by_file.items()
+                if key not in in_use and item.library.found_by not in ("config", "loader cache")]
+        low_water = max(1, self.program.slots // 4)
+        for key in idle[:max(0, low_water - self.program.free_slots)]:
+            self.program.detach(self.by_file.pop(key).lib_id)
+
+    def handle_events(self, raws: list[bytes], now: float) -> None:
+        if not raws:
+            return
+        good = [r for r in raws if len(r) >= HEADER_SIZE]
+        h = np.frombuffer(b"".join(r[:HEADER_SIZE] for r in good), dtype=HEADER_DTYPE)
+        for i, (kind, pid) in enumerate(zip(h["kind"].tolist(), h["pid"].tolist(), strict=True)):
+            if kind == K_EXEC:
+                self.execs_seen += 1
+                comm = h["comm"][i].split(b"\0", 1)[0].decode("utf-8", "replace")
+                self.on_exec(pid, comm, int(h["uid"][i]), int(h["cgroup_id"][i]))
+                self._recheck(pid)
+                for delay in RECHECK_DELAYS:
+                    heapq.heappush(self._due, (now + delay, pid))
+            elif kind == K_EXIT:
+                self.on_exit(pid)
+            elif kind == K_LIBOPEN:
+                raw = good[i]
+                name = raw[HEADER_SIZE:HEADER_SIZE + int(h["len"][i])].decode("utf-8", "replace")
+                self.library_opened(pid, name)
+
+    def library_opened(self, pid: int, name: str) -> None:
+        if not self.wanted(pid):
+            return
+        base = f"{self.proc}/{pid}/root" if name.startswith("/") else f"{self.proc}/{pid}/cwd/"
+        path = base + name
+        ident = _identity(path)
+        if ident is None:
+            return  # gone already, or the open failed (the loader tries several directories)
+        for item in self.attach([LibraryFile(path, name, ident[0], ident[1], f"opened by pid {pid}")]):
+            log.info("new TLS library %s opened by pid %d", item.library.display_path, pid)
+
+    def _recheck(self, pid: int) -> None:
+        for item in self.check_pid(pid):
+            log.info("new TLS library %s in pid %d", item.library.display_path, pid)
+
+    def run_due(self, now: float) -> None:
+        while self._due and self._due[0][0] <= now:
+            _, pid = heapq.heappop(self._due)
+            self._recheck(pid)
+
+
+def capture_filter(pids: list[int], comms: list[str], cgroups: list[str],
+                   proc: Path = Path("/proc")) -> Callable[[int], bool]:
+    """The recorder's capture filters as a test on a process, as the BPF program applies them: all
+    given filters must match; the cgroup is the process's own cgroup v2 path, exactly."""
+    pid_set, comm_set = set(pids), {c[:15] for c in comms}
+    cgroup_set = {"/" + c.strip("/") for c in cgroups}
+
+    def wanted(pid: int) -> bool:
+        if pid_set and pid not in pid_set:
+            return False
+        try:
+            if comm_set and (proc / str(pid) / "comm").read_text().strip() not in comm_set:
+                return False
+            if cgroup_set:
+                lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+                if not any(line.startswith("0::") and line[3:] in cgroup_set for line in lines):
+                    return False
+        except OSError:
+            return False  # gone
+        return True
+
+    return wanted
+
+
+def run_in_thread(discovery: LibraryDiscovery, read_events: Callable[[list[bytes]], int] | None,
+                  stop: threading.Event) -> threading.Thread:
+    """Poll the exec/exit events and run rechecks and rescans until `stop` is set. Without an event
+    reader (architectures where the ring buffer cannot be read directly) only rescans run."""
+
+    def loop() -> None:
+        last_rescan = time.monotonic()
+        while not stop.wait(POLL_INTERVAL_SECONDS):
+            now = time.monotonic()
+            try:
+                if read_events is not None:
+                    raws: list[bytes] = []
+                    read_events(raws)
+                    discovery.handle_events(raws, now)
+                discovery.run_due(now)
+                if now - last_rescan >= discovery.rescan_interval:
+                    discovery.rescan()
+                    last_rescan = time.monotonic()
+            except Exception:  # keep discovering: one bad process must not end it
+                log.exception("library discovery failed; continuing")
+
+    thread = threading.Thread(target=loop, name="library-discovery", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,218 @@
+"""Compile the capture program with bcc, attach its uprobes to each library file, set filters.
+
+The BPF C lives in bpf/; this module adds the build-time constants and one DEFINE_PROBES(n) per
+library file, so every record names the library it came from.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recorder.capture.libraries import LibraryFile, exported_symbols
+from recorder.config import RecorderConfig
+
+log = logging.getLogger("oisp.record")
+
+BPF_DIR = Path(os.environ.get("OISP_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
+SOURCE = BPF_DIR / "tls_capture.c"
+
+# (symbol, entry function prefix, shared return function or None). The return probe reads what the
+# call really moved; the other functions only need their entry.
+PROBES = [
+    ("SSL_write", "entry_rw", "ret_write"),
+    ("SSL_write_ex", "entry_rw_ex", "ret_write_ex"),
+    ("SSL_read", "entry_rw", "ret_read"),
+    ("SSL_read_ex", "entry_rw_ex", "ret_read_ex"),
+    ("SSL_do_handshake", "entry_do_handshake", None),
+    ("SSL_connect", "entry_connect", None),
+    ("SSL_accept", "entry_accept", None),
+    ("SSL_free", "entry_free", None),
+    ("SSL_ctrl", "entry_ctrl", None),
+    ("SSL_set_fd", "entry_set_fd", None),
+    ("SSL_set_rfd", "entry_set_fd", None),
+    ("SSL_set_wfd", "entry_set_fd", None),
+]
+# Without these a library is useless to us: nothing would be captured.
+ESSENTIAL = {"SSL_write", "SSL_read"}
+
+COUNTER_NAMES = [
+    "records",
+    "bytes",
+    "dropped_records",
+    "dropped_bytes",
+    "truncated_bytes",
+    "fault_bytes",
+    "calls",
+]
+
+
+@dataclass
+class AttachedLibrary:
+    lib_id: int
+    library: LibraryFile
+    symbols: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    fd: int = -1  # held open: probes attach through /proc/self/fd, which outlives every process
+    addresses: dict[str, int] = field(default_factory=dict)  # symbol -> address in the file
+
+    @property
+    def usable(self) -> bool:
+        return not ESSENTIAL & set(self.missing)
+
+
+def task_storage_supported(release: str | None = None) -> bool:
+    """Task-local storage for tracing programs came with Linux 5.11."""
+    parts = (release or platform.release()).split(".")
+    try:
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (5, 11)
+    except (IndexError, ValueError):
+        return False
+
+
+def build_source(cfg: RecorderConfig, slots: int) -> str:
+    defines = {
+        "CHUNK_SIZE": cfg.chunk_size,
+        "MAX_CHUNKS": cfg.max_chunks_per_call,
+        "RINGBUF_PAGES": cfg.ringbuf_bytes // 4096,
+        "CONN_MAP_SIZE": 131072,
+        "RECORDER_PID": os.getpid(),
+    }
+    if task_storage_supported():
+        defines["USE_TASK_STORAGE"] = 1
+    head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
+    tail = "".join(f"DEFINE_PROBES({i})\n" for i in range(slots))
+    return head + SOURCE.read_text() + "\n" + tail
+
+
+class CaptureProgram:
+    """The loaded BPF program: attach and detach library files, filter, read counters."""
+
+    def __init__(self, bpf_cls, cfg: RecorderConfig):
+        started = time.monotonic()
+        self.slots = cfg.max_library_files
+        self.bpf = bpf_cls(text=build_source(cfg, self.slots), cflags=[f"-I{BPF_DIR}", "-w"])
+        log.info("compiled capture program in %.2f s (%d library slots)", time.monotonic() - started,
+                 self.slots)
+        self.cfg = cfg
+        self.attached: dict[int, AttachedLibrary] = {}
+        # Freed slots go to the back, so a slot's lib_id is reused as late as possible.
+        self._free = list(range(self.slots))
+        # Generations continue from the recorder's start time in microseconds, so a connection
+        # key (pid, SSL*, generation) never repeats across recorder restarts on a node.
+        self.gen_seed = time.time_ns() // 1000
+        self.bpf["generation"][ctypes.c_int(0)] = ctypes.c_uint64(self.gen_seed)
+
+    def attach(self, lib: LibraryFile) -> AttachedLibrary | None:
+        """Probe one library file in a free slot; None when no slot is left or it cannot be opened."""
+        if not self._free:
+            log.debug("no free library slot for %s", lib.display_path)
+            return None
+        try:
+            fd = os.open(lib.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:  # the process that showed it to us is gone
+            log.debug("cannot open %s: %s", lib.path, exc)
+            return None
+        started = time.monotonic()
+        lib_id = self._free.pop(0)
+        item = AttachedLibrary(lib_id, lib, fd=fd)
+        path = self._fd_path(item)
+        # Addresses from the hash table: bcc would walk the whole symbol table once per probe,
+        # which for node's 100 MB binary delays the attach by a second or more.
+        item.addresses = exported_symbols(path, [p[0] for p in PROBES])
+        for symbol, entry_fn, ret_fn in PROBES:
+            where = {"addr": item.addresses[symbol]} if symbol in item.addresses else {"sym": symbol}
+            try:
+                self.bpf.attach_uprobe(name=path, fn_name=f"{entry_fn}_{lib_id}", **where)
+                if ret_fn:
+                    self.bpf.attach_uretprobe(name=path, fn_name=ret_fn, **where)
+                item.symbols.append(symbol)
+            except Exception as exc:  # bcc raises bare Exception for a missing symbol
+                item.missing.append(symbol)
+                log.debug("%s: %s not attached: %s", lib.display_path, symbol, exc)
+        self.attached[lib_id] = item
+        if not item.usable:
+            log.warning(
+                "library %s (%s): essential symbols missing (%s): nothing will be captured from it",
+                lib.display_path, lib.found_by, ", ".join(sorted(ESSENTIAL & set(item.missing))),
+            )
+        else:
+            log.info(
+                "probed %s (%s, inode %d, lib_id %d) in %.0f ms: %s%s",
+                lib.display_path, lib.found_by, lib.ino, lib_id, (time.monotonic() - started) * 1000,
+                ", ".join(item.symbols), f"; absent: {', '.join(item.missing)}" if item.missing else "",
+            )
+        return item
+
+    def detach(self, lib_id: int) -> None:
+        item = self.attached.pop(lib_id)
+        path = self._fd_path(item)
+        for symbol, _entry_fn, ret_fn in PROBES:
+            if symbol not in item.symbols:
+                continue
+            where = {"addr": item.addresses[symbol]} if symbol in item.addresses else {"sym": symbol}
+            try:
+                self.bpf.detach_uprobe(name=path, **where)
+                if ret_fn:
+                    self.bpf.detach_uretprobe(name=path, **where)
+            except Exception as exc:  # keep going: the slot is released either way
+                log.warning("detaching %s from %s failed: %s", symbol, item.library.display_path, exc)
+        os.close(item.fd)
+        self._free.append(lib_id)
+        log.info("detached %s (lib_id %d): no process maps it any more", item.library.display_path, lib_id)
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    @staticmethod
+    def _fd_path(item: AttachedLibrary) -> str:
+        return f"/proc/{os.getpid()}/fd/{item.fd}"
+
+    def set_filters(self, pids: list[int], comms: list[str], cgroup_ids: list[int]) -> None:
+        flags = 0
+        one = ctypes.c_uint8(1)
+        if pids:
+            flags |= 1
+            for pid in pids:
+                self.bpf["pid_filter"][ctypes.c_uint32(pid)] = one
+        if comms:
+            flags |= 2
+            table = self.bpf["comm_filter"]
+            for comm in comms:
+                key = table.Key()
+                key.comm = comm.encode()[:15]
+                table[key] = one
+        if cgroup_ids:
+            flags |= 4
+            for cg in cgroup_ids:
+                self.bpf["cgroup_filter"][ctypes.c_uint64(cg)] = one
+        self.bpf["filter_flags"][ctypes.c_int(0)] = ctypes.c_uint32(flags)
+
+    def counters(self) -> dict[str, int]:
+        per_cpu = self.bpf["counters"][ctypes.c_int(0)]
+        return {name: sum(int(c.v[i]) for c in per_cpu) for i, name in enumerate(COUNTER_NAMES)}
+
+    def proc_events_fd(self) -> int:
+        return self.bpf["proc_events"].map_fd
+
+    def open_ring_buffer(self, callback) -> None:
+        self.bpf["records"].open_ring_buffer(callback)
+
+    def ring_buffer_fd(self) -> int:
+        return self.bpf["records"].map_fd
+
+    def drain(self) -> None:
+        """Consume every record in the ring buffer (records never wake us: BPF_RB_NO_WAKEUP)."""
+        self.bpf.ring_buffer_consume()
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+        for item in self.attached.values():
+            os.close(item.fd)
+        self.attached.clear()
