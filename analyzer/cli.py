@@ -181,7 +181,7 @@ def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
     stats = FollowStats()
     server = None
     if cfg.metrics_port is not None:
-        from recorder.metrics import MetricsServer
+        from contract.metrics_server import MetricsServer
 
         try:
             server = MetricsServer(cfg.metrics_address, cfg.metrics_port, FollowMetrics(stats).registry(),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract.metrics_server import MetricsServer
 from recorder.capture import libraries, preflight
 from recorder.capture import ringbuf as ringbuf_reader
 from recorder.capture.discovery import LibraryDiscovery, capture_filter, run_in_thread
@@ -25,7 +26,7 @@ from recorder.identity import sockets as socket_table
 from recorder.identity.cgroups import cgroup2_root, cgroup_ids
 from recorder.identity.pods import PodMetadataSource
 from recorder.identity.processes import CgroupPaths, ProcessRegistry
-from recorder.metrics import MetricsServer, RecorderMetrics
+from recorder.metrics import RecorderMetrics
 from recorder.store.salvage import salvage
 from recorder.store.writer import SegmentWriter
 

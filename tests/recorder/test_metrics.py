@@ -20,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from analyzer.config import AnalyzerConfigError
 from analyzer.config import load as load_analyzer_config
 from conftest import BIN, REPO
+from contract.metrics_server import MetricsServer
 from helpers.follow_helpers import make_parts, one_shot_lines, processed, publish, start_follow, wait_for
 from recorder.config import ConfigError, load_config
-from recorder.metrics import MetricsServer, RecorderMetrics
+from recorder.metrics import RecorderMetrics
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -366,8 +366,9 @@ def test_http_export_from_the_config_block_without_content(tmp_path):
 def start_receiver_process(tmp_path: Path, protocol: str, *extra: str):
     record = tmp_path / "received"
     record.mkdir()
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "helpers" / "otlp_receiver.py"), protocol, str(record),
-                             *extra], stdout=subprocess.PIPE, text=True)
+    receiver = REPO / "tests" / "helpers" / "otlp_receiver.py"
+    proc = subprocess.Popen([sys.executable, str(receiver), protocol, str(record), *extra],
+                            stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # the receiver's readiness signal
     assert line.startswith("listening "), line
     return proc, int(line.split()[1]), record
