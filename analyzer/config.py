@@ -17,6 +17,7 @@ Unknown keys are errors, as in the recorder's section."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def _follow_value(key: str, value):
     if value is None and key == "metrics_port":
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
-            or value < least or kind is float and value == 0 or key == "metrics_port" and value > 65535:
+            or not least <= value < math.inf or kind is float and value == 0 \
+            or key == "metrics_port" and value > 65535:
         what = {"metrics_port": "a port number (0: any free port) or null",
                 "output_max_bytes": "a number of bytes (0: never rotate)",
                 "output_keep": "a positive integer"}.get(key, "a positive number of seconds")
@@ -96,6 +98,8 @@ def load(path: Path | None) -> AnalyzerConfig:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
         raise AnalyzerConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise AnalyzerConfigError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise AnalyzerConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
@@ -114,6 +118,8 @@ def load(path: Path | None) -> AnalyzerConfig:
                 raise AnalyzerConfigError("analyzer.content must be full, hash or none")
             cfg.content = value
         elif key == "hash_key_file":
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise AnalyzerConfigError(f"analyzer.hash_key_file must be the path of a file, not {value!r}")
             try:
                 cfg.hash_key = Path(value).read_bytes().strip()
             except OSError as exc:
@@ -128,7 +134,8 @@ def load(path: Path | None) -> AnalyzerConfig:
                         or set(spec) - {"provider", "api_format"}:
                     raise AnalyzerConfigError(
                         f"analyzer.endpoints.{endpoint}: needs provider (and optionally api_format)")
-                if spec.get("api_format", "openai") not in API_FORMATS:
+                api_format = spec.get("api_format", "openai")
+                if not isinstance(api_format, str) or api_format not in API_FORMATS:
                     raise AnalyzerConfigError(f"analyzer.endpoints.{endpoint}: api_format must be one of "
                                               + ", ".join(sorted(API_FORMATS)))
                 cfg.endpoints[str(endpoint)] = spec

@@ -7,6 +7,7 @@ are errors, reported with the key's name, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ def _coerce(key: str, value: Any) -> Any:
             raise ConfigError(f"config key '{key}' must be a number of bytes (0: no quota), not {value!r}")
         return value
     if key in _FLOAT_KEYS:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        # .nan and .inf are YAML floats: neither is a duration or a rate
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
             raise ConfigError(f"config key '{key}' must be a positive number, not {value!r}")
         return float(value)
     if key == "discover_libraries":
@@ -157,6 +159,8 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> RecorderConfig:
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -14,6 +14,7 @@ is the same block under another name), checked as strictly as the rest of the fi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,9 @@ def parse(value, where: str = "export.otlp") -> OtlpSettings:
         if key not in value:
             continue
         v = value[key]
-        ok = not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else int) and v >= least
+        # .nan and .inf are YAML floats too: never a timeout or a size
+        ok = not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else int) \
+            and least <= v < math.inf
         positive = key in ("timeout_seconds", "metrics_interval_seconds")
         if not ok or positive and v == 0:
             what = f"an integer of at least {least}" if kind is int else \
@@ -123,7 +126,8 @@ def parse(value, where: str = "export.otlp") -> OtlpSettings:
             raise OtlpSettingsError(f"{where}.{key} must be {what}, not {v!r}")
         setattr(s, key, kind(v))
     signals = value.get("signals", list(SIGNALS))
-    if not isinstance(signals, list) or not signals or not set(signals) <= set(SIGNALS):
+    if not isinstance(signals, list) or not signals \
+            or not all(isinstance(x, str) and x in SIGNALS for x in signals):
         raise OtlpSettingsError(f"{where}.signals must be a non-empty list of {', '.join(SIGNALS)}")
     s.signals = tuple(x for x in SIGNALS if x in signals)
     names = value.get("metric_names") or {}
