@@ -79,14 +79,6 @@ def frames_chain(buf: bytes, pos: int = 0, need: int = 2) -> bool:
         pos = end
 
 
-def looks_like_http2(egress: bytes, ingress: bytes) -> bool:
-    """The client preface, or failing that (capture began mid-connection) frame-shaped bytes."""
-    n = min(len(egress), len(CLIENT_PREFACE))
-    if n and egress[:n] == CLIENT_PREFACE[:n]:
-        return True
-    return frames_chain(egress) or frames_chain(ingress)
-
-
 class _Direction:
     """Frame splitting and header decoding for one direction."""
 
