@@ -4,6 +4,7 @@ rebuild them, and the connection it travelled on."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,37 @@ class ConnectionInfo:
     process: ProcessIdentity | None = None
 
 
+class SyncState(Enum):
+    """Where a parser stands in one direction of a connection: whether it knows where messages
+    (HTTP/1) or frames (HTTP/2) begin."""
+
+    IN_SYNC = "in sync"
+    JOINED_MID_STREAM = "joined mid-stream"  # the capture began mid-connection: seeking a start
+    AFTER_GAP = "after gap"  # bytes were lost: seeking the next start
+    DEAD = "dead"  # parsing stopped for good (protocol switch, parse error, oversized frame)
+
+    @property
+    def seeking(self) -> bool:
+        return self in (SyncState.JOINED_MID_STREAM, SyncState.AFTER_GAP)
+
+
+@dataclass(frozen=True)
+class StreamGap:
+    """Bytes the capture lost in one direction of a connection, as one exchange was touched by them:
+    while it was in flight, or (resumed) as the gap after which parsing resumed at this exchange."""
+
+    direction: str  # request | response
+    length: int
+    reason: str  # the recorder's gap reason, or "missing" for a hole nobody reported
+    resumed: bool = False
+
+    @property
+    def note(self) -> str:
+        """The wording for people (Exchange.notes, the events' limitations)."""
+        what = f"{self.length} bytes missing in the {self.direction} stream ({self.reason})"
+        return f"parsing resumed after {what}" if self.resumed else what
+
+
 @dataclass
 class HttpMessage:
     headers: list[tuple[str, str]] = field(default_factory=list)  # names lower-cased, in order
@@ -63,6 +95,10 @@ class HttpMessage:
     start_ns: int | None = None  # first byte
     end_ns: int | None = None  # last byte
     complete: bool = False  # the whole message was seen (end of message reached, no gap inside)
+    capped: bool = False  # the body went over the size cap: what is kept is its beginning
+    # bytes lost in its direction while it was being read: inside its body (HTTP/1, bridged), or
+    # somewhere in the frames of all streams (HTTP/2)
+    missing_bytes: int = 0
     headers_reliable: bool = True  # False when HPACK state was unknown (capture began mid-connection)
 
     def header(self, name: str) -> str | None:
@@ -85,7 +121,8 @@ class Exchange:
     informational: list[int] = field(default_factory=list)  # 1xx status codes seen before the final
     request: HttpMessage = field(default_factory=HttpMessage)
     response: HttpMessage = field(default_factory=HttpMessage)
-    notes: list[str] = field(default_factory=list)  # what went wrong or was unusual, for people
+    notes: list[str] = field(default_factory=list)  # what went wrong or was unusual, for people only
+    gaps: list[StreamGap] = field(default_factory=list)  # lost bytes that touched it, in order
 
     @property
     def complete(self) -> bool:

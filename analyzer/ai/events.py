@@ -85,7 +85,7 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
     if not (x.request.headers_reliable and x.response.headers_reliable):
         missing.append("headers")
         limitations.append("hpack_state_unknown_capture_began_mid_connection")
-    limitations += [n for n in x.notes if "missing" in n][:5]
+    limitations += [g.note for g in x.gaps][:5]
     limitations += call.notes[:5]
     level = "high" if match.confidence >= 0.95 else "medium" if match.confidence >= 0.5 else "low"
     confidence = {
@@ -132,13 +132,31 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
     request_id = "req_" + _id(c.node, c.conn_id, x.stream_id, x.sequence)
     provider = {"name": match.oisp_name, "endpoint": _endpoint(x)}
     req = _envelope(x, "ai.request", x.request.start_ns, match, call)
+    req["data"] = _request_data(x, call, opts, request_id, provider)
+    events = [req]
+    if x.status is None and not x.response.body:
+        return events
+    resp = _envelope(x, "ai.response", x.response.end_ns or x.response.start_ns, match, call)
+    resp["related_events"] = [{"event_id": req["event_id"], "relationship": "caused_by"}]
+    resp["data"] = _response_data(x, match, call, opts, request_id, provider)
+    if call.first_token_index is not None and x.response.start_ns and x.request.start_ns:
+        # first token: the response's first byte is the closest capture time we keep per exchange
+        ttft = (x.response.start_ns - x.request.start_ns) // 1_000_000
+        resp["data"]["time_to_first_token_ms"] = max(0, ttft)
+    if call.output_text is not None:
+        resp["attrs"]["output_text_length"] = len(call.output_text)
+    events.append(resp)
+    return events
+
+
+def _request_data(x: Exchange, call: AiCall, opts: EventOptions, request_id: str, provider: dict) -> dict:
     messages = [_drop_none({"role": m.role if m.role in ("system", "user", "assistant", "tool", "function")
                             else "user", "content": _content(opts, m.content),
                             "content_length": None if m.content is None else len(m.content),
                             "has_images": bool(m.image_count) or None, "image_count": m.image_count or None,
                             "tool_call_id": m.tool_call_id, "name": m.name})
                 for m in call.messages]
-    req["data"] = _drop_none({
+    return _drop_none({
         "request_id": request_id,
         "provider": provider,
         "model": _drop_none({"id": call.model_requested}),
@@ -156,11 +174,10 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
         "parameters": _drop_none({k: call.parameters.get(k) for k in PARAMETERS}) or None,
         "has_images": any(m.image_count for m in call.messages),
     })
-    events = [req]
-    if x.status is None and not x.response.body:
-        return events
-    resp = _envelope(x, "ai.response", x.response.end_ns or x.response.start_ns, match, call)
-    resp["related_events"] = [{"event_id": req["event_id"], "relationship": "caused_by"}]
+
+
+def _usage_data(match: ProviderMatch, call: AiCall) -> dict:
+    """Token counts, and their cost when the model's price is known."""
     u = call.usage
     usage = _drop_none({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                         "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
@@ -171,6 +188,12 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
         if u.completion_tokens is not None and price.get("output") is not None:
             usage["output_cost_usd"] = round(u.completion_tokens / 1000 * price["output"], 8)
             usage["total_cost_usd"] = round(usage["input_cost_usd"] + usage["output_cost_usd"], 8)
+    return usage
+
+
+def _response_data(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOptions, request_id: str,
+                   provider: dict) -> dict:
+    usage = _usage_data(match, call)
     latency = None
     if x.request.start_ns and x.response.end_ns:
         latency = max(0, (x.response.end_ns - x.request.start_ns) // 1_000_000)
@@ -178,7 +201,7 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
     # the body itself says the call failed
     success = (200 <= x.status < 300 and call.error is None) if x.status is not None \
         else (False if call.error else None)
-    resp["data"] = _drop_none({
+    return _drop_none({
         "request_id": request_id,
         "provider_request_id": call.provider_request_id,
         "provider": provider,
@@ -200,11 +223,3 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
         "latency_ms": latency,
         "finish_reason": call.finish_reason,
     })
-    if call.first_token_index is not None and x.response.start_ns and x.request.start_ns:
-        # first token: the response's first byte is the closest capture time we keep per exchange
-        ttft = (x.response.start_ns - x.request.start_ns) // 1_000_000
-        resp["data"]["time_to_first_token_ms"] = max(0, ttft)
-    if call.output_text is not None:
-        resp["attrs"]["output_text_length"] = len(call.output_text)
-    events.append(resp)
-    return events

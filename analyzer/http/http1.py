@@ -22,7 +22,7 @@ from collections import deque
 
 import h11
 
-from analyzer.model import ConnectionInfo, Exchange
+from analyzer.model import ConnectionInfo, Exchange, StreamGap, SyncState
 
 MAX_HEADER_BYTES = 256 * 1024
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
@@ -53,23 +53,22 @@ class Http1Connection:
         self._seq = sequence_base  # exchanges are numbered from sequence_base + 1
         self._inflight: deque[Exchange] = deque()  # request seen, exchange not finished
         self._backlog: list[tuple[bytes, int]] = []  # response bytes waiting for their request
-        self._notes_next: list[str] = []
-        self._stopped: str | None = None  # why parsing ended early on this connection
         self._ended: dict[str, set[int]] = {"request": set(), "response": set()}  # ids of messages done
         # resync: the capture began mid-connection, so skip to the first message start
-        self._new_parsers(resync=resync)
-        if resync:
-            self._notes_next = ["capture began mid-connection"]
+        self._new_parsers(SyncState.JOINED_MID_STREAM if resync else SyncState.IN_SYNC)
+        # how the next request begins, said on its exchange: after the capture joined, after a gap
+        self._next_begins = self._sync["request"]
+        self._resumed_after: StreamGap | None = None
 
     # ---- input -------------------------------------------------------------------------------
     def feed_request(self, data: bytes, ts_ns: int) -> None:
-        if self._stopped:
+        if self._dead:
             return
         self._req_backlog.append((data, ts_ns))
         self._pump()
 
     def feed_response(self, data: bytes, ts_ns: int) -> None:
-        if self._stopped:
+        if self._dead:
             return
         self._backlog.append((data, ts_ns))
         self._pump()
@@ -77,22 +76,24 @@ class Http1Connection:
     def gap(self, direction: str, length: int, reason: str) -> None:
         """Bytes are missing in one direction: bridge them inside a sized body, else close what is in
         flight and resynchronize."""
-        note = f"{length} bytes missing in the {direction} stream ({reason})"
-        if self._bridge(direction, length, note):
+        if self._dead:
+            return  # parsing stopped: nothing is in flight, nothing will be
+        gap = StreamGap(direction, length, reason)
+        if self._bridge(gap):
             return
         for x in self._inflight:
-            x.notes.append(note)
-            if direction == "request":
-                x.request.complete = False
-            else:
-                x.response.complete = False
+            _add_gap(x, gap)
+            msg = getattr(x, direction)
+            msg.complete = False
+            msg.missing_bytes += length
         self._flush_inflight()
-        self._notes_next = [f"parsing resumed after {note}"]
-        self._new_parsers(resync=True)
+        self._next_begins = SyncState.AFTER_GAP
+        self._resumed_after = StreamGap(direction, length, reason, resumed=True)
+        self._new_parsers(SyncState.AFTER_GAP)
 
     def finish(self, closed: bool) -> list[Exchange]:
         """End of input. `closed`: the capture saw the connection end (so EOF delimits bodies)."""
-        if closed and not self._stopped and not self._backlog:
+        if closed and not self._dead and not self._backlog:
             try:
                 self._resp.receive_data(b"")  # end of file: delimits a body read until close
                 self._pump()
@@ -117,11 +118,16 @@ class Http1Connection:
         return self._seq
 
     # ---- internals ---------------------------------------------------------------------------
-    def _bridge(self, side: str, length: int, note: str) -> bool:
-        """Feed `length` stand-in bytes to the parser of `side` if they surely fall inside the body
-        being read (Content-Length known, not chunked, enough of it left)."""
+    @property
+    def _dead(self) -> bool:
+        return self._sync["request"] is SyncState.DEAD
+
+    def _bridge(self, gap: StreamGap) -> bool:
+        """Feed stand-in bytes for the gap to the parser of its side if they surely fall inside the
+        body being read (Content-Length known, not chunked, enough of it left)."""
+        side, length = gap.direction, gap.length
         x = self._cur_req if side == "request" else self._cur_resp
-        if x is None or id(x) in self._ended[side] or self._stopped:
+        if x is None or id(x) in self._ended[side] or self._dead:
             return False
         msg = getattr(x, side)
         if side == "response" and x.status is None:
@@ -134,19 +140,18 @@ class Http1Connection:
         if start + length > int(length_header):
             return False
         self._holes[side].append((start, start + length))
-        self._holed.add((id(x), side))
-        x.notes.append(note)
+        msg.missing_bytes += length
+        _add_gap(x, gap)
         backlog.append((b"\0" * length, backlog[-1][1] if backlog else msg.end_ns or msg.start_ns or 0))
         self._pump()
         return True
 
-    def _new_parsers(self, resync: bool) -> None:
+    def _new_parsers(self, sync: SyncState) -> None:
         self._req = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._resp = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._cur_req: Exchange | None = None  # whose request the server-role parser is reading
         self._cur_resp: Exchange | None = None  # whose response the client-role parser is reading
-        self._resync_req = resync
-        self._resync_resp = resync
+        self._sync = {"request": sync, "response": sync}  # seeking: skip to the next message start
         self._req_ts = 0
         self._resp_ts = 0
         # Bytes wait here until their parser asks for more, so that every event is timed by the
@@ -156,7 +161,6 @@ class Http1Connection:
         # body bytes parsed so far of the message being read, per side, and the stand-in ranges in it
         self._body_off = {"request": 0, "response": 0}
         self._holes: dict[str, list[tuple[int, int]]] = {"request": [], "response": []}
-        self._holed: set[tuple[int, str]] = set()  # (exchange id, side) with bridged bytes
 
     def _flush_inflight(self) -> None:
         while self._inflight:
@@ -169,7 +173,7 @@ class Http1Connection:
         self.finished.append(x)
 
     def _stop(self, why: str) -> None:
-        self._stopped = why
+        self._sync = {"request": SyncState.DEAD, "response": SyncState.DEAD}
         for x in self._inflight:
             x.notes.append(why)
         self._flush_inflight()
@@ -177,7 +181,7 @@ class Http1Connection:
     def _pump(self) -> None:
         try:
             progress = True
-            while progress and not self._stopped:
+            while progress and not self._dead:
                 progress = self._pump_requests() | self._pump_responses()
         except h11.RemoteProtocolError as exc:
             self._stop(f"HTTP/1 parse error: {exc}")
@@ -194,12 +198,12 @@ class Http1Connection:
                 if not self._req_backlog:
                     return progress
                 data, ts = self._req_backlog.pop(0)
-                if self._resync_req:
+                if self._sync["request"].seeking:
                     m = REQUEST_LINE.search(data)
                     if not m:
                         continue
                     data = data[m.start(1):]
-                    self._resync_req = False
+                    self._sync["request"] = SyncState.IN_SYNC
                 self._req_ts = ts
                 self._req.receive_data(data)
                 progress = True
@@ -214,8 +218,7 @@ class Http1Connection:
                 x.authority = x.request.header("host")
                 x.request.start_ns = self._req_ts
                 self._body_off["request"], self._holes["request"] = 0, []
-                x.notes.extend(self._notes_next)
-                self._notes_next = []
+                self._begin(x)
                 self._inflight.append(x)
                 self._cur_req = x
                 self._mirror_request(x, ev)
@@ -226,6 +229,14 @@ class Http1Connection:
                 self._maybe_next_cycle()
             elif isinstance(ev, h11.ConnectionClosed):
                 return progress
+
+    def _begin(self, x: Exchange) -> None:
+        """Say on the first exchange after the capture joined, or after a gap, how it began."""
+        if self._next_begins is SyncState.JOINED_MID_STREAM:
+            x.notes.append("capture began mid-connection")
+        elif self._next_begins is SyncState.AFTER_GAP:
+            _add_gap(x, self._resumed_after)
+        self._next_begins = SyncState.IN_SYNC
 
     def _mirror_request(self, x: Exchange, ev: h11.Request) -> None:
         """Tell the client-role parser a request went out, so it expects the response."""
@@ -251,14 +262,14 @@ class Http1Connection:
                 if not self._backlog:
                     return progress
                 data, ts = self._backlog.pop(0)
-                if self._resync_resp:
+                if self._sync["response"].seeking:
                     if ts < (self._cur_resp.request.start_ns or 0):
                         continue  # the answer to a request lost before the resync point
                     m = STATUS_LINE.search(data)
                     if not m:
                         continue
                     data = data[m.start(1):]
-                    self._resync_resp = False
+                    self._sync["response"] = SyncState.IN_SYNC
                 self._resp_ts = ts
                 self._resp.receive_data(data)
                 progress = True
@@ -303,9 +314,9 @@ class Http1Connection:
     def _add_body_bytes(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
         msg = getattr(x, side)
         room = self.max_body - len(msg.body)
-        over = f"{side} body over the size cap"
-        if len(data) > room and over not in x.notes:
-            x.notes.append(over)
+        if len(data) > room and not msg.capped:
+            msg.capped = True
+            x.notes.append(f"{side} body over the size cap")
         msg.body += data[:max(room, 0)]
         msg.end_ns = ts  # the last byte so far: kept if the end never comes
 
@@ -314,8 +325,7 @@ class Http1Connection:
         msg.trailers = _headers(ev.headers)
         msg.end_ns = ts
         self._ended[side].add(id(x))
-        msg.complete = f"{side} body over the size cap" not in x.notes and (id(x), side) not in self._holed
-        self._holed.discard((id(x), side))
+        msg.complete = not msg.capped and not msg.missing_bytes
 
     def _maybe_next_cycle(self) -> None:
         """When the current exchange has both ends, move both parsers to the next one."""
@@ -339,3 +349,8 @@ class Http1Connection:
         if self._resp.our_state is h11.DONE and self._resp.their_state is h11.DONE:
             self._resp.start_next_cycle()
         self._cur_req = None
+
+
+def _add_gap(x: Exchange, gap: StreamGap) -> None:
+    x.gaps.append(gap)
+    x.notes.append(gap.note)

@@ -26,7 +26,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from analyzer.model import ConnectionInfo, Exchange, HttpMessage
+from analyzer.model import ConnectionInfo, Exchange, HttpMessage, StreamGap, SyncState
 
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = 9
@@ -79,14 +79,6 @@ def frames_chain(buf: bytes, pos: int = 0, need: int = 2) -> bool:
         pos = end
 
 
-def looks_like_http2(egress: bytes, ingress: bytes) -> bool:
-    """The client preface, or failing that (capture began mid-connection) frame-shaped bytes."""
-    n = min(len(egress), len(CLIENT_PREFACE))
-    if n and egress[:n] == CLIENT_PREFACE[:n]:
-        return True
-    return frames_chain(egress) or frames_chain(ingress)
-
-
 class _Direction:
     """Frame splitting and header decoding for one direction."""
 
@@ -98,10 +90,10 @@ class _Direction:
         self.decoder.max_allowed_table_size = MAX_HPACK_TABLE
         self.reliable = reliable  # is the HPACK state known?
         self.expect_preface = expect_preface
-        self.synced = reliable  # do we know where frames begin?
+        # do we know where frames begin? (seen from the start, or found again after joining or a gap)
+        self.sync = SyncState.IN_SYNC if reliable else SyncState.JOINED_MID_STREAM
         self.block: tuple[HeadersFrame | PushPromiseFrame, list[bytes], int] | None = None
         self.block_size = 0
-        self.dead: str | None = None
 
 
 class Http2Connection:
@@ -129,21 +121,24 @@ class Http2Connection:
 
     def gap(self, direction: str, length: int, reason: str) -> None:
         d = self.dirs[direction]
-        note = f"{length} bytes missing in the {direction} stream ({reason})"
+        gap = StreamGap(direction, length, reason)
         # frames in flight in this direction lose bytes; HPACK state is unknown from here on
         for x in self.streams.values():
             msg = x.request if direction == "request" else x.response
             if not msg.complete:
-                x.notes.append(note)
+                msg.missing_bytes += length
+                x.gaps.append(gap)
+                x.notes.append(gap.note)
         d.buf = b""
         d.block = None
         d.reliable = False
-        d.synced = False
-        self.notes.append(note)
+        if d.sync is not SyncState.DEAD:
+            d.sync = SyncState.AFTER_GAP
+        self.notes.append(gap.note)
 
     def finish(self) -> list[Exchange]:
         for d in self.dirs.values():
-            if d.buf and not d.dead:
+            if d.buf and d.sync is not SyncState.DEAD:
                 self.notes.append(f"{len(d.buf)} bytes of an unfinished frame in the {d.name} stream")
         for x in self.streams.values():
             _finalize(x)
@@ -164,7 +159,7 @@ class Http2Connection:
 
     # ---- frames ------------------------------------------------------------------------------
     def _feed(self, d: _Direction, data: bytes, ts_ns: int) -> None:
-        if d.dead:
+        if d.sync is SyncState.DEAD:
             return
         d.buf += data
         d.ts = ts_ns
@@ -176,12 +171,12 @@ class Http2Connection:
             if d.buf.startswith(CLIENT_PREFACE):
                 d.buf = d.buf[len(CLIENT_PREFACE):]
             d.expect_preface = False
-        if not d.synced:
+        if d.sync.seeking:
             # capture began mid-connection or after a gap: find where frames begin
             for pos in range(min(len(d.buf), 64 * 1024)):
                 if frames_chain(d.buf, pos):
                     d.buf = d.buf[pos:]
-                    d.synced = True
+                    d.sync = SyncState.IN_SYNC
                     break
             else:
                 if len(d.buf) > 64 * 1024:
@@ -192,8 +187,8 @@ class Http2Connection:
         while len(d.buf) - pos >= FRAME_HEADER:
             length = int.from_bytes(d.buf[pos:pos + 3], "big")
             if length > MAX_FRAME_SIZE or length > (1 << 20) and d.buf[pos + 3] != 0x0:
-                d.dead = f"oversized frame ({length} bytes) in the {d.name} stream: parsing stopped"
-                self.notes.append(d.dead)
+                d.sync = SyncState.DEAD
+                self.notes.append(f"oversized frame ({length} bytes) in the {d.name} stream: parsing stopped")
                 return
             if len(d.buf) - pos < FRAME_HEADER + length:
                 break
@@ -249,11 +244,12 @@ class Http2Connection:
                 msg.headers_reliable = False  # body before any headers we saw
             room = self.max_body - len(msg.body)
             if len(frame.data) > room:
+                msg.capped = True
                 x.notes.append(f"{d.name} body over the size cap")
             msg.body += frame.data[:max(room, 0)]
             msg.end_ns = ts
             if "END_STREAM" in frame.flags:
-                msg.complete = f"{d.name} body over the size cap" not in x.notes
+                msg.complete = not msg.capped
         elif isinstance(frame, RstStreamFrame):
             x = self._exchange(frame.stream_id)
             code = ERROR_CODES.get(frame.error_code, str(frame.error_code))
@@ -328,7 +324,7 @@ def _finalize(x: Exchange) -> None:
     for msg in (x.request, x.response):
         length = msg.header("content-length")
         if (not msg.complete and msg.headers_reliable and length and length.isdigit()
-                and int(length) == len(msg.body) and not any("cap" in n or "missing" in n for n in x.notes)):
+                and int(length) == len(msg.body) and not (x.request.capped or x.response.capped or x.gaps)):
             # every declared byte arrived; only END_STREAM (often an empty DATA frame after the
             # body) was not read: curl, knowing the length, exits without reading it
             msg.complete = True

@@ -12,8 +12,9 @@ PARAMETERS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "fr
               "presence_penalty", "stop", "seed", "n")
 
 
-def _text(content) -> tuple[str | None, int]:
-    """Message content as text, and how many images it carried (content parts)."""
+def content_text(content) -> tuple[str | None, int]:
+    """Message content as text, and how many images it carried (content parts); the Responses API
+    uses the same part shapes."""
     if content is None or isinstance(content, str):
         return content, 0
     if isinstance(content, list):
@@ -35,7 +36,7 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     for m in body.get("messages") or []:
         if not isinstance(m, dict):
             continue
-        text, images = _text(m.get("content"))
+        text, images = content_text(m.get("content"))
         role = m.get("role", "user")
         if role == "developer":
             role = "system"
@@ -50,7 +51,8 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.parameters = {k: body[k] for k in PARAMETERS if k in body}
 
 
-def _usage(u: dict | None) -> Usage:
+def parse_usage(u: dict | None) -> Usage:
+    """Token counts of an OpenAI `usage` object (chat and legacy completions share it)."""
     if not isinstance(u, dict):
         return Usage()
     details = u.get("prompt_tokens_details") or {}
@@ -78,12 +80,12 @@ def parse_response(body: dict, call: AiCall) -> None:
     if choices:
         first = choices[0]
         msg = first.get("message") or {}
-        call.output_text, _ = _text(msg.get("content"))
+        call.output_text, _ = content_text(msg.get("content"))
         for tc in msg.get("tool_calls") or []:
             fn = tc.get("function") or {}
             call.tool_calls.append(ToolCall(tc.get("id"), fn.get("name"), fn.get("arguments") or ""))
         call.finish_reason = finish_reason(first.get("finish_reason"))
-    call.usage = _usage(body.get("usage"))
+    call.usage = parse_usage(body.get("usage"))
 
 
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
@@ -127,7 +129,7 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
             if choice.get("finish_reason"):
                 call.finish_reason = finish_reason(choice["finish_reason"])
         if chunk.get("usage"):
-            call.usage = _usage(chunk["usage"])
+            call.usage = parse_usage(chunk["usage"])
     call.output_text = "".join(text) if text or call.first_token_index is not None else call.output_text
     call.tool_calls = [calls[k] for k in sorted(calls)]
     call.stream_complete = done

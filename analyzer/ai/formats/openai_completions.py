@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from analyzer.ai.calls import AiCall, Message, finish_reason
-from analyzer.ai.formats.openai_chat import PARAMETERS, _usage, parse_error
+from analyzer.ai.formats.openai_chat import PARAMETERS, parse_error, parse_usage
 
 
 def parse_request(body: dict, call: AiCall, path: str = "") -> None:
@@ -27,7 +27,7 @@ def parse_response(body: dict, call: AiCall) -> None:
     if choices:
         call.output_text = choices[0].get("text")
         call.finish_reason = finish_reason(choices[0].get("finish_reason"))
-    call.usage = _usage(body.get("usage"))
+    call.usage = parse_usage(body.get("usage"))
 
 
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
@@ -49,5 +49,5 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
             if choice.get("finish_reason"):
                 call.finish_reason = finish_reason(choice["finish_reason"])
         if chunk.get("usage"):
-            call.usage = _usage(chunk["usage"])
+            call.usage = parse_usage(chunk["usage"])
     call.output_text = "".join(text)

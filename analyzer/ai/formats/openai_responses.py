@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, json_events
-from analyzer.ai.formats.openai_chat import _text
+from analyzer.ai.formats.openai_chat import content_text
 
 PARAMETERS = {"temperature": "temperature", "top_p": "top_p", "max_output_tokens": "max_tokens"}
 _STATUS = {"completed": "stop", "incomplete": "length", "failed": "error"}
@@ -22,7 +22,7 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
         call.messages.append(Message("user", items))
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("type", "message") == "message":
-            text, images = _text(item.get("content"))
+            text, images = content_text(item.get("content"))
             role = {"developer": "system"}.get(item.get("role"), item.get("role", "user"))
             call.messages.append(Message(role, text, image_count=images))
     for t in body.get("tools") or []:
@@ -50,7 +50,7 @@ def parse_response(body: dict, call: AiCall) -> None:
     call.tool_calls = []
     for item in body.get("output") or []:
         if item.get("type") == "message":
-            t, _ = _text(item.get("content"))
+            t, _ = content_text(item.get("content"))
             texts.append(t or "")
         elif item.get("type") == "function_call":
             call.tool_calls.append(ToolCall(item.get("call_id"), item.get("name"), item.get("arguments", "")))
