@@ -6,22 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-
-@dataclass(frozen=True)
-class ProcessIdentity:
-    """Who a pid was, from the segments' process rows (format version 2)."""
-
-    ppid: int | None = None
-    exe: str | None = None
-    cmdline: tuple[str, ...] | None = None
-    start_ns: int | None = None
-    cgroup_path: str | None = None
-    container_id: str | None = None
-    container_runtime: str | None = None
-    pod_uid: str | None = None
-    pod_name: str | None = None
-    pod_namespace: str | None = None
-    container_name: str | None = None
+from contract.identity import ProcessIdentity  # shared with the recorder, which writes the rows
 
 
 @dataclass

@@ -16,8 +16,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from analyzer.model import ConnectionInfo, Exchange, ProcessIdentity
+from analyzer.model import ConnectionInfo, Exchange
 from analyzer.sinks.exchanges_jsonl import redact_cmdline, redact_path
+from contract.identity import ProcessIdentity
 
 BATCH = 5000
 

@@ -17,8 +17,9 @@ import pyarrow as pa
 
 from analyzer.http.http1 import REQUEST_LINE, STATUS_LINE, Http1Connection, looks_like_http1
 from analyzer.http.http2 import CLIENT_PREFACE, Http2Connection, frames_chain
-from analyzer.model import ConnectionInfo, Exchange, ProcessIdentity
+from analyzer.model import ConnectionInfo, Exchange
 from analyzer.streams.reassembly import Data, Gap, StreamAssembler
+from contract.identity import ProcessIdentity
 
 DETECT_BYTES = 64  # bytes of either direction that settle the protocol
 MAX_RESUMABLE = 10_000  # expired connections remembered, in case their process speaks again

@@ -14,13 +14,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract import segment_format as sf
+from contract.identity import ProcessIdentity
 from recorder.identity import containers as container_identity
 
 log = logging.getLogger("oisp.record")
@@ -29,6 +31,8 @@ log = logging.getLogger("oisp.record")
 FORGET_AFTER_EXIT_SECONDS = 30.0
 # The cgroup tree is walked again for an unknown cgroup id at most this often.
 CGROUP_WALK_INTERVAL_SECONDS = 5.0
+# ProcessIdentity's fields that are segment columns of the same name (start_ns is process_start)
+IDENTITY_COLUMNS = tuple(f.name for f in dataclass_fields(ProcessIdentity) if f.name != "start_ns")
 
 
 @dataclass
@@ -39,18 +43,8 @@ class ProcessInfo:
     cgroup_id: int
     observed_ns: int  # wall clock, when /proc was read
     observed_mono_ns: int = 0
-    ppid: int | None = None
-    exe: str | None = None
-    cmdline: list[str] | None = None
-    start_time_ns: int | None = None  # wall clock
-    cgroup_path: str | None = None
-    container_id: str | None = None
-    container_runtime: str | None = None
-    pod_uid: str | None = None
-    pod_name: str | None = None
-    pod_namespace: str | None = None
-    container_name: str | None = None
     from_proc: bool = False  # False: the process was gone before /proc could be read
+    identity: ProcessIdentity = ProcessIdentity()  # what the process rows say beyond the record header
 
 
 # (pod_uid, container_id) -> (pod_name, namespace, container_name) or None
@@ -118,31 +112,33 @@ class ProcessRegistry:
     def read(self, pid: int, comm: str, uid: int, cgroup_id: int) -> ProcessInfo:
         info = ProcessInfo(pid, comm, uid, cgroup_id, time.time_ns(), time.monotonic_ns())
         base = self.proc / str(pid)
+        ppid = start_ns = cmdline = exe = cgroup_path = None
         try:
             stat = (base / "stat").read_text()
             # comm may hold spaces and parentheses: the fields after it start after the last ')'
             fields = stat[stat.rindex(")") + 2:].split()
-            info.ppid = int(fields[1])
-            info.start_time_ns = self._boot_ns + int(fields[19]) * 1_000_000_000 // self._clock_ticks
+            ppid = int(fields[1])
+            start_ns = self._boot_ns + int(fields[19]) * 1_000_000_000 // self._clock_ticks
             raw = (base / "cmdline").read_bytes()
-            info.cmdline = [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]] or None
+            cmdline = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]) or None
             cgroup_text = (base / "cgroup").read_text()
             info.from_proc = True
         except (OSError, ValueError, IndexError):
             cgroup_text = ""
         try:
-            info.exe = os.readlink(base / "exe").removesuffix(" (deleted)")
+            exe = os.readlink(base / "exe").removesuffix(" (deleted)")
         except OSError:
             pass
         for line in cgroup_text.splitlines():
             if line.startswith("0::"):
-                info.cgroup_path = line[3:]
-        if info.cgroup_path is None:
-            info.cgroup_path = self.cgroups.path_of(cgroup_id)
+                cgroup_path = line[3:]
+        if cgroup_path is None:
+            cgroup_path = self.cgroups.path_of(cgroup_id)
         ident = (container_identity.from_proc_cgroup(cgroup_text) if cgroup_text
-                 else container_identity.from_cgroup_path(info.cgroup_path or ""))
-        info.container_id, info.container_runtime = ident.container_id, ident.runtime
-        info.pod_uid = ident.pod_uid
+                 else container_identity.from_cgroup_path(cgroup_path or ""))
+        info.identity = ProcessIdentity(
+            ppid=ppid, exe=exe, cmdline=cmdline, start_ns=start_ns, cgroup_path=cgroup_path,
+            container_id=ident.container_id, container_runtime=ident.runtime, pod_uid=ident.pod_uid)
         return info
 
     def on_exec(self, pid: int, comm: str, uid: int, cgroup_id: int) -> None:
@@ -170,10 +166,13 @@ class ProcessRegistry:
         # Pod names are looked up here, on the writer thread, never on the threads that drain the
         # ring buffer or react to execs: a lookup may wait for the API server.
         for info in infos:
-            if info.pod_uid and info.pod_name is None and self.pod_lookup is not None:
-                found = self.pod_lookup(info.pod_uid, info.container_id)
+            ident = info.identity
+            if ident.pod_uid and ident.pod_name is None and self.pod_lookup is not None:
+                found = self.pod_lookup(ident.pod_uid, ident.container_id)
                 if found:
-                    info.pod_name, info.pod_namespace, info.container_name = found
+                    pod_name, pod_namespace, container_name = found
+                    info.identity = replace(ident, pod_name=pod_name, pod_namespace=pod_namespace,
+                                            container_name=container_name)
         return process_rows(infos, node)
 
 
@@ -182,6 +181,7 @@ def process_rows(infos: list[ProcessInfo], node: str) -> pa.Table:
     if n == 0:
         return sf.SCHEMA.empty_table()
     col = lambda name: [getattr(i, name) for i in infos]  # noqa: E731
+    ident = lambda name: [getattr(i.identity, name) for i in infos]  # noqa: E731
     cols = {
         "kind": [sf.KIND_PROCESS] * n,
         "ts_wall": col("observed_ns"),
@@ -192,17 +192,9 @@ def process_rows(infos: list[ProcessInfo], node: str) -> pa.Table:
         "uid": col("uid"),
         "comm": col("comm"),
         "cgroup_id": col("cgroup_id"),
-        "ppid": col("ppid"),
-        "exe": col("exe"),
-        "cmdline": col("cmdline"),
-        "process_start": col("start_time_ns"),
-        "cgroup_path": col("cgroup_path"),
-        "container_id": col("container_id"),
-        "container_runtime": col("container_runtime"),
-        "pod_uid": col("pod_uid"),
-        "pod_name": col("pod_name"),
-        "pod_namespace": col("pod_namespace"),
-        "container_name": col("container_name"),
+        "process_start": ident("start_ns"),
+        # the other identity fields are named as their columns
+        **{name: ident(name) for name in IDENTITY_COLUMNS},
     }
     arrays = {}
     for f in sf.SCHEMA:

@@ -94,7 +94,8 @@ def test_a_process_gone_before_proc_was_read_keeps_its_cgroup(tmp_path):
     (tmp_path / "proc" / "stat").write_text("btime 1\n")
     registry = ProcessRegistry(proc=tmp_path / "proc", cgroups=CgroupPaths(cgroups))
     info = registry.read(5, "curl", 0, leaf.stat().st_ino)
-    assert not info.from_proc and info.cgroup_path == "/system.slice/docker-/x" and info.exe is None
+    ident = info.identity
+    assert not info.from_proc and ident.cgroup_path == "/system.slice/docker-/x" and ident.exe is None
     assert process_rows([info], "n").num_rows == 1 and process_rows([], "n").schema == sf.SCHEMA
 
 

@@ -1,0 +1,26 @@
+"""Who a process was: the identity fields a segment's `process` rows carry (format version 2).
+
+The recorder fills them from /proc and the pod API; the analyzer reads them back from the rows.
+Both use this one class so the field list lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Who a pid was, as its segments' process rows say (columns: `process_start` is `start_ns`)."""
+
+    ppid: int | None = None
+    exe: str | None = None
+    cmdline: tuple[str, ...] | None = None
+    start_ns: int | None = None  # wall clock
+    cgroup_path: str | None = None
+    container_id: str | None = None
+    container_runtime: str | None = None
+    pod_uid: str | None = None
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+    container_name: str | None = None
