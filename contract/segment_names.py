@@ -28,7 +28,7 @@ LEGACY_CORRUPT_SUFFIX = ".footerless.corrupt"
 # Letters, digits, '.', '_' and '-', not first a dot or a dash: no hidden name, no option-like name,
 # no separator, space or control character (a name is logged and passed to operators' tools).
 # At most 236 characters: `.NAME.arrows.inprogress` stays within the 255 bytes of a file name.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,235}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,235}")
 _OUTSIDE = re.compile(r"[^A-Za-z0-9._-]")
 
 
