@@ -1,14 +1,17 @@
 """The live analyzer's checkpoint: what a restart needs to go on without writing an event twice.
 
 Written after every segment, atomically (temporary file, fsync, rename, fsync of the directory),
-and only after the events file has been synced to the position it records. See docs/analyzer.md
+the temporary file created anew (O_EXCL|O_NOFOLLOW, 0600: never written through a planted link), and
+only after the events file has been synced to the position it records. See docs/analyzer.md
 ("Checkpoint") for why these fields suffice.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +70,7 @@ def save(cp: Checkpoint, path: Path) -> None:
         "input_now_ns": cp.input_now_ns,
     }
     tmp = path.with_name(path.name + ".tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+    with os.fdopen(_create(tmp), "w", encoding="utf-8") as f:
         json.dump(doc, f, separators=(",", ":"))
         f.flush()
         os.fsync(f.fileno())
@@ -77,6 +80,21 @@ def save(cp: Checkpoint, path: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _create(tmp: Path) -> int:
+    """A new file, 0600, never opened through a link nor into someone else's file: a stale leftover
+    (a regular file of ours, from a crash before the rename) is removed first; anything else in the
+    way raises FileExistsError and stays."""
+    try:
+        st = os.lstat(tmp)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise FileExistsError(errno.EEXIST, "not a regular file of ours, left in place", str(tmp))
+        tmp.unlink(missing_ok=True)
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def load(path: Path) -> Checkpoint | None:

@@ -1,18 +1,35 @@
 """Read segment files batch by batch, tolerating files that are corrupt, truncated or foreign.
 
-A file that cannot be read is reported (path and reason) and skipped; the rest are read. Memory
-stays bounded by one row group at a time, whatever the number and size of the files.
+A file that cannot be read is reported in `ReadReport.problems` (path and a one-line reason) and
+skipped; the rest are read. Memory stays bounded by one row group at a time, whatever the number
+and size of the files. What is handed on always holds what the tracker (streams/tracker.py) relies
+on, whoever wrote the file:
+
+- only regular files are opened (files.not_regular): a FIFO named `*.parquet` is skipped, not waited on;
+- the file's schema must be the segment format's (contract/segment_format.py): every column read
+  present, each with a compatible type (the same, or another encoding of the same values: plain or
+  dictionary strings, integers of any width, ns timestamps); else the whole file is skipped;
+- rows that break the format are dropped and counted (`ReadReport.rows_dropped`, and one problem
+  line for the file saying how many and why), the file's other rows are read: a row needs the
+  format's non-nullable columns, a known kind, a conn_id unless it is a process row, a direction
+  of egress or ingress and a stream_offset on data and gap rows, data on data rows, a length on
+  gap rows, and no null argument in a cmdline. Rows, not the file: a bad row is found only when
+  its row group is read, after earlier row groups were handed on.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analyzer.segments.files import kind_of, not_regular
 from contract import segment_format as sf
 
 SUPPORTED_VERSIONS = set(sf.READABLE_VERSIONS)
@@ -22,43 +39,152 @@ COLUMNS = ["kind", "ts_wall", "node", "pid", "tid", "uid", "comm", "cgroup_id", 
 IDENTITY_COLUMNS = ["server_name", "fd", "peer_ip", "peer_port", "local_ip", "local_port", "socket_source",
                     "ppid", "exe", "cmdline", "process_start", "cgroup_path", "container_id",
                     "container_runtime", "pod_uid", "pod_name", "pod_namespace", "container_name"]
+NOT_NULL = [c for c in COLUMNS if not sf.SCHEMA.field(c).nullable]
+KINDS = [sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE, sf.KIND_SNI, sf.KIND_SOCKET, sf.KIND_PROCESS]
+DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]
 
 
 @dataclass
 class ReadReport:
     files_read: int = 0
-    rows_read: int = 0
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what went wrong)
+    rows_read: int = 0  # handed on
+    rows_dropped: int = 0  # rows that break the segment format, in files otherwise read
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what went wrong: one line)
 
 
 def read_batches(files: list[Path], report: ReadReport) -> Iterator[pa.RecordBatch]:
-    """Every row group of every readable segment, in file order."""
+    """Every row group of every readable segment, in file order, less the rows that break the format."""
     for path in files:
+        why = not_regular(path)
+        if why:
+            report.problems.append((str(path), why))
+            continue
         try:
-            pf = pq.ParquetFile(path)
-            meta = pf.schema_arrow.metadata or {}
-            version = meta.get(sf.META_VERSION, b"").decode()
-            if version not in SUPPORTED_VERSIONS:
-                why = f"not a segment of a supported version ({version or 'none'})"
-                report.problems.append((str(path), why))
-                continue
-            missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
-            if missing:
-                report.problems.append((str(path), f"missing columns: {', '.join(missing)}"))
-                continue
-            present = [c for c in IDENTITY_COLUMNS if c in pf.schema_arrow.names]
-            for i in range(pf.num_row_groups):
-                batch = pf.read_row_group(i, columns=COLUMNS + present)
-                for name in IDENTITY_COLUMNS:
-                    if name not in present:
-                        batch = batch.append_column(sf.SCHEMA.field(name), pa.nulls(batch.num_rows,
-                                                                                   sf.SCHEMA.field(name).type))
-                # integer nanoseconds: Python datetimes would lose them
-                for name in ("ts_wall", "process_start"):
-                    batch = batch.set_column(batch.schema.get_field_index(name), name,
-                                             batch[name].cast(pa.int64()))
-                report.rows_read += batch.num_rows
-                yield from batch.to_batches()
-            report.files_read += 1
+            yield from _read_file(path, report)
         except (OSError, pa.ArrowException) as exc:
-            report.problems.append((str(path), f"unreadable: {exc}"))
+            report.problems.append((str(path), one_line(f"unreadable: {exc}")))
+
+
+def _read_file(path: Path, report: ReadReport) -> Iterator[pa.RecordBatch]:
+    # Opened without blocking, then checked again: it may have become a FIFO since its stat.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        report.problems.append((str(path), f"not a regular file: {kind_of(mode)}"))
+        return
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        pf = pq.ParquetFile(f)
+        why = schema_problem(pf.schema_arrow)
+        if why:
+            report.problems.append((str(path), why))
+            return
+        present = [c for c in IDENTITY_COLUMNS if c in pf.schema_arrow.names]
+        dropped: dict[str, int] = {}
+        rows = 0
+        for i in range(pf.num_row_groups):
+            batch = pf.read_row_group(i, columns=COLUMNS + present)
+            rows += batch.num_rows
+            batch = _valid_rows(batch, dropped)
+            for name in IDENTITY_COLUMNS:
+                if name not in present:
+                    batch = batch.append_column(sf.SCHEMA.field(name), pa.nulls(batch.num_rows,
+                                                                               sf.SCHEMA.field(name).type))
+            # integer nanoseconds: Python datetimes would lose them
+            for name in ("ts_wall", "process_start"):
+                batch = batch.set_column(batch.schema.get_field_index(name), name,
+                                         batch[name].cast(pa.int64()))
+            report.rows_read += batch.num_rows
+            yield from batch.to_batches()
+    report.files_read += 1
+    if dropped:
+        n = sum(dropped.values())
+        report.rows_dropped += n
+        reasons = "; ".join(f"{why}: {k}" for why, k in dropped.items())
+        report.problems.append((str(path), f"{n} of {rows} rows dropped, breaking the segment format "
+                                           f"({reasons})"))
+
+
+def schema_problem(schema: pa.Schema) -> str | None:
+    """Why a file with this schema is not a segment the analyzer reads, or None."""
+    version = (schema.metadata or {}).get(sf.META_VERSION, b"").decode(errors="replace")
+    if version not in SUPPORTED_VERSIONS:
+        return one_line(f"not a segment of a supported version ({version or 'none'})")
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        return f"missing columns: {', '.join(missing)}"
+    if len(set(schema.names)) != len(schema.names):
+        return "duplicate column names"
+    wrong = [f"{c} is {schema.field(c).type}, not {sf.SCHEMA.field(c).type}"
+             for c in COLUMNS + IDENTITY_COLUMNS
+             if c in schema.names and not compatible(schema.field(c).type, sf.SCHEMA.field(c).type)]
+    return f"columns of the wrong type: {'; '.join(wrong)}" if wrong else None
+
+
+def compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column of type `got` holds the values of the format's type `want`."""
+    if got == want:
+        return True
+    if pa.types.is_dictionary(want):  # strings, dictionary-encoded or not
+        return _is_string(got.value_type if pa.types.is_dictionary(got) else got)
+    if pa.types.is_integer(want):
+        return pa.types.is_integer(got)
+    if pa.types.is_timestamp(want):
+        return pa.types.is_timestamp(got) and got.unit == want.unit
+    if pa.types.is_binary(want):
+        return pa.types.is_binary(got) or pa.types.is_large_binary(got)
+    if pa.types.is_list(want):
+        return (pa.types.is_list(got) or pa.types.is_large_list(got)) and _is_string(got.value_type)
+    return False
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _valid_rows(batch: pa.Table, dropped: dict[str, int]) -> pa.Table:
+    """The batch less its rows that break the format, each counted under its first reason."""
+    bad = None  # rows dropped so far: None while there are none (the usual case: nothing to filter)
+    for why, mask in _row_checks(batch):
+        new = mask if bad is None else pc.and_(mask, pc.invert(bad))
+        n = pc.sum(new).as_py() or 0
+        if n:
+            dropped[why] = dropped.get(why, 0) + n
+            bad = new if bad is None else pc.or_(bad, new)
+    return batch if bad is None else batch.filter(pc.invert(bad))
+
+
+def _row_checks(batch: pa.Table) -> Iterator[tuple[str, pa.ChunkedArray]]:
+    """(reason, mask of the rows it applies to), in order; every mask without nulls."""
+    kind = batch["kind"].cast(pa.string())
+
+    def is_kind(*kinds: str) -> pa.ChunkedArray:
+        return pc.is_in(kind, value_set=pa.array(kinds, pa.string()))  # false, not null, on nulls
+
+    for c in NOT_NULL:
+        yield f"null {c}", pc.is_null(batch[c])
+    yield "unknown kind", pc.invert(is_kind(*KINDS))
+    yield "null conn_id", pc.and_(pc.invert(is_kind(sf.KIND_PROCESS)), pc.is_null(batch["conn_id"]))
+    stream = is_kind(sf.KIND_DATA, sf.KIND_GAP)
+    direction = pc.is_in(batch["direction"].cast(pa.string()), value_set=pa.array(DIRECTIONS, pa.string()))
+    yield "data or gap row without a direction of egress or ingress", pc.and_(stream, pc.invert(direction))
+    yield "null stream_offset", pc.and_(stream, pc.is_null(batch["stream_offset"]))
+    yield "data row with null data", pc.and_(is_kind(sf.KIND_DATA), pc.is_null(batch["data"]))
+    yield "gap row with null length", pc.and_(is_kind(sf.KIND_GAP), pc.is_null(batch["length"]))
+    if "cmdline" in batch.column_names:
+        yield "null argument in a cmdline", _has_null_item(batch["cmdline"])
+
+
+def _has_null_item(lists: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Per row: whether its list holds a null."""
+    flat = lists.combine_chunks()
+    rows = pc.list_parent_indices(flat)
+    holes = pc.filter(rows, pc.is_null(pc.list_flatten(flat)))
+    mask = pc.is_in(pa.array(range(len(flat)), pa.int64()), value_set=holes.cast(pa.int64()))
+    return pa.chunked_array([mask])
+
+
+def one_line(text: str) -> str:
+    """A reason fit for one line of output (library messages may hold newlines)."""
+    return " ".join(text.split())

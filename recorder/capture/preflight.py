@@ -7,12 +7,15 @@ nothing is captured: kernel version, BTF, where the kernel headers came from, tr
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from recorder.store import owned
 
 log = logging.getLogger("oisp.record")
 
@@ -229,16 +232,50 @@ def describe_kernel() -> None:
 
 
 def prepare_segments_dir(path: Path) -> None:
-    """Create the directory 0700 (segments hold secrets) and prove it is writable."""
+    """Create the directory 0700 (segments hold secrets), make sure it is the recorder's own, and
+    prove it is writable. An existing directory is made 0700 only when the recorder's uid owns it:
+    a symbolic link (it could send the plaintext anywhere), a file, or another user's directory
+    (its owner could read the segments or plant files in it) is refused."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path, 0o700)
-        probe = path / ".oisp-write-check"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
-        probe.unlink()
+    except FileExistsError:
+        pass  # not a directory, or a dangling link: said below
     except OSError as exc:
         raise PreflightError(f"segments directory {path} is not writable: {exc.strerror}") from None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PreflightError(_not_a_directory(path, exc)) from None
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.geteuid():
+            raise PreflightError(
+                f"segments directory {path} belongs to uid {owner}, not to the recorder's uid "
+                f"{os.geteuid()}: refusing it (its owner could read the captured plaintext or plant "
+                "files in it); chown it to the recorder's user, or choose another directory")
+        os.fchmod(fd, 0o700)
+    except OSError as exc:
+        raise PreflightError(f"segments directory {path}: cannot make it 0700: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    probe = path / ".oisp-write-check"
+    try:
+        os.close(owned.create(probe))
+        probe.unlink()
+    except FileExistsError as exc:  # a link or a file not ours, planted before the directory was 0700
+        raise PreflightError(
+            f"segments directory {path}: cannot create {probe.name}: {exc.strerror}") from None
+    except OSError as exc:
+        raise PreflightError(f"segments directory {path} is not writable: {exc.strerror}") from None
+
+
+def _not_a_directory(path: Path, exc: OSError) -> str:
+    if path.is_symlink():
+        return (f"segments directory {path} is a symbolic link: refusing it (a link could send the "
+                "captured plaintext anywhere); give the directory's real path")
+    if exc.errno == errno.ENOTDIR or path.exists():
+        return f"segments directory {path} is not a directory"
+    return f"segments directory {path} is not writable: {exc.strerror}"
 
 
 def run_all() -> object:

@@ -1,8 +1,10 @@
 """Turn an in-progress IPC stream into a published zstd Parquet segment.
 
-The Parquet file is written under a hidden `.NAME.parquet.converting` name, fsynced, renamed to
-`NAME.parquet` (then the directory is fsynced), and only then is the stream removed: a crash at any
-step leaves either the stream (salvaged at the next start) or the finished segment.
+The Parquet file is written under a hidden `.NAME.parquet.converting` name (created anew, 0600,
+never through a link: see owned.py), fsynced, renamed to `NAME.parquet` (then the directory is
+fsynced), and only then is the stream removed: a crash at any step leaves either the stream
+(salvaged at the next start) or the finished segment. The stream is read through the descriptor
+that was checked to be the recorder's own regular file (by /proc/self/fd: the recorder is Linux's).
 Conversion streams batch by batch, so memory holds one row group (ROW_GROUP_BYTES), not the segment.
 """
 
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 
 from contract import segment_format as sf
 from contract import segment_names as names
+from recorder.store.owned import create, not_ours
 
 PARQUET_OPTIONS = dict(
     compression="zstd",
@@ -56,13 +59,20 @@ class StreamReader:
 
     def __post_init__(self) -> None:
         # held until close: a second recorder's salvage never converts the same stream
-        self._lock_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._lock_fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
+            reason = not_ours(os.fstat(self._lock_fd))
+            if reason:  # swapped since it was looked at: read nothing of it
+                raise UnreadableStream(f"not the recorder's file: {reason}")
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StreamBusy(str(self.path)) from None
-        self._file = pa.OSFile(str(self.path))
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        # the very file just checked and locked, whatever its name leads to by now
+        self._file = pa.OSFile(f"/proc/self/fd/{self._lock_fd}")
         try:
             self._reader = ipc.open_stream(self._file)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -92,7 +102,7 @@ class StreamReader:
 
 
 def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -117,8 +127,9 @@ def publish(ipc_path: Path, name: str, stats: dict, salvage: bool = False) -> Pu
     final = names.final_path(directory, name)
     stream = StreamReader(ipc_path)
     try:
+        fd = create(tmp)  # raises, touching nothing, when something not ours is in the way
         try:
-            _write_parquet(stream, tmp, stats, salvage)
+            _write_parquet(stream, fd, stats, salvage)
             if stream.batches:
                 os.rename(tmp, final)
             else:
@@ -134,8 +145,7 @@ def publish(ipc_path: Path, name: str, stats: dict, salvage: bool = False) -> Pu
     return Published(final if stream.batches else None, stream.rows, stream.batches, stream.truncated)
 
 
-def _write_parquet(stream: StreamReader, path: Path, stats: dict, salvage: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+def _write_parquet(stream: StreamReader, fd: int, stats: dict, salvage: bool) -> None:
     with os.fdopen(fd, "wb") as f:
         # the stream's schema carries the footer metadata (version, node, run, libraries)
         with pq.ParquetWriter(f, stream.schema, **PARQUET_OPTIONS) as writer:

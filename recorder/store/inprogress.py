@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from recorder.store.owned import CREATE_FLAGS
+
 IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 _IOV_MAX = 1024
 
@@ -60,7 +62,7 @@ class InProgressSegment:
         self.path = path
         self.size = 0  # bytes of complete batches (and the schema) in the file
         self.batches = 0
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(path, CREATE_FLAGS, 0o600)  # a new file: never through a link
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._sink = _Chunks()

@@ -1,7 +1,9 @@
 """Delete the oldest published segments of a directory, to keep it under a quota or to make room.
 
 Segment names sort by node, then start time, so within one node's directory the first name is the
-oldest. Only `*.parquet` files are touched: never a segment being written or converted.
+oldest. Only `*.parquet` files are touched: never a segment being written or converted. And only
+the recorder's own (owned.py): a file planted under a segment's name neither counts against the
+quota nor is deleted, it is logged once and left alone.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 from pathlib import Path
 
 from contract import segment_format as sf
+from contract import segment_names as names
+from recorder.store.owned import own_file
 
 log = logging.getLogger("oisp.record")
 
@@ -18,10 +22,9 @@ def published_segments(directory: Path) -> list[tuple[Path, int]]:
     """Published segments, oldest first, with their sizes in bytes."""
     out = []
     for path in sorted(directory.glob(f"*{sf.SEGMENT_SUFFIX}")):
-        try:
-            out.append((path, path.stat().st_size))
-        except FileNotFoundError:  # deleted meanwhile (by an operator or a collector)
-            continue
+        st = own_file(path, names.published_name(path) or path.name)
+        if st is not None:  # else not ours, or deleted meanwhile (by an operator or a collector)
+            out.append((path, st.st_size))
     return out
 
 

@@ -8,6 +8,9 @@
 - an in-progress file of the old format (Parquet without a footer): published if it does have its
   footer, else renamed aside to `NAME.footerless.corrupt`.
 Each leftover gets one log line. A stream another live recorder holds (flock) is left alone.
+Only the recorder's own files are leftovers (owned.py: regular, ours, named as the recorder names
+them); anything else with a leftover's name is logged and left alone, and a segment planted under
+a stream's published name does not get the stream removed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pyarrow.parquet as pq
 
 from contract import segment_names as names
 from recorder.store.conversion import StreamBusy, UnreadableStream, fsync_dir, publish
+from recorder.store.owned import own_file
 
 log = logging.getLogger("oisp.record")
 
@@ -44,27 +48,32 @@ def salvage(directory: Path) -> list[Leftover]:
     out = []
     for path in sorted(directory.iterdir()):
         if name := names.hidden_name(path, names.IN_PROGRESS_SUFFIX):
-            out.append(_salvage_stream(path, name))
+            if (st := own_file(path, name)) is not None:
+                out.append(_salvage_stream(path, name, st))
         elif name := names.hidden_name(path, names.LEGACY_IN_PROGRESS_SUFFIX):
-            out.append(_salvage_legacy(path, name))
+            if own_file(path, name) is not None:
+                out.append(_salvage_legacy(path, name))
     # Converting a stream again overwrote its interrupted conversion; what remains is either a
     # live recorder's (its stream is still there, locked) or an orphan.
     for path in sorted(directory.iterdir()):
         name = names.hidden_name(path, names.CONVERTING_SUFFIX)
-        if name and not names.in_progress_path(directory, name).exists():
+        if not name or os.path.lexists(names.in_progress_path(directory, name)):
+            continue
+        if own_file(path, name) is not None:
             path.unlink(missing_ok=True)
             log.info("removed %s: an interrupted conversion whose stream is gone", path.name)
             out.append(Leftover(path, REMOVED))
     return out
 
 
-def _salvage_stream(path: Path, name: str) -> Leftover:
+def _salvage_stream(path: Path, name: str, st: os.stat_result) -> Leftover:
     directory = path.parent
-    if names.final_path(directory, name).exists():
+    final = names.final_path(directory, name)
+    if os.path.lexists(final) and own_file(final, name) is not None:
         path.unlink()
         log.info("removed %s: its segment was already published", path.name)
         return Leftover(path, REMOVED)
-    if path.stat().st_size == 0:  # killed between creating the file and its first batch
+    if st.st_size == 0:  # killed between creating the file and its first batch
         path.unlink()
         log.warning("removed leftover %s: it is empty", path.name)
         return Leftover(path, REMOVED)

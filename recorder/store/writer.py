@@ -131,7 +131,7 @@ class SegmentWriter:
         try:
             if self._current is None:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-                name = f"{self.node}-{stamp}-{self.run_id}-{self.seq:06d}"
+                name = names.segment_name(self.node, stamp, self.run_id, self.seq)
                 self.seq += 1
                 self._current = InProgressSegment(names.in_progress_path(self.directory, name), self._schema)
                 self._current_name = name
