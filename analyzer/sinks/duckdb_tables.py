@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from analyzer.http.redaction import redact_cmdline, redact_path
 from analyzer.model import ConnectionInfo, Exchange, ProcessIdentity
-from analyzer.sinks.exchanges_jsonl import redact_cmdline, redact_path
 
 BATCH = 5000
 
