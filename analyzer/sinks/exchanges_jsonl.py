@@ -14,6 +14,7 @@ from analyzer.http.bodies import DecodedBody, SseParser, decode_body, split_ndjs
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
 from analyzer.http.redaction import redact_headers, redact_path
 from analyzer.model import Exchange, HttpMessage
+from analyzer.sinks.sink import LineFile
 
 # Bodies larger than this are summarized (size and sha256) rather than written out.
 MAX_INLINE_BODY = 256 * 1024
@@ -76,3 +77,10 @@ def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024) -> dict:
 
 def dumps(x: Exchange) -> str:
     return json.dumps(exchange_to_dict(x), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+class ExchangesFile(LineFile):
+    """The --exchanges output: one line per exchange."""
+
+    def write_exchange(self, x: Exchange) -> None:
+        self.write_line(dumps(x))
