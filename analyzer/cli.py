@@ -211,71 +211,28 @@ def _progress(files: list[Path]):
         yield from bar
 
 
-def _open(path: Path | None):
-    if path is None:
-        return None
-    return sys.stdout if str(path) == "-" else open(path, "w", encoding="utf-8")
-
-
 def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None,
              duckdb_out: Path | None, cfg) -> int:
-    import json
-
-    from analyzer.ai.events import EventOptions
-    from analyzer.ai.exchange_events import exchange_events
-    from analyzer.ai.providers import ProviderRegistry
+    from analyzer.pipeline import Pipeline
     from analyzer.segments.reader import ReadReport, read_batches
     from analyzer.sinks.duckdb_tables import DuckDBSink
-    from analyzer.sinks.exchanges_jsonl import dumps
-    from analyzer.streams.tracker import ConnectionTracker
+    from analyzer.sinks.events_jsonl import EventsFile
+    from analyzer.sinks.exchanges_jsonl import ExchangesFile
 
     report = ReadReport()
-    db = DuckDBSink(duckdb_out) if duckdb_out else None
-    tracker = ConnectionTracker(on_close=db.add_connection if db else None)
-    registry = ProviderRegistry(cfg.endpoints)
-    opts = EventOptions(content=cfg.content, **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
-    count = incomplete = events = 0
-    exporter = None
-    if cfg.otlp is not None:
-        from analyzer.sinks.otlp_export import OtlpExporter
-
-        # prompts and answers go out only when the events carry them as captured (--content full)
-        exporter = OtlpExporter(cfg.otlp, capture_content=cfg.content == "full")
-    otlp_summary = ""
-    # Written as connections close: memory holds open connections only, never the whole output.
-    # The order follows the input (files by name, rows in file order), so it is deterministic.
-    xs_sink, ev_sink = _open(exchanges_out), _open(events_out)
+    pipeline = Pipeline(cfg, [DuckDBSink(duckdb_out)] if duckdb_out else [])
+    # the files are opened last, as before: an exporter that cannot start leaves none behind
+    pipeline.sinks += [sink(path) for sink, path in ((ExchangesFile, exchanges_out), (EventsFile, events_out))
+                       if path is not None]
     try:
-        for x in tracker.process(read_batches(_progress(files), report)):
-            count += 1
-            incomplete += not x.complete
-            if xs_sink:
-                xs_sink.write(dumps(x) + "\n")
-            if db:
-                db.add_exchange(x)
-            if ev_sink or db or exporter:
-                evs = exchange_events(x, registry, opts)
-                for ev in evs:
-                    if ev_sink:
-                        line = json.dumps(ev, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-                        ev_sink.write(line + "\n")
-                    if db:
-                        db.add_event(ev)
-                    events += 1
-                if exporter and evs:
-                    exporter.submit(evs)  # never blocks: a collector down or slow drops calls, counted
+        pipeline.run(read_batches(_progress(files), report))
     finally:
-        for sink in (xs_sink, ev_sink):
-            if sink is not None and sink is not sys.stdout:
-                sink.close()
-        if db:
-            db.close()
-        if exporter:
-            otlp_summary = ", " + exporter.close().summary()
+        tail = "".join(", " + piece for piece in pipeline.close())
     for path, problem in report.problems:
         click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
     click.echo(
         f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
-        f"{tracker.connections_seen} connection(s), {count} exchange(s) ({incomplete} incomplete)"
-        + (f", {events} AI event(s)" if ev_sink or db or exporter else "") + otlp_summary, err=True)
+        f"{pipeline.tracker.connections_seen} connection(s), {pipeline.exchanges} exchange(s) "
+        f"({pipeline.incomplete} incomplete)"
+        + (f", {pipeline.events} AI event(s)" if pipeline.wants_events else "") + tail, err=True)
     return 1 if report.problems and report.files_read == 0 else 0

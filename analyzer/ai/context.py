@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from analyzer.http.redaction import redact_cmdline
 from analyzer.model import ConnectionInfo
-from analyzer.sinks.exchanges_jsonl import redact_cmdline
 
 # the recorder's runtime names -> the OISP host.container.runtime enum
 _RUNTIMES = {"docker": "docker", "containerd": "containerd", "cri-containerd": "containerd",

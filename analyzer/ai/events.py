@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from analyzer.ai.calls import AiCall
 from analyzer.ai.context import connection_attrs, host_context, process_context
 from analyzer.ai.providers import ProviderMatch, model_price
+from analyzer.http.redaction import redact_path
 from analyzer.model import Exchange
-from analyzer.sinks.exchanges_jsonl import redact_path
 
 OISP_VERSION = "0.1"
 COLLECTOR = "oisp-ebpf-sensor"

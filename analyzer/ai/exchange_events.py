@@ -21,8 +21,8 @@ from analyzer.ai.formats import (
 from analyzer.ai.providers import ProviderRegistry
 from analyzer.http.aws_eventstream import EventStreamError, decode
 from analyzer.http.bodies import SseParser, decode_body, split_ndjson
+from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
 from analyzer.model import Exchange, HttpMessage
-from analyzer.sinks.exchanges_jsonl import content_encoding
 
 # path fragment -> parser module, the first match wins. Paths, not providers, decide: Ollama and
 # vLLM also speak OpenAI's /v1/chat/completions, gateways speak several formats.
@@ -43,26 +43,27 @@ PARSERS = [
 
 
 def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
-    """The decoded body as JSON, or its stream as (event, data) pairs: SSE events, or NDJSON lines
-    (event "ndjson")."""
+    """The decoded body as JSON, or its stream as (event, data) pairs: SSE events, NDJSON lines
+    (event "ndjson") or AWS event-stream messages (their :event-type)."""
     decoded = decode_body(msg.body, content_encoding(msg))
     if decoded.error:
         return None, None
-    ctype = (msg.header("content-type") or "").split(";")[0].strip().lower()
-    if ctype == "application/vnd.amazon.eventstream":
+    kind = body_kind(msg, decoded.data)
+    if kind is BodyKind.AWS_EVENTSTREAM:
         try:
             messages, _ = decode(decoded.data)
         except EventStreamError:
             return None, None
         return None, [(m.event_type or "", m.payload.decode("utf-8", "replace")) for m in messages]
-    if ctype in ("application/x-ndjson", "application/jsonl", "application/ndjson"):
+    if kind is BodyKind.NDJSON:
         lines, _ = split_ndjson(decoded.data)
         return None, [("ndjson", line) for line in lines]
-    if ctype == "text/event-stream" or (not msg.headers_reliable and decoded.data.startswith(b"data:")):
+    if kind is BodyKind.SSE:
         parser = SseParser()
         events = parser.feed(decoded.data)
         events += parser.finish()[0]
         return None, [(e.event, e.data) for e in events]
+    # JSON, or OTHER: servers label JSON loosely, and without captured headers nothing says it is
     try:
         return json.loads(decoded.data), None
     except ValueError:

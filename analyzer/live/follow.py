@@ -21,16 +21,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyzer.ai.events import EventOptions
-from analyzer.ai.exchange_events import exchange_events
-from analyzer.ai.providers import ProviderRegistry
 from analyzer.live import checkpoint
 from analyzer.live.checkpoint import ALWAYS, Checkpoint, CheckpointError, Key
 from analyzer.live.metrics import FollowStats
 from analyzer.model import ConnectionInfo, Exchange
+from analyzer.pipeline import Pipeline
 from analyzer.segments.reader import ReadReport, read_batches
 from analyzer.sinks.events_jsonl import RotatingOutput, drop_partial_line, event_ids_after, event_line
-from analyzer.streams.tracker import ConnectionTracker
 
 log = logging.getLogger("oisp.analyze")
 
@@ -80,11 +77,11 @@ class Follower:
     def __init__(self, opts: FollowOptions, cfg, stats: FollowStats):
         self.opts = opts
         self.stats = stats
-        self.registry = ProviderRegistry(cfg.endpoints)
-        self.event_opts = EventOptions(content=cfg.content,
-                                       **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
+        # events are built by the pipeline, as in one-shot mode; the events file is written here, once
+        # per event id, and the pipeline's sinks (OTLP, once open_export is called) get what was written
+        self.pipeline = Pipeline(cfg, on_close=self._on_close, export=False)
         self.cp_path = checkpoint.path_for(opts.output)
-        self.tracker = ConnectionTracker(on_close=self._on_close)
+        self.tracker = self.pipeline.tracker
         self.processed: set[str] = set()
         self.ended: dict[Key, str] = {}
         self.written: dict[str, str] = {}
@@ -93,7 +90,6 @@ class Follower:
         self.listing: list[str] = []
         self.to_reread: list[str] = []
         self.out: RotatingOutput | None = None
-        self.exporter = None  # an OtlpExporter (analyzer/sinks/otlp_export.py): calls written now go out too
 
     # ---- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -234,7 +230,7 @@ class Follower:
 
     def _emit(self, x: Exchange) -> None:
         self.stats.exchanges += 1
-        events = exchange_events(x, self.registry, self.event_opts)
+        events = self.pipeline.events_of(x)
         new = False
         for ev in events:
             event_id = ev["event_id"]
@@ -246,8 +242,8 @@ class Follower:
                 new = True
             self.written[event_id] = self.tag
         # exported when written: a call made again after a restart and already written is not sent again
-        if new and self.exporter is not None:
-            self.exporter.submit(events)
+        if new:
+            self.pipeline.write_events(x, events)
 
     def _on_close(self, info: ConnectionInfo) -> None:
         # handed out: on re-reading, its rows up to this segment are dropped
@@ -271,19 +267,20 @@ class Follower:
             input_now_ns=self.input_now_ns), self.cp_path)
 
     def close(self) -> None:
+        """Close the events file, then the pipeline's sinks (the exporter's summary is logged)."""
         if self.out is not None:
             self.out.close()
+        for piece in self.pipeline.close():
+            log.info("%s", piece)
 
 
 def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> int:
     """Follow until stop is set (SIGTERM/SIGINT); the exit code."""
     follower = Follower(opts, cfg, stats)
     follower.start()
-    if cfg.otlp is not None:
-        from analyzer.sinks.otlp_export import OtlpExporter
-
-        follower.exporter = OtlpExporter(cfg.otlp, capture_content=cfg.content == "full")
-        stats.otlp = follower.exporter.stats
+    otlp = follower.pipeline.open_export()
+    if otlp is not None:
+        stats.otlp = otlp.stats
         log.info("exporting AI calls over OTLP to %s", cfg.otlp.describe())
     try:
         if not follower.replay(stop):
@@ -306,6 +303,4 @@ def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> 
                  stats.segments_processed, stats.exchanges, stats.events_written, len(follower.tracker.open))
     finally:
         follower.close()
-        if follower.exporter is not None:
-            log.info("%s", follower.exporter.close().summary())
     return 0

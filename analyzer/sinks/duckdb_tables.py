@@ -16,8 +16,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from analyzer.http.redaction import redact_cmdline, redact_path
 from analyzer.model import ConnectionInfo, Exchange
-from analyzer.sinks.exchanges_jsonl import redact_cmdline, redact_path
+from analyzer.sinks.sink import Sink
 from contract.identity import ProcessIdentity
 
 BATCH = 5000
@@ -38,14 +39,16 @@ def _get(d: dict, *path):
     return d
 
 
-class DuckDBSink:
+class DuckDBSink(Sink):
+    wants_events = True
+
     def __init__(self, path: Path):
         if path.exists():
             path.unlink()
         self.con = duckdb.connect(str(path))
         self.rows: dict[str, list[dict]] = {"events": [], "exchanges": [], "connections": []}
 
-    def add_exchange(self, x: Exchange) -> None:
+    def write_exchange(self, x: Exchange) -> None:
         self.rows["exchanges"].append({
             "node": x.connection.node, "conn_id": x.connection.conn_id, "pid": x.connection.pid,
             "comm": x.connection.comm, "role": x.connection.role, "http_version": x.http_version,
@@ -58,6 +61,10 @@ class DuckDBSink:
             "notes": "; ".join(x.notes) or None,
         })
         self._maybe_flush("exchanges")
+
+    def write_events(self, x: Exchange, events: list[dict]) -> None:
+        for ev in events:
+            self.add_event(ev)
 
     def add_event(self, ev: dict) -> None:
         d = ev.get("data", {})
@@ -87,7 +94,7 @@ class DuckDBSink:
         })
         self._maybe_flush("events")
 
-    def add_connection(self, c: ConnectionInfo) -> None:
+    def write_connection(self, c: ConnectionInfo) -> None:
         row = {k: getattr(c, k) for k in (
             "node", "conn_id", "pid", "tid", "comm", "uid", "cgroup_id", "lib_path", "seen_from_start",
             "closed", "first_ts_ns", "last_ts_ns", "protocol", "role", "egress_bytes", "ingress_bytes",
@@ -121,7 +128,7 @@ class DuckDBSink:
             self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM batch")
         self.con.unregister("batch")
 
-    def close(self) -> None:
+    def close(self) -> str:
         for table in self.rows:
             self._maybe_flush(table, force=True)
         tables = self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
@@ -156,3 +163,4 @@ class DuckDBSink:
                 WHERE q.event_type = 'ai.request'
                 ORDER BY q.ts, q.request_id""")
         self.con.close()
+        return ""

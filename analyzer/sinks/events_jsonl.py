@@ -1,4 +1,6 @@
-"""The live analyzer's events file: JSON lines appended, rotated by size, and read back after a crash.
+"""Events as JSON lines: `event_line`, the one way every events output writes an event; the one-shot
+`--out` file (EventsFile); and the live analyzer's events file, appended, rotated by size, and read
+back after a crash (RotatingOutput).
 
 Rotation renames `events.jsonl` to `events.jsonl.1` (the older ones shift to .2 ... .keep, the
 oldest beyond is deleted) and starts a new file, always between two lines. Renaming keeps a file's
@@ -11,12 +13,25 @@ import json
 import os
 from pathlib import Path
 
+from analyzer.model import Exchange
+from analyzer.sinks.sink import LineFile
+
 FILE_MODE = 0o640  # events hold prompts and answers (never API keys): not for every user
 
 
 def event_line(ev: dict) -> str:
-    """An event as one line, exactly as the one-shot `--out` writes it (analyzer/cli.py)."""
+    """An event as one line: the one-shot `--out` and live mode both write this."""
     return json.dumps(ev, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+class EventsFile(LineFile):
+    """The one-shot `--out` output (a file, or stdout for '-'): every event, one line each."""
+
+    wants_events = True
+
+    def write_events(self, x: Exchange, events: list[dict]) -> None:
+        for ev in events:
+            self.write_line(event_line(ev))
 
 
 class OutputError(OSError):

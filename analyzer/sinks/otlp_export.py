@@ -31,6 +31,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, set_span_in_context
 from opentelemetry.trace.status import Status, StatusCode
 
+from analyzer.model import Exchange
 from analyzer.sinks.otel_mapping import (
     SCOPE_NAME,
     SCOPE_VERSION,
@@ -41,6 +42,7 @@ from analyzer.sinks.otel_mapping import (
     pair_events,
 )
 from analyzer.sinks.otlp_settings import OtlpSettings
+from analyzer.sinks.sink import Sink
 
 log = logging.getLogger("oisp.analyze")
 
@@ -391,3 +393,23 @@ class OtlpExporter:
         if s.dropped:
             log.warning("%s", s.summary())
         return s
+
+
+class OtlpSink(Sink):
+    """The exporter as a sink of the pipeline (analyzer/pipeline.py): the events of each AI call go out."""
+
+    wants_events = True
+
+    def __init__(self, settings: OtlpSettings, capture_content: bool):
+        self.exporter = OtlpExporter(settings, capture_content=capture_content)
+
+    @property
+    def stats(self) -> ExportStats:
+        return self.exporter.stats
+
+    def write_events(self, x: Exchange, events: list[dict]) -> None:
+        if events:
+            self.exporter.submit(events)  # never blocks: a collector down or slow drops calls, counted
+
+    def close(self) -> str:
+        return self.exporter.close().summary()

@@ -8,7 +8,7 @@ import subprocess
 
 import duckdb
 
-from analyzer.sinks.exchanges_jsonl import REDACTED, redact_cmdline
+from analyzer.http.redaction import REDACTED, redact_cmdline
 from conftest import BIN
 from helpers.analyzer_inputs import FIXTURES
 from recorder.capture.records import SOCKET_INFO, parse_socket_info

@@ -1,0 +1,94 @@
+"""The analysis, from segment rows to every output: record batches -> connections and exchanges
+(analyzer/streams/tracker.py) -> OISP events (analyzer/ai/exchange_events.py) -> sinks
+(analyzer/sinks/: events and exchanges JSONL, DuckDB, OTLP).
+
+The one-shot command runs it whole (`run`). Live mode (analyzer/live/follow.py) feeds its tracker
+segment by segment and builds events here (`events_of`), but writes the events file itself, once per
+event id, and hands the other sinks only what it wrote (`write_events`). Both make events with the
+same registry and options, built here only, so both write the same lines for the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pyarrow as pa
+
+from analyzer.ai.events import EventOptions
+from analyzer.ai.exchange_events import exchange_events
+from analyzer.ai.providers import ProviderRegistry
+from analyzer.config import AnalyzerConfig
+from analyzer.model import ConnectionInfo, Exchange
+from analyzer.sinks.sink import Sink
+from analyzer.streams.tracker import ConnectionTracker
+
+
+def event_options(cfg: AnalyzerConfig) -> EventOptions:
+    return EventOptions(content=cfg.content, **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
+
+
+class Pipeline:
+    """Exchanges and their events to each sink. `export`: add the OTLP sink of cfg.otlp now (live mode
+    adds it later, with `open_export`, once its checkpoint is loaded)."""
+
+    def __init__(self, cfg: AnalyzerConfig, sinks: Iterable[Sink] = (),
+                 on_close: Callable[[ConnectionInfo], None] | None = None, export: bool = True):
+        self.cfg = cfg
+        self.registry = ProviderRegistry(cfg.endpoints)
+        self.event_opts = event_options(cfg)
+        self.sinks: list[Sink] = list(sinks)
+        self.on_close = on_close
+        self.tracker = ConnectionTracker(on_close=self._connection_done)
+        self.otlp = None  # the OtlpSink (analyzer/sinks/otlp_export.py), when exporting
+        self.exchanges = self.incomplete = self.events = 0
+        if export:
+            self.open_export()
+
+    def open_export(self):
+        """Add the OTLP sink of the config's export.otlp, if any; returns it (None without)."""
+        if self.cfg.otlp is None:
+            return None
+        from analyzer.sinks.otlp_export import OtlpSink
+
+        # prompts and answers go out only when the events carry them as captured (--content full)
+        self.otlp = OtlpSink(self.cfg.otlp, capture_content=self.cfg.content == "full")
+        self.sinks.append(self.otlp)
+        return self.otlp
+
+    @property
+    def wants_events(self) -> bool:
+        return any(s.wants_events for s in self.sinks)
+
+    def run(self, batches: Iterable[pa.RecordBatch]) -> None:
+        """All the input: exchanges are written as their connections close, so memory holds open
+        connections only. The order follows the input (files by name, rows in file order)."""
+        for x in self.tracker.process(batches):
+            self.write(x)
+
+    def events_of(self, x: Exchange) -> list[dict]:
+        return exchange_events(x, self.registry, self.event_opts)
+
+    def write(self, x: Exchange) -> None:
+        """An exchange, and its events if a sink wants them, to every sink."""
+        self.exchanges += 1
+        self.incomplete += not x.complete
+        for sink in self.sinks:
+            sink.write_exchange(x)
+        if self.wants_events:
+            events = self.events_of(x)
+            self.events += len(events)
+            self.write_events(x, events)
+
+    def write_events(self, x: Exchange, events: list[dict]) -> None:
+        for sink in self.sinks:
+            sink.write_events(x, events)
+
+    def close(self) -> list[str]:
+        """Close every sink, in order; their pieces of the summary line."""
+        return [piece for sink in self.sinks if (piece := sink.close())]
+
+    def _connection_done(self, info: ConnectionInfo) -> None:
+        for sink in self.sinks:
+            sink.write_connection(info)
+        if self.on_close is not None:
+            self.on_close(info)
