@@ -34,31 +34,40 @@ class EventStreamError(ValueError):
     pass
 
 
+def _take(raw: bytes, i: int, size: int, what: str) -> int:
+    """The end of a field of size bytes at raw[i], which must lie inside the headers."""
+    if i + size > len(raw):
+        raise EventStreamError(f"header {what} runs past the end of the headers")
+    return i + size
+
+
 def _headers(raw: bytes) -> dict[str, object]:
+    """The headers, each checked against the headers' length (their CRC only says the sender wrote
+    them so). Every header takes at least two bytes, so the loop always moves on."""
     out: dict[str, object] = {}
     i = 0
     while i < len(raw):
         n = raw[i]
-        name = raw[i + 1:i + 1 + n].decode("utf-8", "replace")
-        i += 1 + n
-        kind = raw[i]
-        i += 1
+        end = _take(raw, i + 1, n, "name")
+        name = raw[i + 1:end].decode("utf-8", "replace")
+        i = _take(raw, end, 1, "type")
+        kind = raw[end]
         if kind in (6, 7):  # bytes, string: u16 length
-            (length,) = struct.unpack_from(">H", raw, i)
-            value = raw[i + 2:i + 2 + length]
-            out[name] = value.decode("utf-8", "replace") if kind == 7 else bytes(value)
-            i += 2 + length
+            i = _take(raw, i, 2, "length")
+            (length,) = struct.unpack_from(">H", raw, i - 2)
+            end, i = i, _take(raw, i, length, "value")
+            out[name] = raw[end:i].decode("utf-8", "replace") if kind == 7 else bytes(raw[end:i])
         elif kind in _FIXED:
-            size = _FIXED[kind]
-            out[name] = kind == 0 if kind in (0, 1) else raw[i:i + size]
-            i += size
+            end, i = i, _take(raw, i, _FIXED[kind], "value")
+            out[name] = kind == 0 if kind in (0, 1) else raw[end:i]
         else:
             raise EventStreamError(f"unknown header type {kind}")
     return out
 
 
 def decode(data: bytes) -> tuple[list[EventMessage], bytes]:
-    """Every complete message in data, and the bytes of an unfinished one left over."""
+    """Every complete message in data, and the bytes of an unfinished one left over. A malformed
+    message raises EventStreamError; each message is at least 16 bytes, so the loop moves on."""
     messages = []
     pos = 0
     while len(data) - pos >= 12:

@@ -1,12 +1,17 @@
 """Decode HTTP bodies: Content-Encoding (gzip, deflate, br, zstd) under a size cap, and split
 text/event-stream and NDJSON bodies into events.
 
-A body that would decode past the cap is a decompression bomb: it is flagged and left undecoded
-past the cap, never followed. A body that fails to decode keeps its raw bytes and says why.
+Every byte here was written by another program, so each decoder works in bounded steps: output comes
+in chunks of at most _STEP bytes and is counted against the cap before it is kept, so a decompression
+bomb costs work in proportion to the cap, not to what it would expand to, and is flagged and left
+undecoded. A body that fails to decode keeps its raw bytes and says why. A gzip body with bytes after
+its last member keeps what decoded and says so.
 """
 
 from __future__ import annotations
 
+import io
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -14,7 +19,10 @@ import brotli
 import zstandard
 
 DEFAULT_MAX_DECODED = 64 * 1024 * 1024
-_STEP = 64 * 1024
+MAX_LINE = 8 * 1024 * 1024  # longest SSE or NDJSON line kept: longer ones are cut here and flagged
+_STEP = 64 * 1024  # most output per decompressor call, and most input fed per zlib call
+_GZIP_MAGIC = b"\x1f\x8b"
+_TRUNCATED = "stream ends before the end of the compressed data"
 
 
 class BodyTooLarge(Exception):
@@ -25,92 +33,137 @@ class BodyTooLarge(Exception):
 class DecodedBody:
     data: bytes  # decoded bytes (or the raw bytes when decoding failed)
     encoding: str  # content-encoding chain as given, "" for identity
-    error: str | None = None  # why decoding failed or stopped: "bomb: ...", "gzip: ..."
+    # why decoding failed ("bomb: ...", "gzip: ...": data is then the raw bytes) or stopped early
+    # (bytes after the last gzip member: data is what decoded before them)
+    error: str | None = None
     truncated: bool = False  # the body was cut by a gap or the decode cap
 
 
-def _zlib(data: bytes, wbits: int, cap: int) -> bytes:
+class _Output:
+    """Decoded bytes under a cap: never holds more than the cap (the chunk that would pass it is
+    refused), and hands over its buffer without a copy."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._buf = io.BytesIO()
+
+    @property
+    def size(self) -> int:
+        return self._buf.tell()
+
+    def add(self, chunk: bytes) -> None:
+        if self._buf.tell() + len(chunk) > self.cap:
+            raise BodyTooLarge(f"decodes to more than {self.cap} bytes")
+        self._buf.write(chunk)
+
+    def cut(self, size: int) -> None:
+        self._buf.seek(size)
+        self._buf.truncate()
+
+    def value(self) -> bytes:
+        return self._buf.getvalue()
+
+
+def _inflate(data: memoryview, pos: int, wbits: int, out: _Output) -> int:
+    """Decode one zlib, gzip or raw deflate stream that starts at data[pos]; return where it ends.
+    Input goes in _STEP slices, so the unconsumed tail zlib copies on each call stays small; each
+    call must consume input or produce output, or the stream is refused."""
     d = zlib.decompressobj(wbits)
-    out = bytearray()
-    buf = data
-    while True:
-        chunk = d.decompress(buf, _STEP)
-        out += chunk
-        if len(out) > cap:
-            raise BodyTooLarge(f"decodes to more than {cap} bytes")
-        buf = d.unconsumed_tail
-        if not buf:
-            break
-    out += d.flush()
-    if len(out) > cap:
-        raise BodyTooLarge(f"decodes to more than {cap} bytes")
-    if not d.eof:
-        raise ValueError("stream ends before the end of the compressed data")
-    return bytes(out)
+    fed = pos
+    while not d.eof:
+        tail = d.unconsumed_tail
+        if tail:
+            chunk = d.decompress(tail, _STEP)
+            if not chunk and len(d.unconsumed_tail) >= len(tail) and not d.eof:
+                raise ValueError("decoder makes no progress")
+        elif fed < len(data):
+            chunk = d.decompress(data[fed:fed + _STEP], _STEP)
+            fed = min(fed + _STEP, len(data))
+        else:
+            raise ValueError(_TRUNCATED)
+        out.add(chunk)
+    return fed - len(d.unused_data)  # at the end, unused_data is what followed it in the last slice
 
 
-def _deflate(data: bytes, cap: int) -> bytes:
+def _trailing(coding: str, data: bytes, end: int, what: str) -> str | None:
+    extra = len(data) - end
+    return f"{coding}: {extra} bytes of trailing garbage after {what}, ignored" if extra else None
+
+
+def _gzip(data: bytes, cap: int) -> tuple[bytes, str | None]:
+    """The members in turn (RFC 1952 allows several) under one cap. Errors in the first member are
+    the body's; bytes after a complete member that are not a good member are flagged and dropped."""
+    out = _Output(cap)
+    view = memoryview(data)
+    pos = _inflate(view, 0, 16 + zlib.MAX_WBITS, out)
+    members = 1
+    while pos < len(data) and data[pos:pos + 2] == _GZIP_MAGIC:
+        kept = out.size
+        try:
+            pos = _inflate(view, pos, 16 + zlib.MAX_WBITS, out)
+        except (zlib.error, ValueError) as exc:
+            out.cut(kept)
+            return out.value(), f"gzip: member {members + 1} ignored: {exc}"
+        members += 1
+    return out.value(), _trailing("gzip", data, pos, f"member {members}")
+
+
+def _deflate(data: bytes, cap: int) -> tuple[bytes, str | None]:
+    view = memoryview(data)
     try:
-        return _zlib(data, zlib.MAX_WBITS, cap)  # zlib-wrapped, as the RFC says
+        out = _Output(cap)
+        end = _inflate(view, 0, zlib.MAX_WBITS, out)  # zlib-wrapped, as the RFC says
     except zlib.error:
-        return _zlib(data, -zlib.MAX_WBITS, cap)  # raw deflate, as some servers send
+        out = _Output(cap)
+        end = _inflate(view, 0, -zlib.MAX_WBITS, out)  # raw deflate, as some servers send
+    return out.value(), _trailing("deflate", data, end, "the stream")
 
 
-def _brotli(data: bytes, cap: int) -> bytes:
+def _brotli(data: bytes, cap: int) -> tuple[bytes, str | None]:
+    out = _Output(cap)
     d = brotli.Decompressor()
-    out = bytearray(d.process(data, output_buffer_limit=_STEP))
-    while not d.is_finished() and len(out) <= cap:
-        more = d.process(b"", output_buffer_limit=_STEP)
-        if not more:
-            break
-        out += more
-    if len(out) > cap:
-        raise BodyTooLarge(f"decodes to more than {cap} bytes")
+    chunk = d.process(data, output_buffer_limit=_STEP)
+    while chunk:  # an empty chunk: finished, or waiting for input that will not come
+        out.add(chunk)
+        chunk = d.process(b"", output_buffer_limit=_STEP) if not d.is_finished() else b""
     if not d.is_finished():
-        raise ValueError("stream ends before the end of the compressed data")
-    return bytes(out)
+        raise ValueError(_TRUNCATED)
+    return out.value(), None
 
 
-def _zstd(data: bytes, cap: int) -> bytes:
+def _zstd(data: bytes, cap: int) -> tuple[bytes, str | None]:
+    out = _Output(cap)
     reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
-    out = bytearray()
-    while True:
+    chunk = reader.read(_STEP)
+    while chunk:
+        out.add(chunk)
         chunk = reader.read(_STEP)
-        if not chunk:
-            break
-        out += chunk
-        if len(out) > cap:
-            raise BodyTooLarge(f"decodes to more than {cap} bytes")
-    return bytes(out)
+    return out.value(), None
 
 
-_DECODERS = {
-    "gzip": lambda d, cap: _zlib(d, 16 + zlib.MAX_WBITS, cap),
-    "x-gzip": lambda d, cap: _zlib(d, 16 + zlib.MAX_WBITS, cap),
-    "deflate": _deflate,
-    "br": _brotli,
-    "zstd": _zstd,
-}
+_DECODERS = {"gzip": _gzip, "x-gzip": _gzip, "deflate": _deflate, "br": _brotli, "zstd": _zstd}
 
 
 def decode_body(raw: bytes | bytearray, content_encoding: str | None, max_decoded: int = DEFAULT_MAX_DECODED,
                 truncated: bool = False) -> DecodedBody:
-    """Undo each Content-Encoding in reverse order of application."""
+    """Undo each Content-Encoding in reverse order of application, each under max_decoded."""
     raw = bytes(raw)
     chain = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
     chain = [c for c in chain if c != "identity"]
-    data = raw
+    encoding = ",".join(chain)
+    data, note = raw, None
     for coding in reversed(chain):
         decoder = _DECODERS.get(coding)
         if decoder is None:
-            return DecodedBody(raw, ",".join(chain), f"unsupported content-encoding {coding}", truncated)
+            return DecodedBody(raw, encoding, f"unsupported content-encoding {coding}", truncated)
         try:
-            data = decoder(data, max_decoded)
+            data, flagged = decoder(data, max_decoded)
         except BodyTooLarge as exc:
-            return DecodedBody(raw, ",".join(chain), f"bomb: {coding} body {exc}", truncated)
+            return DecodedBody(raw, encoding, f"bomb: {coding} body {exc}", truncated)
         except (zlib.error, brotli.error, zstandard.ZstdError, ValueError) as exc:
-            return DecodedBody(raw, ",".join(chain), f"{coding}: {exc}", truncated)
-    return DecodedBody(data, ",".join(chain), None, truncated)
+            return DecodedBody(raw, encoding, f"{coding}: {exc}", truncated)
+        note = note or flagged
+    return DecodedBody(data, encoding, note, truncated)
 
 
 @dataclass
@@ -121,12 +174,21 @@ class SseEvent:
     retry: int | None = None
 
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
 @dataclass
 class SseParser:
     """text/event-stream as the WHATWG spec defines it: lines end in CRLF, LF or CR; `data:` lines
-    join with newlines; a blank line dispatches; comments start with ':'. Feed any split of bytes."""
+    join with newlines; a blank line dispatches; comments start with ':'. Feed any split of bytes.
 
-    _buf: bytes = b""
+    One pass over the line ends of each chunk; an unfinished line waits in a buffer of at most
+    max_line bytes: the rest of a longer line is dropped and the line counted in truncated_lines."""
+
+    max_line: int = MAX_LINE
+    truncated_lines: int = 0
+    _buf: bytearray = field(default_factory=bytearray)  # the start of an unfinished line
+    _over: bool = False  # the unfinished line passed max_line
     _data: list[str] = field(default_factory=list)
     _event: str = ""
     _id: str | None = None
@@ -135,33 +197,39 @@ class SseParser:
     _has_fields: bool = False
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        if self._saw_cr and chunk.startswith(b"\n"):
+        if not chunk:
+            return []
+        if self._saw_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]  # the LF of a CRLF split across two feeds
-        self._saw_cr = False
-        buf = self._buf + chunk
+        self._saw_cr = chunk[-1:] == b"\r"
         events: list[SseEvent] = []
         start = 0
-        n = len(buf)
-        while True:
-            i_lf = buf.find(b"\n", start)
-            i_cr = buf.find(b"\r", start)
-            if i_lf < 0 and i_cr < 0:
-                break
-            if i_cr >= 0 and (i_lf < 0 or i_cr < i_lf):
-                end = i_cr
-                if i_cr + 1 < n:
-                    nxt = i_cr + 2 if buf[i_cr + 1:i_cr + 2] == b"\n" else i_cr + 1
-                else:
-                    self._saw_cr = True
-                    nxt = i_cr + 1
-            else:
-                end, nxt = i_lf, i_lf + 1
-            ev = self._line(buf[start:end])
+        for m in _LINE_END.finditer(chunk):
+            ev = self._line(self._whole(chunk, start, m.start()))
             if ev:
                 events.append(ev)
-            start = nxt
-        self._buf = buf[start:]
+            start = m.end()
+        self._keep(chunk, start, len(chunk))
         return events
+
+    def _keep(self, chunk: bytes, start: int, end: int) -> None:
+        room = self.max_line - len(self._buf)
+        if end - start > room:
+            end = start + room
+            if not self._over:
+                self._over = True
+                self.truncated_lines += 1
+        self._buf += chunk[start:end]
+
+    def _whole(self, chunk: bytes, start: int, end: int) -> bytes:
+        """The line that ends at chunk[end], with its start from earlier feeds, cut to max_line."""
+        if not self._buf and not self._over and end - start <= self.max_line:
+            return chunk[start:end]
+        self._keep(chunk, start, end)
+        line = bytes(self._buf)
+        self._buf.clear()
+        self._over = False
+        return line
 
     def _line(self, raw: bytes) -> SseEvent | None:
         line = raw.decode("utf-8", "replace")
@@ -188,14 +256,35 @@ class SseParser:
         return None
 
     def finish(self) -> tuple[list[SseEvent], bool]:
-        """Events still open at the end of the body (dispatched), and whether any were cut off."""
-        cut = bool(self._buf.strip()) or self._has_fields
-        events = self.feed(b"\n\n") if cut else []
-        return events, cut
+        """Events still open at the end of the body (dispatched), and whether any were cut off: at
+        the end of the body, or by a line longer than max_line."""
+        open_ = bool(self._buf.strip()) or self._over or self._has_fields
+        events = self.feed(b"\n\n") if open_ else []
+        return events, open_ or self.truncated_lines > 0
 
 
-def split_ndjson(data: bytes) -> tuple[list[str], bool]:
-    """Lines of an NDJSON body; the second value says whether the last line was cut off."""
-    lines = data.split(b"\n")
-    cut = lines[-1].strip() != b""
-    return [ln.decode("utf-8", "replace") for ln in lines if ln.strip()], cut
+_NDJSON_BLOCK = 1024 * 1024  # split in C a block at a time, so no copy is larger than this
+
+
+def split_ndjson(data: bytes, max_line: int = MAX_LINE) -> tuple[list[str], bool]:
+    """Lines of an NDJSON body; the second value says whether a line was cut off: the last one by
+    the end of the body, or one longer than max_line (kept up to max_line)."""
+    lines: list[str] = []
+    cut = False
+    pos, n = 0, len(data)
+    window = max(1, min(_NDJSON_BLOCK, max_line))
+    while pos < n:
+        stop = data.rfind(b"\n", pos, pos + window) + 1
+        if stop > pos:  # whole lines, each shorter than the window and so than max_line
+            lines += [ln.decode("utf-8", "replace") for ln in data[pos:stop - 1].split(b"\n") if ln.strip()]
+            pos = stop
+            continue
+        end = data.find(b"\n", pos)  # a line as long as the window or longer
+        end = n if end < 0 else end
+        line = data[pos:min(end, pos + max_line)]
+        if line.strip():
+            lines.append(line.decode("utf-8", "replace"))
+            cut = cut or end == n
+        cut = cut or end - pos > max_line
+        pos = end + 1
+    return lines, cut
