@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.capture.libraries import LibraryFile, LibraryFinder, _identity
+from recorder.capture.libraries import LibraryFile, LibraryFinder, file_identity
 from recorder.capture.probes import AttachedLibrary, CaptureProgram
 from recorder.capture.records import HEADER_DTYPE, HEADER_SIZE, K_EXEC, K_EXIT, K_LIBOPEN
 
@@ -125,7 +125,7 @@ class LibraryDiscovery:
             return
         base = f"{self.proc}/{pid}/root" if name.startswith("/") else f"{self.proc}/{pid}/cwd/"
         path = base + name
-        ident = _identity(path)
+        ident = file_identity(path)
         if ident is None:
             return  # gone already, or the open failed (the loader tries several directories)
         for item in self.attach([LibraryFile(path, name, ident[0], ident[1], f"opened by pid {pid}")]):

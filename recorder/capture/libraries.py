@@ -58,7 +58,7 @@ def exports_ssl(path: str) -> bool:
     return len(exported_symbols(path, ["SSL_write", "SSL_read"])) == 2
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def file_identity(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -132,7 +132,7 @@ class LibraryFinder:
         result = []
         for inside in mapped_files(pid, self.proc):
             path = f"{self.proc}/{pid}/root{inside}"
-            ident = _identity(path)
+            ident = file_identity(path)
             if ident is None:
                 continue
             verdict = self._verdict.get(ident)
@@ -152,7 +152,7 @@ def discover(extra: list[str], scan: bool = True, maps: bool = True) -> list[Lib
     seen: set[tuple[int, int]] = set()
 
     def add(path: str, display: str, how: str) -> None:
-        ident = _identity(path)
+        ident = file_identity(path)
         if ident is None:
             if how == "config":
                 log.warning("configured library %s does not exist: skipped", path)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 
-def _addr(hex_addr: str) -> tuple[str, int]:
+def parse_proc_address(hex_addr: str) -> tuple[str, int]:
     """'0100007F:01BB' (IPv4) or 32 hex digits (IPv6), each 32-bit word in host (little) order."""
     host, port = hex_addr.split(":")
     raw = bytes.fromhex(host)
@@ -48,6 +48,6 @@ def lookup(pid: int, fd: int, proc: Path = Path("/proc")) -> tuple[str, int, str
         for line in lines:
             parts = line.split()
             if len(parts) > 9 and parts[9] == wanted:
-                local, peer = _addr(parts[1]), _addr(parts[2])
+                local, peer = parse_proc_address(parts[1]), parse_proc_address(parts[2])
                 return local[0], local[1], peer[0], peer[1]
     return None

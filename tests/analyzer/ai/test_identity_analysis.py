@@ -1,9 +1,8 @@
-"""Identity through the analyzer: command-line redaction, socket-table parsing, socket records, and
-the DuckDB tables that say which pod made which call."""
+"""Identity through the analyzer: command-line redaction, and the DuckDB tables that say which pod
+made which call."""
 
 from __future__ import annotations
 
-import struct
 import subprocess
 
 import duckdb
@@ -11,8 +10,6 @@ import duckdb
 from analyzer.http.redaction import REDACTED, redact_cmdline
 from conftest import BIN
 from helpers.analyzer_inputs import FIXTURES
-from recorder.capture.records import SOCKET_INFO, parse_socket_info
-from recorder.identity.sockets import _addr
 from scripts.record_fixtures import CONTAINER_ID, POD_UID
 
 
@@ -29,25 +26,6 @@ def test_cmdline_secrets_are_redacted():
                            "Content-Type: application/json"]) == [
         "curl", "-H", f"Authorization: {REDACTED}", "-H", f"x-api-key: {REDACTED}", "-d",
         f'{{"key": "{REDACTED}"}}', "-H", "Content-Type: application/json"]
-
-
-def test_socket_table_addresses():
-    assert _addr("0100007F:01BB") == ("127.0.0.1", 443)
-    # ::ffff:10.1.2.3 as /proc/net/tcp6 prints it (32-bit words in host order)
-    assert _addr("0000000000000000FFFF00000302010A:1F90") == ("10.1.2.3", 8080)
-    assert _addr("B80D0120000000000000000001000000:0050") == ("2001:db8::1", 80)
-
-
-def test_socket_record_payload():
-    v4 = SOCKET_INFO.pack(7, 2, 443, bytes([93, 184, 216, 34]) + bytes(12), 1)
-    assert parse_socket_info(v4) == {"fd": 7, "peer_ip": "93.184.216.34", "peer_port": 443,
-                                     "socket_source": "set_fd"}
-    v6 = SOCKET_INFO.pack(-1, 10, 8443, bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 9]), 2)
-    assert parse_socket_info(v6) == {"fd": None, "peer_ip": "10.0.0.9", "peer_port": 8443,
-                                     "socket_source": "thread_connect"}
-    unknown = SOCKET_INFO.pack(3, 0, 0, bytes(16), 2)
-    assert parse_socket_info(unknown)["peer_ip"] is None
-    assert SOCKET_INFO.size == struct.calcsize("<iHH16sB7x") == 32
 
 
 def test_duckdb_tables_name_the_pod(tmp_path):

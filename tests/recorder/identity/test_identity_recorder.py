@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 
 import numpy as np
 import pyarrow as pa
 
 from contract import segment_format as sf
 from recorder.capture.libraries import LibraryFinder, exported_symbols, exports_ssl
-from recorder.capture.records import HEADER_DTYPE, K_DATA, K_SNI, K_SOCKET, SOCKET_INFO, RecordDecoder
+from recorder.capture.records import (
+    HEADER_DTYPE,
+    K_DATA,
+    K_SNI,
+    K_SOCKET,
+    SOCKET_INFO,
+    RecordDecoder,
+    parse_socket_info,
+)
 from recorder.identity.processes import CgroupPaths, ProcessRegistry, process_rows
+from recorder.identity.sockets import parse_proc_address
 
 
 def record(kind: int, payload: bytes, **fields) -> bytes:
@@ -130,3 +140,22 @@ def test_discovery_looks_only_at_processes_the_filters_capture(tmp_path):
     assert [capture_filter([], ["curl"], [], tmp_path)(p) for p in (1, 2)] == [False, True]
     assert [capture_filter([1], ["curl"], [], tmp_path)(p) for p in (1, 2)] == [False, False]  # all must hold
     assert not capture_filter([], ["curl"], [], tmp_path)(3)  # gone
+
+
+def test_socket_table_addresses():
+    assert parse_proc_address("0100007F:01BB") == ("127.0.0.1", 443)
+    # ::ffff:10.1.2.3 as /proc/net/tcp6 prints it (32-bit words in host order)
+    assert parse_proc_address("0000000000000000FFFF00000302010A:1F90") == ("10.1.2.3", 8080)
+    assert parse_proc_address("B80D0120000000000000000001000000:0050") == ("2001:db8::1", 80)
+
+
+def test_socket_record_payload():
+    v4 = SOCKET_INFO.pack(7, 2, 443, bytes([93, 184, 216, 34]) + bytes(12), 1)
+    assert parse_socket_info(v4) == {"fd": 7, "peer_ip": "93.184.216.34", "peer_port": 443,
+                                     "socket_source": "set_fd"}
+    v6 = SOCKET_INFO.pack(-1, 10, 8443, bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 9]), 2)
+    assert parse_socket_info(v6) == {"fd": None, "peer_ip": "10.0.0.9", "peer_port": 8443,
+                                     "socket_source": "thread_connect"}
+    unknown = SOCKET_INFO.pack(3, 0, 0, bytes(16), 2)
+    assert parse_socket_info(unknown)["peer_ip"] is None
+    assert SOCKET_INFO.size == struct.calcsize("<iHH16sB7x") == 32
