@@ -186,7 +186,7 @@ def test_non_root_without_dac_override_is_refused_when_uprobes_need_tracefs(tmp_
     principal = Principal(NOBODY, (*ROOT_SET, "cap_dac_read_search"))
     work = recorder_dir(tmp_path, NOBODY)
     probe = subprocess.run(
-        principal.capsh() + [sys.executable, "-c", "from recorder import preflight; "
+        principal.capsh() + [sys.executable, "-c", "from recorder.capture import preflight; "
                              "print(preflight.uprobe_pmu_usable())"],
         cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
     )
