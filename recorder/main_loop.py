@@ -21,7 +21,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recorder.capture import ringbuf as ringbuf_reader
+from recorder.capture import ringbuf
 from recorder.capture.preflight import PreflightError
 from recorder.capture.probes import CaptureProgram
 from recorder.capture.records import RecordDecoder
@@ -120,8 +120,8 @@ class Recorder:
     # ---- ring buffer -> pending records --------------------------------------------------------
     def _open_ring_buffer(self) -> Callable[[], None]:
         """The function that moves what the ring buffer holds into `self.pending`."""
-        if ringbuf_reader.SUPPORTED:
-            reader = ringbuf_reader.RingBufferReader(self.program.ring_buffer_fd(), self.cfg.ringbuf_bytes)
+        if ringbuf.SUPPORTED:
+            reader = ringbuf.RingBufferReader(self.program.ring_buffer_fd(), self.cfg.ringbuf_bytes)
 
             def drain() -> None:
                 self.pending.nbytes += reader.read(self.pending.records)

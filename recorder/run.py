@@ -16,13 +16,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from contract.metrics_server import MetricsServer
-from recorder.capture import libraries, preflight
-from recorder.capture import ringbuf as ringbuf_reader
+from recorder.capture import libraries, preflight, ringbuf
 from recorder.capture.discovery import LibraryDiscovery, capture_filter, run_in_thread
 from recorder.capture.probes import AttachedLibrary, CaptureProgram
 from recorder.capture.records import RecordDecoder, warm_up
 from recorder.config import RecorderConfig
-from recorder.identity import sockets as socket_table
+from recorder.identity import sockets
 from recorder.identity.cgroups import cgroup2_root, cgroup_ids
 from recorder.identity.pods import PodMetadataSource
 from recorder.identity.processes import CgroupPaths, ProcessRegistry
@@ -124,8 +123,8 @@ def _start_discovery(cfg: RecorderConfig, program: CaptureProgram, discovery: Li
                      stop: threading.Event) -> threading.Thread | None:
     if not cfg.discover_libraries:
         return None
-    events = (ringbuf_reader.RingBufferReader(program.proc_events_fd(), PROC_EVENTS_BYTES).read
-              if ringbuf_reader.SUPPORTED else None)
+    events = (ringbuf.RingBufferReader(program.proc_events_fd(), PROC_EVENTS_BYTES).read
+              if ringbuf.SUPPORTED else None)
     return run_in_thread(discovery, events, stop)
 
 
@@ -148,7 +147,7 @@ def record(cfg: RecorderConfig) -> int:
     mono_to_wall = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     use_jemalloc()
     warm_up()
-    decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths, socket_table.lookup)
+    decoder = RecordDecoder(cfg.node_name, mono_to_wall, lib_paths, sockets.lookup)
     writer = SegmentWriter(
         cfg.segments_dir, cfg.node_name, run_id, lib_paths, cfg.segment_max_bytes, cfg.segment_max_seconds,
         cfg.segments_max_total_bytes,

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from contract import segment_format as sf
 from contract.identity import ProcessIdentity
-from recorder.identity import containers as container_identity
+from recorder.identity import containers
 
 log = logging.getLogger("oisp.record")
 
@@ -134,8 +134,8 @@ class ProcessRegistry:
                 cgroup_path = line[3:]
         if cgroup_path is None:
             cgroup_path = self.cgroups.path_of(cgroup_id)
-        ident = (container_identity.from_proc_cgroup(cgroup_text) if cgroup_text
-                 else container_identity.from_cgroup_path(cgroup_path or ""))
+        ident = (containers.from_proc_cgroup(cgroup_text) if cgroup_text
+                 else containers.from_cgroup_path(cgroup_path or ""))
         info.identity = ProcessIdentity(
             ppid=ppid, exe=exe, cmdline=cmdline, start_ns=start_ns, cgroup_path=cgroup_path,
             container_id=ident.container_id, container_runtime=ident.runtime, pod_uid=ident.pod_uid)

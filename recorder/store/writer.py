@@ -3,7 +3,7 @@
 A segment is first an in-progress Arrow IPC stream (`.NAME.arrows.inprogress`, see
 segment_inprogress.py) that every batch is written through to, so a kill -9 loses only the batches
 not yet handed to `write`. At rotation it is converted to `NAME.parquet` in the background
-(segment_publisher.py). Files are created 0600: they hold plaintext, secrets included.
+(store/publisher.py). Files are created 0600: they hold plaintext, secrets included.
 
 A failed write (disk full, quota exceeded, I/O error) never escapes: the batch is dropped and
 counted, the in-progress stream is cut back to its last complete batch and published as it is. Until

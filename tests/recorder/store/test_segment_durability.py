@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from contract import segment_format as sf  # noqa: E402
 from contract import segment_names as names  # noqa: E402
-from recorder.store import publisher as segment_publisher  # noqa: E402
+from recorder.store import publisher  # noqa: E402
 from recorder.store.conversion import StreamReader  # noqa: E402
 from recorder.store.inprogress import InProgressSegment  # noqa: E402
 from recorder.store.salvage import salvage  # noqa: E402
@@ -117,7 +117,7 @@ def test_kill_9_loses_no_written_batch(tmp_path, caplog):
     assert got[len(written):] in ([], rows_of(batch(reported + 1, size=20_000)))
     # the open stream, and up to two closed ones whose conversion was queued or running
     salvaged = [f for f in tmp_path.glob("*.parquet") if stats_of(f).get("salvaged")]
-    assert 1 <= len(salvaged) <= 1 + segment_publisher.MAX_JOBS_IN_FLIGHT
+    assert 1 <= len(salvaged) <= 1 + publisher.MAX_JOBS_IN_FLIGHT
     for f in salvaged:
         assert f"salvaged {stats_of(f)['salvaged_rows']} rows" in caplog.text
 
@@ -304,7 +304,7 @@ def delete_published(directory: Path) -> int:
 
 
 def test_full_disk_drops_and_counts_batches_then_resumes(small_disk, caplog, monkeypatch):
-    monkeypatch.setattr(segment_publisher, "RETRY_SECONDS", 0.0)  # no 5 s pause between tries
+    monkeypatch.setattr(publisher, "RETRY_SECONDS", 0.0)  # no 5 s pause between tries
     w = writer(small_disk, max_bytes=200_000)
     with caplog.at_level(logging.WARNING, logger="oisp.record"):
         for i in range(40):  # 2 MB into 1 MiB
