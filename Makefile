@@ -1,6 +1,6 @@
 # The two set-up commands of the README: `make run` (the main job) and `make test` (all tests).
 # Both start with `setup`, which installs what is missing (idempotent; apt needs root).
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench fuzz
 
 setup:
 	bash scripts/setup.sh
@@ -19,3 +19,7 @@ bench: setup
 	.venv/bin/python bench/recorder_overhead.py
 	.venv/bin/python bench/recorder_sustained.py
 	.venv/bin/python bench/analyzer_throughput.py
+
+# The long fuzz campaign (figures in docs/performance.md); make test runs a bounded part of it.
+fuzz: setup
+	.venv/bin/python bench/fuzz_campaign.py

@@ -299,19 +299,43 @@ def batch_of(rows: list[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
 
 
-def run_analysis(rows: list[dict]) -> int:
-    """Everything the analyzer makes of the rows; the number of output lines."""
-    from analyzer.ai.events import EventOptions
-    from analyzer.ai.exchange_events import exchange_events
-    from analyzer.ai.providers import ProviderRegistry
-    from analyzer.sinks.exchanges_jsonl import dumps
-    from analyzer.streams.tracker import ConnectionTracker
+class _Lines:
+    """A sink that renders every output line in memory and counts them (the files' writers' own code)."""
 
-    registry = ProviderRegistry()
+    wants_events = True
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def write_exchange(self, x) -> None:
+        from analyzer.sinks.exchanges_jsonl import dumps
+
+        self.lines += bool(dumps(x))
+
+    def write_events(self, x, events: list[dict]) -> None:
+        from analyzer.sinks.events_jsonl import event_line
+
+        self.lines += sum(bool(event_line(ev)) for ev in events)
+
+    def write_connection(self, info) -> None:
+        pass
+
+    def close(self) -> str:
+        return ""
+
+
+def run_analysis(rows: list[dict], contents: tuple[str, ...] = ("full", "hash", "none")) -> int:
+    """Everything the analyzer makes of the rows, through the real pipeline, in each content mode; the
+    number of output lines."""
+    from analyzer.config import AnalyzerConfig
+    from analyzer.pipeline import Pipeline
+
     lines = 0
-    for x in ConnectionTracker().process([batch_of(rows)]):
-        lines += bool(dumps(x))
-        for content in ("full", "hash", "none"):
-            for ev in exchange_events(x, registry, EventOptions(content=content)):
-                lines += bool(json.dumps(ev, ensure_ascii=False, sort_keys=True))
+    for content in contents:
+        sink = _Lines()
+        cfg = AnalyzerConfig(content=content, hash_key=b"fuzz-key-0123456789abcdef")
+        pipeline = Pipeline(cfg, [sink])
+        pipeline.run([batch_of(rows)])
+        pipeline.close()
+        lines += sink.lines
     return lines
