@@ -92,7 +92,7 @@ def campaign(inputs: int, workers: int, hang_seconds: float) -> dict:
 
 
 def report(r: dict) -> str:
-    crashed = sum(map(len, r["crashes"].values()))
+    crashed, seconds = sum(map(len, r["crashes"].values())), f"{r['seconds']:.0f}"
     rows = "\n".join(f"| {site} | {len(seeds)} | {', '.join(map(str, seeds[:5]))} |"
                      for site, seeds in sorted(r["crashes"].items(), key=lambda kv: -len(kv[1])))
     body = f"""## Fuzz campaign: hostile connections through the whole analysis (`bench/fuzz_campaign.py`)
@@ -104,7 +104,7 @@ process analyzing thousands of inputs in a row.
 
 | inputs | crashes | hangs | output lines | peak memory, one analyzer process | time |
 | --- | --- | --- | --- | --- | --- |
-| {r["inputs"]:,} | {crashed} | {len(r["hangs"])} | {r["lines"]:,} | {r["peak_mib"]:.0f} MiB | {r["seconds"]:.0f} s |
+| {r["inputs"]:,} | {crashed} | {len(r["hangs"])} | {r["lines"]:,} | {r["peak_mib"]:.0f} MiB | {seconds} s |
 
 A hang is an input still unfinished after {r["hang_seconds"]:g} s; the analyzer container's memory limit in
 the DaemonSet is {CONTAINER_LIMIT_MIB} MiB; {r["workers"]} worker processes.
