@@ -154,13 +154,17 @@ class Exchange:
     def add_gap(self, gap: StreamGap, limit: int) -> bool:
         """Record a gap (and its note) unless `limit` are recorded already; False: only counted."""
         if len(self.gaps) >= limit:
-            if not self.gaps_omitted:
-                self.notes.append(f"more gaps than {limit}: counted, not listed")
-            self.gaps_omitted += 1
+            self.omit_gaps(1, limit)
             return False
         self.gaps.append(gap)
         self.notes.append(gap.note)
         return True
+
+    def omit_gaps(self, count: int, limit: int) -> None:
+        """Count gaps beyond `limit` (noted once)."""
+        if count and not self.gaps_omitted:
+            self.notes.append(f"more gaps than {limit}: counted, not listed")
+        self.gaps_omitted += count
 
     @property
     def complete(self) -> bool:

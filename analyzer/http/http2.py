@@ -132,6 +132,7 @@ class _Direction:
         self.scan_next = 0
         self.waiting: list[tuple[int, int]] = []
         self.gap_bytes = 0  # bytes lost in this direction so far
+        self.gap_count = 0  # and the gaps that lost them
         # streams whose message in this direction is open and that still record gaps (StreamGap and
         # missing_bytes, as they come); the others are settled from gap_bytes when they leave
         self.recording: dict[int, Exchange] = {}
@@ -153,9 +154,9 @@ class Http2Connection:
         self.max_body = self.limits.max_body_bytes
         self.streams: dict[int, Exchange] = {}  # open streams, in order of appearance
         self._done: list[Exchange] = []  # streams moved out of `streams` to bound it, finalized
-        # stream id -> direction -> gap_bytes when the stream stopped recording gaps with that
-        # direction's message still open (its missing_bytes are settled from it)
-        self._gap_base: dict[int, dict[str, int]] = {}
+        # stream id -> direction -> (gap_bytes, gap_count) when the stream stopped recording gaps
+        # with that direction's message still open (missing_bytes and gaps_omitted settle from it)
+        self._gap_base: dict[int, dict[str, tuple[int, int]]] = {}
         self.sequence = sequence_base  # streams are numbered in order of appearance, from base + 1
         self._max_taken = -1  # highest stream id handed out by take_finished (none: one-shot as before)
         self.header_bytes = 0  # decoded header bytes of the connection (Limits.max_connection_header_bytes)
@@ -180,6 +181,7 @@ class Http2Connection:
         d = self.dirs[direction]
         gap = StreamGap(direction, length, reason)
         d.gap_bytes += length
+        d.gap_count += 1
         for sid, x in list(d.recording.items()):
             (x.request if direction == "request" else x.response).missing_bytes += length
             x.add_gap(gap, self.limits.max_gap_records)
@@ -327,7 +329,7 @@ class Http2Connection:
         """Gaps are no longer recorded on this stream; those of its open messages are counted."""
         for name, d in self.dirs.items():
             if d.recording.pop(sid, None) is not None:
-                self._gap_base.setdefault(sid, {})[name] = d.gap_bytes
+                self._gap_base.setdefault(sid, {})[name] = (d.gap_bytes, d.gap_count)
 
     def _completed(self, x: Exchange, direction: str) -> None:
         """A message just ended: later gaps in its direction do not touch it."""
@@ -337,15 +339,21 @@ class Http2Connection:
         elif self.streams.get(x.stream_id) is x:
             before = self._gap_base.get(x.stream_id, {}).pop(direction, None)
             if before is not None:
-                (x.request if direction == "request" else x.response).missing_bytes += d.gap_bytes - before
+                self._count_gaps(x, direction, before)
 
     def _settle(self, sid: int, x: Exchange) -> None:
         """The stream leaves: the bytes lost while its messages were open are all counted."""
         for d in self.dirs.values():
             d.recording.pop(sid, None)
         for direction, before in self._gap_base.pop(sid, {}).items():
-            msg = x.request if direction == "request" else x.response
-            msg.missing_bytes += self.dirs[direction].gap_bytes - before
+            self._count_gaps(x, direction, before)
+
+    def _count_gaps(self, x: Exchange, direction: str, before: tuple[int, int]) -> None:
+        """The gaps of a direction since `before` (gap_bytes, gap_count), counted on a stream that
+        no longer records them."""
+        d = self.dirs[direction]
+        (x.request if direction == "request" else x.response).missing_bytes += d.gap_bytes - before[0]
+        x.omit_gaps(d.gap_count - before[1], self.limits.max_gap_records)
 
     def _conn_note(self, text: str) -> None:
         if len(self.notes) < MAX_CONN_NOTES:
