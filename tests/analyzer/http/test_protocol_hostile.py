@@ -249,7 +249,8 @@ def test_open_streams_bounded():
     h2 = Http2Connection(conn(), start_seen=True, limits=limits)
     enc = hpack.Encoder()
     for i in range(100):
-        h2.feed_request((CLIENT_PREFACE if i == 0 else b"") + headers_frame(2 * i + 1, enc.encode(REQUEST)), i)
+        preface = CLIENT_PREFACE if i == 0 else b""
+        h2.feed_request(preface + headers_frame(2 * i + 1, enc.encode(REQUEST)), i)
         assert len(h2.streams) <= 10
     # a late frame of a stream handed out is not followed (no new stream state)
     h2.feed_request(data_frame(1, b"late", end_stream=True), 200)

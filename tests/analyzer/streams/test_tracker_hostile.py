@@ -46,7 +46,8 @@ def test_unknown_kind_null_gap_length_and_huge_gap():
     t = ConnectionTracker()
     rows = [row("open"), row("weird"), row("gap", direction="egress", stream_offset=0, length=None),
             data("egress", 0, REQ), data("ingress", 0, RESP),
-            row("gap", 3, direction="egress", stream_offset=len(REQ), length=2**30, gap_reason="ringbuf_full"),
+            row("gap", 3, direction="egress", stream_offset=len(REQ), length=2**30,
+                gap_reason="ringbuf_full"),
             row("close", 4)]
     xs = run(t, rows)
     assert t.rows_dropped == 2
