@@ -12,17 +12,36 @@ ConfigMap for both), with `--content` on the command line overriding it.
         endpoint: otel-collector.monitoring:4317
         insecure: true
 
+Budgets of the protocol layer (analyzer/model.py Limits): what one connection may cost, whatever
+its bytes say. Each is a positive whole number; over it, input is dropped or left unparsed and the
+connection lists the key in its limits_hit:
+
+    analyzer:
+      max_body_bytes: 67108864             # body bytes kept per request or response (64 MiB)
+      max_undetected_bytes: 1048576        # bytes held per connection before its protocol is known;
+                                           # over it the protocol is decided on what came (1 MiB)
+      max_reorder_bytes: 16777216          # bytes held per stream beyond a hole before the hole is
+                                           # given up as missing (16 MiB)
+      max_header_list_bytes: 1048576       # decoded bytes of one HTTP/2 header block (HPACK sizes)
+      max_connection_header_bytes: 16777216  # decoded HTTP/2 header bytes per connection; over it
+                                           # header blocks are dropped and headers unreliable
+      max_hpack_table_bytes: 65536         # HPACK dynamic table size accepted from a peer
+      max_open_streams: 1000               # HTTP/2 streams followed at once per connection (the
+                                           # oldest is handed out as it stands)
+      max_gap_records: 16                  # gaps recorded per exchange; more are only counted
+
 Unknown keys are errors, as in the recorder's section."""
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
 
+from analyzer.model import Limits
 from analyzer.sinks import otlp_settings
 from analyzer.sinks.otlp_settings import OtlpSettings
 
@@ -49,6 +68,19 @@ class AnalyzerConfig:
     output_keep: int = 5
     metrics_port: int | None = None  # None: no endpoint; 0: any free port (logged)
     metrics_address: str = "0.0.0.0"
+    limits: Limits = field(default_factory=Limits)  # budgets of the protocol layer (keys as named)
+
+
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+
+
+def _limit_value(key: str, value) -> int:
+    """A budget: a positive whole number (a float such as 1e6 is taken when whole and finite)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise AnalyzerConfigError(f"analyzer.{key} must be a positive whole number, not {value!r}")
+    return value
 
 
 # live-mode keys: name -> (type, least value)
@@ -141,6 +173,8 @@ def load(path: Path | None) -> AnalyzerConfig:
                 cfg.endpoints[str(endpoint)] = spec
         elif key == "otlp":
             cfg.otlp = _otlp(value, "analyzer.otlp")  # the first name of export.otlp, still accepted
+        elif key in _LIMIT_KEYS:
+            cfg.limits = replace(cfg.limits, **{key: _limit_value(key, value)})
         elif key in _FOLLOW_KEYS:
             setattr(cfg, key, _follow_value(key, value))
         elif key == "metrics_address":

@@ -37,6 +37,32 @@ class ConnectionInfo:
     local_port: int | None = None
     socket_source: str | None = None  # set_fd (exact) or thread_connect (inferred)
     process: ProcessIdentity | None = None
+    # hostile or broken input: the budgets (Limits field names) it went over, and the type of the
+    # exception a protocol parser raised on it (its exchanges so far were still handed out)
+    limits_hit: list[str] = field(default_factory=list)
+    parse_error: str | None = None
+
+    def hit(self, limit: str) -> None:
+        """Record that a budget was exceeded on this connection (once per budget)."""
+        if limit not in self.limits_hit:
+            self.limits_hit.append(limit)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may cost the protocol layer, whatever its bytes say (the `analyzer:` keys
+    of the same names in analyzer/config.py). Over a budget, input is dropped or left unparsed and the
+    connection says so (ConnectionInfo.limits_hit); nothing is allocated in proportion to a number
+    the peer sent."""
+
+    max_body_bytes: int = 64 * 1024 * 1024  # body bytes kept per message (request or response)
+    max_undetected_bytes: int = 1024 * 1024  # bytes held per connection before its protocol is known
+    max_reorder_bytes: int = 16 * 1024 * 1024  # bytes held per stream beyond a hole, waiting for it
+    max_header_list_bytes: int = 1024 * 1024  # decoded bytes of one HTTP/2 header block (HPACK sizes)
+    max_connection_header_bytes: int = 16 * 1024 * 1024  # decoded HTTP/2 header bytes per connection
+    max_hpack_table_bytes: int = 64 * 1024  # HPACK dynamic table size accepted from SETTINGS/updates
+    max_open_streams: int = 1000  # HTTP/2 streams tracked at once per connection
+    max_gap_records: int = 16  # StreamGap records (and gap notes) kept per exchange; more are counted
 
 
 class SyncState(Enum):
@@ -108,6 +134,22 @@ class Exchange:
     response: HttpMessage = field(default_factory=HttpMessage)
     notes: list[str] = field(default_factory=list)  # what went wrong or was unusual, for people only
     gaps: list[StreamGap] = field(default_factory=list)  # lost bytes that touched it, in order
+    gaps_omitted: int = 0  # gaps beyond Limits.max_gap_records: counted, not recorded
+
+    def add_gap(self, gap: StreamGap, limit: int) -> bool:
+        """Record a gap (and its note) unless `limit` are recorded already; False: only counted."""
+        if len(self.gaps) >= limit:
+            self.omit_gaps(1, limit)
+            return False
+        self.gaps.append(gap)
+        self.notes.append(gap.note)
+        return True
+
+    def omit_gaps(self, count: int, limit: int) -> None:
+        """Count gaps beyond `limit` (noted once)."""
+        if count and not self.gaps_omitted:
+            self.notes.append(f"more gaps than {limit}: counted, not listed")
+        self.gaps_omitted += count
 
     @property
     def complete(self) -> bool:

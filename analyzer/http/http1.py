@@ -8,24 +8,24 @@ them), and each finished response is mirrored back into the server-role parser, 
 to the next (pipelined) request. h11 keeps pipelined requests buffered until then.
 
 A gap inside a body whose Content-Length says it cannot reach past the body's end keeps the
-framing: the parser is fed stand-in bytes that never reach the body, the message is marked
-incomplete, and the exchange keeps its other half (an 80 KB prompt over the capture limit still has
-its answer). Any other gap breaks HTTP/1 framing: the exchanges in flight are closed as incomplete,
-both parsers restart, and each direction resumes at the next line that starts a request or a status
-line.
+framing: the body reader is told the bytes went by (nothing is allocated for them: a gap may be
+gigabytes), the message is marked incomplete, and the exchange keeps its other half (an 80 KB
+prompt over the capture limit still has its answer). Any other gap breaks HTTP/1 framing: the
+exchanges in flight are closed as incomplete, both parsers restart, and each direction resumes at
+the next line that starts a request or a status line.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
+from dataclasses import replace
 
 import h11
 
-from analyzer.model import ConnectionInfo, Exchange, StreamGap, SyncState
+from analyzer.model import ConnectionInfo, Exchange, Limits, StreamGap, SyncState
 
 MAX_HEADER_BYTES = 256 * 1024
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 REQUEST_LINE = re.compile(
     rb"(?:^|\r?\n)((?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|CONNECT|TRACE) \S+ HTTP/1\.[01]\r?\n)"
@@ -45,10 +45,13 @@ def looks_like_http1(egress: bytes, ingress: bytes) -> bool:
 class Http1Connection:
     """Feed each direction's bytes (with their capture time) and gaps; take finished exchanges."""
 
-    def __init__(self, conn: ConnectionInfo, max_body: int = DEFAULT_MAX_BODY, resync: bool = False,
-                 sequence_base: int = 0):
+    def __init__(self, conn: ConnectionInfo, max_body: int | None = None, resync: bool = False,
+                 sequence_base: int = 0, limits: Limits | None = None):
         self.conn = conn
-        self.max_body = max_body
+        self.limits = limits or Limits()
+        if max_body is not None:
+            self.limits = replace(self.limits, max_body_bytes=max_body)
+        self.max_body = self.limits.max_body_bytes
         self.finished: list[Exchange] = []
         self._seq = sequence_base  # exchanges are numbered from sequence_base + 1
         self._inflight: deque[Exchange] = deque()  # request seen, exchange not finished
@@ -82,7 +85,7 @@ class Http1Connection:
         if self._bridge(gap):
             return
         for x in self._inflight:
-            _add_gap(x, gap)
+            x.add_gap(gap, self.limits.max_gap_records)
             msg = getattr(x, direction)
             msg.complete = False
             msg.missing_bytes += length
@@ -107,6 +110,12 @@ class Http1Connection:
         self._flush_inflight()
         return self.finished
 
+    def salvage(self) -> list[Exchange]:
+        """Every exchange held, as it stands (after a parser error: no more parsing)."""
+        out = self.finished + list(self._inflight)
+        self.finished, self._inflight = [], deque()
+        return out
+
     def take_finished(self) -> list[Exchange]:
         """The exchanges finished so far (final: nothing touches them again); the connection goes on."""
         out, self.finished = self.finished, []
@@ -123,8 +132,9 @@ class Http1Connection:
         return self._sync["request"] is SyncState.DEAD
 
     def _bridge(self, gap: StreamGap) -> bool:
-        """Feed stand-in bytes for the gap to the parser of its side if they surely fall inside the
-        body being read (Content-Length known, not chunked, enough of it left)."""
+        """Queue the gap for the parser of its side if it surely falls inside the body being read
+        (Content-Length known, not chunked, enough of it left): when the parser reaches it, its
+        body reader skips the lost bytes (_skip)."""
         side, length = gap.direction, gap.length
         x = self._cur_req if side == "request" else self._cur_resp
         if x is None or id(x) in self._ended[side] or self._dead:
@@ -136,15 +146,27 @@ class Http1Connection:
         if not length_header or not length_header.isdigit() or msg.header("transfer-encoding"):
             return False
         backlog = self._req_backlog if side == "request" else self._backlog
-        start = self._body_off[side] + sum(len(d) for d, _ in backlog)
+        start = self._body_off[side] + sum(d if isinstance(d, int) else len(d) for d, _ in backlog)
         if start + length > int(length_header):
             return False
-        self._holes[side].append((start, start + length))
         msg.missing_bytes += length
-        _add_gap(x, gap)
-        backlog.append((b"\0" * length, backlog[-1][1] if backlog else msg.end_ns or msg.start_ns or 0))
+        x.add_gap(gap, self.limits.max_gap_records)
+        # the gap waits in the backlog as its length, behind the bytes before it
+        backlog.append((length, backlog[-1][1] if backlog else msg.end_ns or msg.start_ns or 0))
         self._pump()
         return True
+
+    def _skip(self, parser: h11.Connection, side: str, length: int) -> None:
+        """A bridged gap reached its parser (waiting for body bytes, its buffer empty): the
+        Content-Length reader is told `length` bytes went by. h11 has no API for this; if its reader
+        is not the one expected, parsing of the connection stops rather than guess."""
+        reader = getattr(parser, "_reader", None)
+        remaining = getattr(reader, "_remaining", None)
+        if type(reader).__name__ != "ContentLengthReader" or not isinstance(remaining, int) \
+                or remaining < length:
+            raise h11.LocalProtocolError("a bridged gap did not fall inside the body being read")
+        reader._remaining -= length
+        self._body_off[side] += length
 
     def _new_parsers(self, sync: SyncState) -> None:
         self._req = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -158,9 +180,8 @@ class Http1Connection:
         # chunk it came from, whatever order the two directions arrived in.
         self._req_backlog: list[tuple[bytes, int]] = []
         self._backlog = []
-        # body bytes parsed so far of the message being read, per side, and the stand-in ranges in it
+        # body bytes gone by so far (parsed or lost in a bridged gap) of the message being read, per side
         self._body_off = {"request": 0, "response": 0}
-        self._holes: dict[str, list[tuple[int, int]]] = {"request": [], "response": []}
 
     def _flush_inflight(self) -> None:
         while self._inflight:
@@ -198,6 +219,11 @@ class Http1Connection:
                 if not self._req_backlog:
                     return progress
                 data, ts = self._req_backlog.pop(0)
+                if isinstance(data, int):  # a bridged gap
+                    self._req_ts = ts
+                    self._skip(self._req, "request", data)
+                    progress = True
+                    continue
                 if self._sync["request"].seeking:
                     m = REQUEST_LINE.search(data)
                     if not m:
@@ -208,6 +234,8 @@ class Http1Connection:
                 self._req.receive_data(data)
                 progress = True
                 continue
+            if isinstance(ev, h11.ConnectionClosed):
+                return progress  # h11 repeats it on every call: not progress
             progress = True
             if isinstance(ev, h11.Request):
                 self._seq += 1
@@ -217,7 +245,7 @@ class Http1Connection:
                 x.request.headers = _headers(ev.headers)
                 x.authority = x.request.header("host")
                 x.request.start_ns = self._req_ts
-                self._body_off["request"], self._holes["request"] = 0, []
+                self._body_off["request"] = 0
                 self._begin(x)
                 self._inflight.append(x)
                 self._cur_req = x
@@ -227,15 +255,13 @@ class Http1Connection:
             elif isinstance(ev, h11.EndOfMessage):
                 self._end_message(self._cur_req, "request", ev, self._req_ts)
                 self._maybe_next_cycle()
-            elif isinstance(ev, h11.ConnectionClosed):
-                return progress
 
     def _begin(self, x: Exchange) -> None:
         """Say on the first exchange after the capture joined, or after a gap, how it began."""
         if self._next_begins is SyncState.JOINED_MID_STREAM:
             x.notes.append("capture began mid-connection")
         elif self._next_begins is SyncState.AFTER_GAP:
-            _add_gap(x, self._resumed_after)
+            x.add_gap(self._resumed_after, self.limits.max_gap_records)
         self._next_begins = SyncState.IN_SYNC
 
     def _mirror_request(self, x: Exchange, ev: h11.Request) -> None:
@@ -262,6 +288,11 @@ class Http1Connection:
                 if not self._backlog:
                     return progress
                 data, ts = self._backlog.pop(0)
+                if isinstance(data, int):  # a bridged gap
+                    self._resp_ts = ts
+                    self._skip(self._resp, "response", data)
+                    progress = True
+                    continue
                 if self._sync["response"].seeking:
                     if ts < (self._cur_resp.request.start_ns or 0):
                         continue  # the answer to a request lost before the resync point
@@ -274,6 +305,8 @@ class Http1Connection:
                 self._resp.receive_data(data)
                 progress = True
                 continue
+            if isinstance(ev, h11.ConnectionClosed):
+                return progress  # h11 repeats it on every call: not progress
             progress = True
             x = self._cur_resp
             ts = self._resp_ts
@@ -287,7 +320,7 @@ class Http1Connection:
             elif isinstance(ev, h11.Response):
                 x.status = ev.status_code
                 x.response.headers = _headers(ev.headers)
-                self._body_off["response"], self._holes["response"] = 0, []
+                self._body_off["response"] = 0
                 if x.response.start_ns is None:
                     x.response.start_ns = ts
             elif isinstance(ev, h11.Data):
@@ -296,22 +329,11 @@ class Http1Connection:
                 self._end_message(x, "response", ev, ts)
                 self._maybe_next_cycle()
                 return True
-            elif isinstance(ev, h11.ConnectionClosed):
-                return progress
         return progress
 
     def _add_body(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
-        """Append body bytes up to the size cap (noting once when it is exceeded); stand-in bytes fed
-        for a bridged gap are left out."""
-        start = self._body_off[side]
+        """Append body bytes up to the size cap (noting once when it is exceeded)."""
         self._body_off[side] += len(data)
-        for lo, hi in self._holes[side]:
-            if lo < start + len(data) and hi > start:
-                kept = data[:max(lo - start, 0)] + data[max(hi - start, 0):]
-                return self._add_body_bytes(x, side, kept, ts)
-        self._add_body_bytes(x, side, data, ts)
-
-    def _add_body_bytes(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
         msg = getattr(x, side)
         room = self.max_body - len(msg.body)
         if len(data) > room and not msg.capped:
@@ -350,7 +372,3 @@ class Http1Connection:
             self._resp.start_next_cycle()
         self._cur_req = None
 
-
-def _add_gap(x: Exchange, gap: StreamGap) -> None:
-    x.gaps.append(gap)
-    x.notes.append(gap.note)

@@ -13,7 +13,11 @@ that direction.
 
 from __future__ import annotations
 
+import heapq
+from dataclasses import replace
+
 import hpack
+from hpack.table import HeaderTable
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import (
     ContinuationFrame,
@@ -26,15 +30,15 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from analyzer.model import ConnectionInfo, Exchange, HttpMessage, StreamGap, SyncState
+from analyzer.model import ConnectionInfo, Exchange, HttpMessage, Limits, StreamGap, SyncState
 
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = 9
 MAX_FRAME_SIZE = (1 << 24) - 1  # the format's own limit
-MAX_HEADER_BLOCK = 1 << 20
-MAX_HPACK_TABLE = 1 << 16
-MAX_HEADER_LIST = 1 << 20
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
+MAX_HEADER_BLOCK = 1 << 20  # encoded bytes of one header block (HEADERS plus CONTINUATIONs)
+SCAN_WINDOW = 64 * 1024  # bytes searched for the start of frames after joining or a gap
+MAX_NOTES = 64  # notes per exchange from frames a peer can repeat (resets, undecodable blocks)
+MAX_CONN_NOTES = 64  # connection-level notes kept
 KNOWN_TYPES = range(0, 10)
 # frames that must carry a stream id, and those that must not
 _STREAM_FRAMES = {0x0, 0x1, 0x2, 0x3, 0x5, 0x9}
@@ -79,37 +83,87 @@ def frames_chain(buf: bytes, pos: int = 0, need: int = 2) -> bool:
         pos = end
 
 
+def chain_at(buf: bytes | bytearray, pos: int) -> bool | int:
+    """frames_chain(buf, pos) as a verdict that knows when it is final: True or False, or the buffer
+    length at which the answer may change (so a resync judges each position a bounded number of
+    times, not once per arriving chunk)."""
+    if len(buf) < pos + FRAME_HEADER:
+        return pos + FRAME_HEADER
+    end = plausible_frame(buf, pos)
+    if end is None:
+        return False
+    if end >= len(buf):
+        return True if end == len(buf) else end
+    if len(buf) < end + FRAME_HEADER:
+        return end + FRAME_HEADER
+    return plausible_frame(buf, end) is not None
+
+
+class _CountingTable(HeaderTable):
+    """An HPACK table that counts the bytes its entries expanded to: indexed references are how a
+    small header block decodes to a large one."""
+
+    served = 0
+
+    def get_by_index(self, index: int) -> tuple[bytes, bytes]:
+        name, value = super().get_by_index(index)
+        self.served += 32 + len(name) + len(value)
+        return name, value
+
+
 class _Direction:
     """Frame splitting and header decoding for one direction."""
 
-    def __init__(self, name: str, reliable: bool, expect_preface: bool):
+    def __init__(self, name: str, reliable: bool, expect_preface: bool, limits: Limits):
         self.name = name
-        self.buf = b""
+        self.buf = bytearray()  # appended to and trimmed in place: never copied whole per chunk
         self.ts = 0
-        self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
-        self.decoder.max_allowed_table_size = MAX_HPACK_TABLE
+        self.decoder = hpack.Decoder(max_header_list_size=limits.max_header_list_bytes)
+        self.decoder.header_table = _CountingTable()
+        self.decoder.max_allowed_table_size = limits.max_hpack_table_bytes
         self.reliable = reliable  # is the HPACK state known?
         self.expect_preface = expect_preface
         # do we know where frames begin? (seen from the start, or found again after joining or a gap)
         self.sync = SyncState.IN_SYNC if reliable else SyncState.JOINED_MID_STREAM
         self.block: tuple[HeadersFrame | PushPromiseFrame, list[bytes], int] | None = None
         self.block_size = 0
+        # resync scan: positions below scan_next are judged, except those waiting (heap of
+        # (buffer length needed, position)) for bytes that had not arrived
+        self.scan_next = 0
+        self.waiting: list[tuple[int, int]] = []
+        self.gap_bytes = 0  # bytes lost in this direction so far
+        self.gap_count = 0  # and the gaps that lost them
+        # streams whose message in this direction is open and that still record gaps (StreamGap and
+        # missing_bytes, as they come); the others are settled from gap_bytes when they leave
+        self.recording: dict[int, Exchange] = {}
+
+    def reset_scan(self) -> None:
+        self.scan_next = 0
+        self.waiting = []
 
 
 class Http2Connection:
     """Feed each direction's bytes and gaps; take the exchanges (one per stream) at the end."""
 
-    def __init__(self, conn: ConnectionInfo, start_seen: bool, max_body: int = DEFAULT_MAX_BODY,
-                 sequence_base: int = 0):
+    def __init__(self, conn: ConnectionInfo, start_seen: bool, max_body: int | None = None,
+                 sequence_base: int = 0, limits: Limits | None = None):
         self.conn = conn
-        self.max_body = max_body
-        self.streams: dict[int, Exchange] = {}
+        self.limits = limits or Limits()
+        if max_body is not None:
+            self.limits = replace(self.limits, max_body_bytes=max_body)
+        self.max_body = self.limits.max_body_bytes
+        self.streams: dict[int, Exchange] = {}  # open streams, in order of appearance
+        self._done: list[Exchange] = []  # streams moved out of `streams` to bound it, finalized
+        # stream id -> direction -> (gap_bytes, gap_count) when the stream stopped recording gaps
+        # with that direction's message still open (missing_bytes and gaps_omitted settle from it)
+        self._gap_base: dict[int, dict[str, tuple[int, int]]] = {}
         self.sequence = sequence_base  # streams are numbered in order of appearance, from base + 1
         self._max_taken = -1  # highest stream id handed out by take_finished (none: one-shot as before)
-        self.notes: list[str] = []  # connection-level: GOAWAY, hostile input
+        self.header_bytes = 0  # decoded header bytes of the connection (Limits.max_connection_header_bytes)
+        self.notes: list[str] = []  # connection-level: GOAWAY, hostile input (the first MAX_CONN_NOTES)
         self.dirs = {
-            "request": _Direction("request", start_seen, expect_preface=start_seen),
-            "response": _Direction("response", start_seen, expect_preface=False),
+            "request": _Direction("request", start_seen, start_seen, self.limits),
+            "response": _Direction("response", start_seen, False, self.limits),
         }
 
     # ---- input -------------------------------------------------------------------------------
@@ -120,42 +174,58 @@ class Http2Connection:
         self._feed(self.dirs["response"], data, ts_ns)
 
     def gap(self, direction: str, length: int, reason: str) -> None:
+        """Frames in flight in this direction lose bytes; HPACK state is unknown from here on. The
+        gap is recorded on the open streams still recording (fewer than Limits.max_gap_records
+        gaps); the others have it counted when they leave, so a flood of gaps costs each stream a
+        bounded amount of work, not one step per gap."""
         d = self.dirs[direction]
         gap = StreamGap(direction, length, reason)
-        # frames in flight in this direction lose bytes; HPACK state is unknown from here on
-        for x in self.streams.values():
-            msg = x.request if direction == "request" else x.response
-            if not msg.complete:
-                msg.missing_bytes += length
-                x.gaps.append(gap)
-                x.notes.append(gap.note)
-        d.buf = b""
+        d.gap_bytes += length
+        d.gap_count += 1
+        for sid, x in list(d.recording.items()):
+            (x.request if direction == "request" else x.response).missing_bytes += length
+            x.add_gap(gap, self.limits.max_gap_records)
+            if len(x.gaps) >= self.limits.max_gap_records:
+                self._stop_recording(sid)
+        d.buf.clear()
+        d.reset_scan()
         d.block = None
         d.reliable = False
         if d.sync is not SyncState.DEAD:
             d.sync = SyncState.AFTER_GAP
-        self.notes.append(gap.note)
+        self._conn_note(gap.note)
 
     def finish(self) -> list[Exchange]:
         for d in self.dirs.values():
             if d.buf and d.sync is not SyncState.DEAD:
-                self.notes.append(f"{len(d.buf)} bytes of an unfinished frame in the {d.name} stream")
-        for x in self.streams.values():
+                self._conn_note(f"{len(d.buf)} bytes of an unfinished frame in the {d.name} stream")
+        for sid, x in self.streams.items():
+            self._settle(sid, x)
             _finalize(x)
-        return [self.streams[k] for k in sorted(self.streams)]
+        out = sorted([*self._done, *self.streams.values()], key=lambda x: x.stream_id)
+        self._done, self.streams = [], {}
+        return out
+
+    def salvage(self) -> list[Exchange]:
+        """Every exchange held, as it stands (after a parser error: no more parsing)."""
+        out = sorted([*self._done, *self.streams.values()], key=lambda x: x.stream_id)
+        self._done, self.streams = [], {}
+        return out
 
     def take_finished(self) -> list[Exchange]:
         """Streams whose request and response both ended, in stream order; the connection goes on.
         Later frames of a stream taken (a late RST_STREAM) are ignored: stream ids only grow, so
         an id at or below the highest taken that is not open is one of them."""
         done = sorted(k for k, x in self.streams.items() if x.request.complete and x.response.complete)
-        out = []
+        out = self._done
+        self._done = []
         for k in done:
             x = self.streams.pop(k)
+            self._settle(k, x)
             _finalize(x)
             out.append(x)
             self._max_taken = max(self._max_taken, k)
-        return out
+        return sorted(out, key=lambda x: x.stream_id)
 
     # ---- frames ------------------------------------------------------------------------------
     def _feed(self, d: _Direction, data: bytes, ts_ns: int) -> None:
@@ -169,39 +239,65 @@ class Http2Connection:
                     d.expect_preface = False
                 return
             if d.buf.startswith(CLIENT_PREFACE):
-                d.buf = d.buf[len(CLIENT_PREFACE):]
+                del d.buf[:len(CLIENT_PREFACE)]
             d.expect_preface = False
-        if d.sync.seeking:
-            # capture began mid-connection or after a gap: find where frames begin
-            for pos in range(min(len(d.buf), 64 * 1024)):
-                if frames_chain(d.buf, pos):
-                    d.buf = d.buf[pos:]
-                    d.sync = SyncState.IN_SYNC
-                    break
-            else:
-                if len(d.buf) > 64 * 1024:
-                    d.buf = d.buf[-FRAME_HEADER:]
-                return
-        view = memoryview(d.buf)
+        if d.sync.seeking and not self._seek(d):
+            return
         pos = 0
-        while len(d.buf) - pos >= FRAME_HEADER:
-            length = int.from_bytes(d.buf[pos:pos + 3], "big")
-            if length > MAX_FRAME_SIZE or length > (1 << 20) and d.buf[pos + 3] != 0x0:
-                d.sync = SyncState.DEAD
-                self.notes.append(f"oversized frame ({length} bytes) in the {d.name} stream: parsing stopped")
-                return
-            if len(d.buf) - pos < FRAME_HEADER + length:
-                break
-            try:
-                frame, _ = Frame.parse_frame_header(view[pos:pos + FRAME_HEADER])
-                frame.parse_body(view[pos + FRAME_HEADER:pos + FRAME_HEADER + length])
-            except (HyperframeError, ValueError) as exc:
-                self.notes.append(f"invalid frame in the {d.name} stream: {exc}")
+        with memoryview(d.buf) as view:
+            while len(d.buf) - pos >= FRAME_HEADER:
+                length = int.from_bytes(d.buf[pos:pos + 3], "big")
+                if length > MAX_FRAME_SIZE or length > (1 << 20) and d.buf[pos + 3] != 0x0:
+                    d.sync = SyncState.DEAD
+                    self._conn_note(f"oversized frame ({length} bytes) in the {d.name} stream: "
+                                    "parsing stopped")
+                    break
+                if len(d.buf) - pos < FRAME_HEADER + length:
+                    break
+                try:
+                    frame, _ = Frame.parse_frame_header(view[pos:pos + FRAME_HEADER])
+                    frame.parse_body(view[pos + FRAME_HEADER:pos + FRAME_HEADER + length])
+                except (HyperframeError, ValueError) as exc:
+                    self._conn_note(f"invalid frame in the {d.name} stream: {exc}")
+                    pos += FRAME_HEADER + length
+                    continue
                 pos += FRAME_HEADER + length
-                continue
-            pos += FRAME_HEADER + length
-            self._frame(d, frame, ts_ns)
-        d.buf = d.buf[pos:]
+                self._frame(d, frame, ts_ns)
+        if d.sync is SyncState.DEAD:
+            d.buf.clear()
+        else:
+            del d.buf[:pos]
+
+    def _seek(self, d: _Direction) -> bool:
+        """Find where frames begin (capture began mid-connection, or after a gap) among the first
+        SCAN_WINDOW bytes; True when found (d.buf then starts there). Each position is judged once,
+        or again when the bytes it waited for have come: work linear in the bytes scanned."""
+        n, found = len(d.buf), None
+        while d.waiting and d.waiting[0][0] <= n:
+            _, pos = heapq.heappop(d.waiting)
+            verdict = chain_at(d.buf, pos)
+            if verdict is True:
+                found = pos if found is None else min(found, pos)
+            elif verdict is not False:
+                heapq.heappush(d.waiting, (verdict, pos))
+        pos = d.scan_next
+        while found is None and pos < min(n, SCAN_WINDOW):
+            verdict = chain_at(d.buf, pos)
+            if verdict is True:
+                found = pos
+            elif verdict is not False:
+                heapq.heappush(d.waiting, (verdict, pos))
+            pos += 1
+        d.scan_next = pos
+        if found is not None:
+            del d.buf[:found]
+            d.reset_scan()
+            d.sync = SyncState.IN_SYNC
+            return True
+        if n > SCAN_WINDOW:
+            del d.buf[:-FRAME_HEADER]
+            d.reset_scan()
+        return False
 
     def _exchange(self, stream_id: int) -> Exchange:
         x = self.streams.get(stream_id)
@@ -211,12 +307,62 @@ class Http2Connection:
             self.sequence += 1
             x = Exchange(self.conn, "2", self.sequence, stream_id=stream_id)
             self.streams[stream_id] = x
+            for d in self.dirs.values():
+                d.recording[stream_id] = x
+            if len(self.streams) > self.limits.max_open_streams:
+                self._evict()
         return x
+
+    def _evict(self) -> None:
+        """Over Limits.max_open_streams: the oldest stream is handed out as it stands."""
+        sid = next(iter(self.streams))
+        x = self.streams.pop(sid)
+        self.conn.hit("max_open_streams")
+        if not x.complete:
+            _note(x, f"more than {self.limits.max_open_streams} open streams: stream no longer followed")
+        self._settle(sid, x)
+        _finalize(x)
+        self._done.append(x)
+        self._max_taken = max(self._max_taken, sid)
+
+    def _stop_recording(self, sid: int) -> None:
+        """Gaps are no longer recorded on this stream; those of its open messages are counted."""
+        for name, d in self.dirs.items():
+            if d.recording.pop(sid, None) is not None:
+                self._gap_base.setdefault(sid, {})[name] = (d.gap_bytes, d.gap_count)
+
+    def _completed(self, x: Exchange, direction: str) -> None:
+        """A message just ended: later gaps in its direction do not touch it."""
+        d = self.dirs[direction]
+        if d.recording.get(x.stream_id) is x:
+            del d.recording[x.stream_id]
+        elif self.streams.get(x.stream_id) is x:
+            before = self._gap_base.get(x.stream_id, {}).pop(direction, None)
+            if before is not None:
+                self._count_gaps(x, direction, before)
+
+    def _settle(self, sid: int, x: Exchange) -> None:
+        """The stream leaves: the bytes lost while its messages were open are all counted."""
+        for d in self.dirs.values():
+            d.recording.pop(sid, None)
+        for direction, before in self._gap_base.pop(sid, {}).items():
+            self._count_gaps(x, direction, before)
+
+    def _count_gaps(self, x: Exchange, direction: str, before: tuple[int, int]) -> None:
+        """The gaps of a direction since `before` (gap_bytes, gap_count), counted on a stream that
+        no longer records them."""
+        d = self.dirs[direction]
+        (x.request if direction == "request" else x.response).missing_bytes += d.gap_bytes - before[0]
+        x.omit_gaps(d.gap_count - before[1], self.limits.max_gap_records)
+
+    def _conn_note(self, text: str) -> None:
+        if len(self.notes) < MAX_CONN_NOTES:
+            self.notes.append(text)
 
     def _frame(self, d: _Direction, frame: Frame, ts: int) -> None:
         is_req = d.name == "request"
         if d.block is not None and not isinstance(frame, ContinuationFrame):
-            self.notes.append(f"header block interrupted by a {type(frame).__name__} frame")
+            self._conn_note(f"header block interrupted by a {type(frame).__name__} frame")
             d.block = None
         if isinstance(frame, (HeadersFrame, PushPromiseFrame)):
             d.block = (frame, [frame.data], ts)
@@ -229,7 +375,7 @@ class Http2Connection:
             d.block_size += len(frame.data)
             if d.block_size > MAX_HEADER_BLOCK:
                 x = self._exchange(d.block[0].stream_id)
-                x.notes.append(f"header block over {MAX_HEADER_BLOCK} bytes (CONTINUATION flood): dropped")
+                _note(x, f"header block over {MAX_HEADER_BLOCK} bytes (CONTINUATION flood): dropped")
                 d.block = None
                 d.reliable = False  # the dropped block may have changed the HPACK table
                 return
@@ -237,54 +383,78 @@ class Http2Connection:
             if "END_HEADERS" in frame.flags:
                 self._end_block(d)
         elif isinstance(frame, DataFrame):
-            x = self._exchange(frame.stream_id)
-            msg = x.request if is_req else x.response
-            if msg.start_ns is None:
-                msg.start_ns = ts
-                msg.headers_reliable = False  # body before any headers we saw
-            room = self.max_body - len(msg.body)
-            if len(frame.data) > room:
-                msg.capped = True
-                x.notes.append(f"{d.name} body over the size cap")
-            msg.body += frame.data[:max(room, 0)]
-            msg.end_ns = ts
-            if "END_STREAM" in frame.flags:
-                msg.complete = not msg.capped
+            self._data(d, frame, ts)
         elif isinstance(frame, RstStreamFrame):
             x = self._exchange(frame.stream_id)
             code = ERROR_CODES.get(frame.error_code, str(frame.error_code))
-            x.notes.append(f"stream reset by the {'client' if is_req else 'server'} ({code})")
+            _note(x, f"stream reset by the {'client' if is_req else 'server'} ({code})")
         elif isinstance(frame, GoAwayFrame):
             code = ERROR_CODES.get(frame.error_code, str(frame.error_code))
-            self.notes.append(f"GOAWAY from the {'client' if is_req else 'server'} ({code}), "
-                              f"last stream {frame.last_stream_id}")
+            self._conn_note(f"GOAWAY from the {'client' if is_req else 'server'} ({code}), "
+                            f"last stream {frame.last_stream_id}")
         elif isinstance(frame, SettingsFrame):
             size = frame.settings.get(SettingsFrame.HEADER_TABLE_SIZE)
             if size is not None:
                 # the peer that sends SETTINGS bounds the table of the encoder talking to it
                 other = self.dirs["response" if is_req else "request"]
-                other.decoder.max_allowed_table_size = min(size, MAX_HPACK_TABLE)
+                other.decoder.max_allowed_table_size = min(size, self.limits.max_hpack_table_bytes)
+
+    def _data(self, d: _Direction, frame: DataFrame, ts: int) -> None:
+        x = self._exchange(frame.stream_id)
+        msg = x.request if d.name == "request" else x.response
+        if msg.start_ns is None:
+            msg.start_ns = ts
+            msg.headers_reliable = False  # body before any headers we saw
+        room = self.max_body - len(msg.body)
+        if len(frame.data) > room:
+            if not msg.capped:
+                x.notes.append(f"{d.name} body over the size cap")
+            msg.capped = True
+        if room > 0:
+            msg.body += frame.data[:room]
+        msg.end_ns = ts
+        if "END_STREAM" in frame.flags:
+            msg.complete = not msg.capped
+            if msg.complete:
+                self._completed(x, d.name)
+
+    def _decode(self, d: _Direction, block: bytes) -> tuple[list[tuple[str, str]], str | None]:
+        """The headers of a block within the per-block and per-connection budgets, or a note saying
+        why not (the direction's HPACK state is then unknown)."""
+        left = self.limits.max_connection_header_bytes - self.header_bytes
+        if left <= 0:
+            d.reliable = False
+            return [], "header block not decoded (connection header budget spent)"
+        d.decoder.max_header_list_size = min(self.limits.max_header_list_bytes, left)
+        table = d.decoder.header_table
+        table.served = 0
+        try:
+            headers = [(str(k).lower(), str(v)) for k, v in d.decoder.decode(block)]
+        except hpack.HPACKError as exc:
+            d.reliable = False  # the table is out of step from here on
+            if isinstance(exc, hpack.OversizedHeaderListError):
+                self.conn.hit("max_header_list_bytes" if left > self.limits.max_header_list_bytes
+                              else "max_connection_header_bytes")
+            return [], f"header block not decodable ({type(exc).__name__})"
+        finally:
+            # what decoding cost, failed or not: the bytes indexed references expanded to, and the
+            # literals (at most the block itself, Huffman-expanded)
+            self.header_bytes += table.served + 2 * len(block)
+        return headers, None
 
     def _end_block(self, d: _Direction) -> None:
         frame, parts, ts = d.block
         d.block = None
         block = b"".join(parts)
-        headers: list[tuple[str, str]] = []
         reliable = d.reliable
-        try:
-            headers = [(str(k).lower(), str(v)) for k, v in d.decoder.decode(block)]
-        except hpack.HPACKError as exc:
-            reliable = False
-            d.reliable = False  # the table is out of step from here on
-            note = f"header block not decodable ({type(exc).__name__})"
-        else:
-            note = None
+        headers, note = self._decode(d, block)
+        reliable = reliable and note is None
         if isinstance(frame, PushPromiseFrame):
-            self._exchange(frame.stream_id).notes.append("server push promised (not followed)")
+            _note(self._exchange(frame.stream_id), "server push promised (not followed)")
             return
         x = self._exchange(frame.stream_id)
         if note:
-            x.notes.append(note)
+            _note(x, note)
         is_req = d.name == "request"
         msg: HttpMessage = x.request if is_req else x.response
         pseudo = {k: v for k, v in headers if k.startswith(":")}
@@ -317,6 +487,13 @@ class Http2Connection:
         msg.end_ns = ts
         if "END_STREAM" in frame.flags:
             msg.complete = True
+            self._completed(x, d.name)
+
+
+def _note(x: Exchange, text: str) -> None:
+    """A note that hostile input could repeat per frame: at most MAX_NOTES on an exchange."""
+    if len(x.notes) < MAX_NOTES:
+        x.notes.append(text)
 
 
 def _finalize(x: Exchange) -> None:

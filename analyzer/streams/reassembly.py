@@ -5,6 +5,9 @@ contiguous, trims overlaps (a chunk seen twice, or two chunks covering the same 
 every hole into an explicit `Gap` piece: from a gap row of the segments, or, at the end, from
 missing bytes nobody reported. Pieces keep the capture time of the chunk they came from, so the
 output does not depend on the order in which chunks arrived.
+
+What waits beyond a hole is bounded (max_pending): over it, the holes before it are given up as
+missing, as at the end of input, so a hole that never fills cannot hold a stream's bytes forever.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ class StreamAssembler:
     # pending chunks beyond a hole: (offset, seq, piece), seq breaks ties deterministically
     _pending: list = field(default_factory=list)
     _seq: int = 0
-    pending_bytes: int = 0
+    pending_bytes: int = 0  # data bytes waiting, plus PIECE_COST per waiting piece
+    max_pending: int = 16 * 1024 * 1024
 
     def _push(self, piece: Piece) -> None:
         end = piece.offset + (len(piece.data) if isinstance(piece, Data) else piece.length)
@@ -49,11 +53,12 @@ class StreamAssembler:
             return  # entirely old: a duplicate
         heapq.heappush(self._pending, (piece.offset, 0 if isinstance(piece, Data) else 1, self._seq, piece))
         self._seq += 1
-        self.pending_bytes += len(piece.data) if isinstance(piece, Data) else 0
+        self.pending_bytes += _cost(piece)
 
     def push(self, piece: Piece) -> list[Piece]:
         self._push(piece)
-        return self._drain(final=False)
+        # over the budget, the holes are not waited for any longer
+        return self._drain(final=self.pending_bytes > self.max_pending)
 
     def finish(self) -> list[Piece]:
         """The end of input: whatever is still pending comes out, holes as gaps."""
@@ -70,8 +75,8 @@ class StreamAssembler:
                 self.next_offset = offset
                 continue
             heapq.heappop(self._pending)
+            self.pending_bytes -= _cost(piece)
             if isinstance(piece, Data):
-                self.pending_bytes -= len(piece.data)
                 skip = self.next_offset - offset
                 if skip >= len(piece.data):
                     continue
@@ -85,3 +90,10 @@ class StreamAssembler:
                 out.append(Gap(self.next_offset, end - self.next_offset, piece.reason, piece.ts_ns))
                 self.next_offset = end
         return out
+
+
+PIECE_COST = 64  # what a waiting piece costs the budget besides its bytes (a flood of tiny rows)
+
+
+def _cost(piece: Piece) -> int:
+    return PIECE_COST + (len(piece.data) if isinstance(piece, Data) else 0)

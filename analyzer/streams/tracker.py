@@ -5,34 +5,42 @@ State is kept only for connections still open, so memory is bounded by what is o
 size of the input. In live mode (analyzer/live/follow.py) the input never ends: `drain` hands out the
 exchanges that finished on connections gone idle, and `expire` ends connections silent for long
 (their process died without SSL_free: no close row will come).
+
+Every byte was written by someone else's program, so one connection can cost only so much (Limits):
+rows the recorder never writes (nulls, unknown kinds, wrong types) are dropped and counted
+(`rows_dropped`); bytes before the protocol is known are held up to a budget, then the protocol is
+decided on what came; and a parser that raises anyway ends parsing of its connection only: its
+exchanges so far are handed out, marked (ConnectionInfo.parse_error), and counted (`parse_errors`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
 from analyzer.http.http1 import REQUEST_LINE, STATUS_LINE, Http1Connection, looks_like_http1
 from analyzer.http.http2 import CLIENT_PREFACE, Http2Connection, frames_chain
-from analyzer.model import ConnectionInfo, Exchange
+from analyzer.model import ConnectionInfo, Exchange, Limits
 from analyzer.streams.reassembly import Data, Gap, StreamAssembler
 from contract.identity import ProcessIdentity
 
 DETECT_BYTES = 64  # bytes of either direction that settle the protocol
 MAX_RESUMABLE = 10_000  # expired connections remembered, in case their process speaks again
 _DIRECTION = {"egress": "request", "ingress": "response"}
+_KINDS = {"process", "open", "sni", "socket", "close", "data", "gap"}
 
 
 @dataclass
 class _Conn:
     info: ConnectionInfo
-    streams: dict[str, StreamAssembler] = field(
-        default_factory=lambda: {"egress": StreamAssembler(), "ingress": StreamAssembler()})
+    streams: dict[str, StreamAssembler]
     parser: Http1Connection | Http2Connection | None = None
     early: list[tuple[str, Data | Gap]] = field(default_factory=list)  # pieces before detection
+    early_bytes: int = 0  # data bytes in `early` (Limits.max_undetected_bytes)
+    salvaged: list[Exchange] = field(default_factory=list)  # exchanges of a parser that raised
     head: dict[str, bytes] = field(default_factory=lambda: {"egress": b"", "ingress": b""})
     undetected: bool = True
     # which stream carries requests: egress when the process is the client (the usual case),
@@ -43,8 +51,13 @@ class _Conn:
 
 
 class ConnectionTracker:
-    def __init__(self, max_body: int = 64 * 1024 * 1024, on_close=None):
-        self.max_body = max_body
+    def __init__(self, max_body: int | None = None, on_close=None, limits: Limits | None = None):
+        self.limits = limits or Limits()
+        if max_body is not None:
+            self.limits = replace(self.limits, max_body_bytes=max_body)
+        self.max_body = self.limits.max_body_bytes
+        self.rows_dropped = 0  # rows no recorder writes (nulls, unknown kinds, wrong types)
+        self.parse_errors = 0  # connections whose parser raised (ConnectionInfo.parse_error)
         self.on_close = on_close  # called with each ConnectionInfo when its connection is done
         self.open: dict[tuple[str, str], _Conn] = {}
         self.connections_seen = 0
@@ -77,8 +90,11 @@ class ConnectionTracker:
         ns); the connections stay open. Taking them early changes nothing in them."""
         out: list[Exchange] = []
         for c in self.open.values():
-            if c.parser is not None and c.info.last_ts_ns < idle_before_ns:
-                out.extend(c.parser.take_finished())
+            if c.info.last_ts_ns < idle_before_ns:
+                out.extend(c.salvaged)
+                c.salvaged = []
+                if c.parser is not None:
+                    out.extend(self._call(c, c.parser.take_finished) or ())
         return out
 
     def expire(self, before_ns: int) -> list[Exchange]:
@@ -101,20 +117,26 @@ class ConnectionTracker:
 
     # ---- rows --------------------------------------------------------------------------------
     def _row(self, r: dict) -> list[Exchange] | None:
+        piece = _piece(r)
+        if piece is False:
+            self.rows_dropped += 1
+            return None
         if r["kind"] == "process":
-            self.processes[(r["node"], r["pid"])] = ProcessIdentity(
-                r["ppid"], r["exe"], tuple(r["cmdline"]) if r["cmdline"] else None, r["process_start"],
-                r["cgroup_path"], r["container_id"], r["container_runtime"], r["pod_uid"], r["pod_name"],
-                r["pod_namespace"], r["container_name"])
+            cmdline = r.get("cmdline")
+            self.processes[(r.get("node"), r.get("pid"))] = ProcessIdentity(
+                r.get("ppid"), r.get("exe"), tuple(cmdline) if cmdline else None, r.get("process_start"),
+                r.get("cgroup_path"), r.get("container_id"), r.get("container_runtime"), r.get("pod_uid"),
+                r.get("pod_name"), r.get("pod_namespace"), r.get("container_name"))
             return None
         key = (r["node"], r["conn_id"])
         c = self.open.get(key)
         ts = r["ts_wall"]
         if c is None:
-            info = ConnectionInfo(r["node"], r["conn_id"], r["pid"], r["tid"], r["comm"], r["uid"],
-                                  r["cgroup_id"], r["lib_path"], first_ts_ns=ts,
-                                  process=self.processes.get((r["node"], r["pid"])))
-            c = self.open[key] = _Conn(info, first_source=self.source,
+            info = ConnectionInfo(r["node"], r["conn_id"], r.get("pid"), r.get("tid"), r.get("comm"),
+                                  r.get("uid"), r.get("cgroup_id"), r.get("lib_path"), first_ts_ns=ts,
+                                  process=self.processes.get((r["node"], r.get("pid"))))
+            streams = {d: StreamAssembler(max_pending=self.limits.max_reorder_bytes) for d in _DIRECTION}
+            c = self.open[key] = _Conn(info, streams, first_source=self.source,
                                        sequence_base=self.resumable.get(key, 0))
             self.connections_seen += 1
         c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
@@ -123,7 +145,7 @@ class ConnectionTracker:
             c.info.seen_from_start = True
             return None
         if kind == "sni":
-            c.info.server_name = r["server_name"]
+            c.info.server_name = r.get("server_name")
             return None
         if kind == "socket":
             _socket(c.info, r)
@@ -132,10 +154,6 @@ class ConnectionTracker:
             c.info.closed = True
             return self._close(key, closed=True)
         direction = r["direction"]
-        if kind == "data":
-            piece = Data(r["stream_offset"], r["data"], ts)
-        else:
-            piece = Gap(r["stream_offset"], r["length"], r["gap_reason"] or "missing", ts)
         for p in c.streams[direction].push(piece):
             self._deliver(c, direction, p)
         return None
@@ -147,9 +165,12 @@ class ConnectionTracker:
                 self._deliver(c, direction, p)
         if c.undetected:
             self._detect(c, final=True)
-        out: list[Exchange] = []
+        out, c.salvaged = c.salvaged, []
         if c.parser is not None:
-            out = c.parser.finish(closed) if isinstance(c.parser, Http1Connection) else c.parser.finish()
+            finish = c.parser.finish
+            args = (closed,) if isinstance(c.parser, Http1Connection) else ()
+            out.extend(self._call(c, finish, *args) or ())
+            out.extend(c.salvaged)  # finish itself raised
         if self.on_close:
             self.on_close(c.info)
         return out
@@ -165,9 +186,15 @@ class ConnectionTracker:
             info.ingress_bytes += len(piece.data)
         if c.undetected:
             c.early.append((direction, piece))
+            # a gap is held as a record: it costs the budget as many bytes as a detection head
+            c.early_bytes += len(piece.data) if isinstance(piece, Data) else DETECT_BYTES
             if isinstance(piece, Data) and len(c.head[direction]) < DETECT_BYTES:
                 c.head[direction] += piece.data[:DETECT_BYTES]
-            self._detect(c, final=False)
+            over = c.early_bytes > self.limits.max_undetected_bytes
+            if over:
+                # one direction keeps talking, the other is silent: decide on what came
+                info.hit("max_undetected_bytes")
+            self._detect(c, final=over)
             return
         self._feed(c, direction, piece)
 
@@ -176,11 +203,33 @@ class ConnectionTracker:
             return
         side = c.sides[direction]
         if isinstance(piece, Gap):
-            c.parser.gap(side, piece.length, piece.reason)
+            self._call(c, c.parser.gap, side, piece.length, piece.reason)
         elif side == "request":
-            c.parser.feed_request(piece.data, piece.ts_ns)
+            self._call(c, c.parser.feed_request, piece.data, piece.ts_ns)
         else:
-            c.parser.feed_response(piece.data, piece.ts_ns)
+            self._call(c, c.parser.feed_response, piece.data, piece.ts_ns)
+
+    def _call(self, c: _Conn, step, *args):
+        """A parser step; if it raises, parsing of this connection ends there (the run goes on)."""
+        try:
+            return step(*args)
+        except Exception as exc:  # noqa: BLE001 - one connection's bytes must not end the run
+            self._fail(c, exc)
+            return None
+
+    def _fail(self, c: _Conn, exc: Exception) -> None:
+        """The parser raised: hand out what it holds, marked, and ignore the connection's bytes."""
+        self.parse_errors += 1
+        c.info.parse_error = type(exc).__name__
+        parser, c.parser = c.parser, None
+        try:
+            held = parser.salvage()
+        except Exception:  # noqa: BLE001 - even its state is broken: what was finished is all
+            held = list(getattr(parser, "finished", ()))
+        note = f"parse error ({type(exc).__name__}): parsing of this connection stopped"
+        for x in held:
+            x.notes.append(note)
+        c.salvaged.extend(held)
 
     def _detect(self, c: _Conn, final: bool) -> None:
         eg, ing = c.head["egress"], c.head["ingress"]
@@ -205,28 +254,54 @@ class ConnectionTracker:
         n = min(len(eg), len(CLIENT_PREFACE))
         if n and eg[:n] == CLIENT_PREFACE[:n]:
             info.protocol = "h2"
-            return Http2Connection(info, start_seen=True, max_body=self.max_body, sequence_base=base)
+            return Http2Connection(info, start_seen=True, sequence_base=base, limits=self.limits)
         if looks_like_http1(eg, ing):
             info.protocol = "http/1.1"
             # mid-connection, the other direction may start inside a message: resynchronize
-            return Http1Connection(info, max_body=self.max_body, resync=not info.seen_from_start,
-                                   sequence_base=base)
+            return Http1Connection(info, resync=not info.seen_from_start, sequence_base=base,
+                                   limits=self.limits)
         if info.seen_from_start:
             return None  # seen from its first byte and not HTTP: some other protocol over TLS
         # capture began mid-connection: frame-shaped bytes, or a message start further in
         if frames_chain(eg) or frames_chain(ing):
             info.protocol = "h2"
-            return Http2Connection(info, start_seen=False, max_body=self.max_body, sequence_base=base)
+            return Http2Connection(info, start_seen=False, sequence_base=base, limits=self.limits)
         if REQUEST_LINE.search(eg) or STATUS_LINE.search(ing):
             info.protocol = "http/1.1"
-            return Http1Connection(info, max_body=self.max_body, resync=True, sequence_base=base)
+            return Http1Connection(info, resync=True, sequence_base=base, limits=self.limits)
         return None
+
+
+def _piece(r: dict) -> Data | Gap | None | bool:
+    """The stream piece of a data or gap row, None for the other kinds, False for a row no recorder
+    writes (to be dropped): an unknown kind, no time, a direction, offset, length or data that is
+    null or of the wrong type. (A null conn_id is one key like any other.)"""
+    kind = r.get("kind")
+    if kind not in _KINDS:
+        return False
+    if kind == "process":
+        return None
+    if not isinstance(r.get("ts_wall"), int) or not isinstance(r.get("conn_id"), (str, type(None))):
+        return False
+    if kind not in ("data", "gap"):
+        return None
+    offset = r.get("stream_offset")
+    if r.get("direction") not in _DIRECTION or not isinstance(offset, int) or offset < 0:
+        return False
+    if kind == "data":
+        data = r.get("data")
+        return Data(offset, data, r["ts_wall"]) if isinstance(data, bytes) else False
+    length = r.get("length")
+    if not isinstance(length, int) or length <= 0:
+        return False
+    reason = r.get("gap_reason")
+    return Gap(offset, length, reason if isinstance(reason, str) and reason else "missing", r["ts_wall"])
 
 
 def _socket(info: ConnectionInfo, r: dict) -> None:
     """A socket row: an exact one (SSL_set_fd) wins over one inferred from the thread's connect()."""
-    if info.socket_source == "set_fd" and r["socket_source"] != "set_fd":
+    if info.socket_source == "set_fd" and r.get("socket_source") != "set_fd":
         return
-    info.fd, info.socket_source = r["fd"], r["socket_source"]
-    info.peer_ip, info.peer_port = r["peer_ip"], r["peer_port"]
-    info.local_ip, info.local_port = r["local_ip"], r["local_port"]
+    info.fd, info.socket_source = r.get("fd"), r.get("socket_source")
+    info.peer_ip, info.peer_port = r.get("peer_ip"), r.get("peer_port")
+    info.local_ip, info.local_port = r.get("local_ip"), r.get("local_port")
