@@ -38,7 +38,7 @@ class Pipeline:
         self.event_opts = event_options(cfg)
         self.sinks: list[Sink] = list(sinks)
         self.on_close = on_close
-        self.tracker = ConnectionTracker(on_close=self._connection_done)
+        self.tracker = ConnectionTracker(on_close=self._connection_done, limits=cfg.limits)
         self.otlp = None  # the OtlpSink (analyzer/sinks/otlp_export.py), when exporting
         self.exchanges = self.incomplete = self.events = 0
         if export:

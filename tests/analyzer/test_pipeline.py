@@ -78,3 +78,14 @@ def test_pipeline_hands_every_sink_the_same_exchanges(tmp_path):
     handed = sum(int(c.split()[1]) for c in rec.calls if c.startswith("events"))
     assert handed == len(events) == pipeline.events
     assert rec.calls.count("connection") == pipeline.tracker.connections_seen
+
+
+def test_the_configured_budgets_reach_the_protocol_layer(tmp_path):
+    from dataclasses import replace
+
+    from analyzer.config import AnalyzerConfig
+    from analyzer.pipeline import Pipeline
+
+    cfg = AnalyzerConfig()
+    cfg.limits = replace(cfg.limits, max_open_streams=7)
+    assert Pipeline(cfg, [], export=False).tracker.limits.max_open_streams == 7
