@@ -184,10 +184,8 @@ def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
         from contract.metrics_server import MetricsServer
 
         try:
-            # stalled (busy without progress for analyzer.stall_seconds): neither ready nor alive
             server = MetricsServer(cfg.metrics_address, cfg.metrics_port, FollowMetrics(stats).registry(),
-                                   ready=lambda: stats.ready and not stats.stalled(),
-                                   healthy=lambda: not stats.stalled())
+                                   ready=stats.is_ready, healthy=stats.is_healthy)
         except OSError as exc:
             log.error("cannot serve metrics on %s:%s: %s", cfg.metrics_address, cfg.metrics_port, exc)
             return 1

@@ -55,6 +55,15 @@ class FollowStats:
         """Busy without progress for longer than stall_seconds."""
         return self.busy and time.monotonic() - self.last_progress > self.stall_seconds
 
+    # the metrics endpoint's probes (contract/metrics_server.py): a stalled analyzer is neither
+    def is_ready(self) -> bool:
+        """/ready: the restart's re-reading is done and it is not stalled."""
+        return self.ready and not self.stalled()
+
+    def is_healthy(self) -> bool:
+        """/healthz: not stalled."""
+        return not self.stalled()
+
 
 _COUNTERS = {
     "segments_processed": "segments read for the first time",
