@@ -178,14 +178,14 @@ def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stats = FollowStats()
+    stats = FollowStats(stall_seconds=cfg.stall_seconds)
     server = None
     if cfg.metrics_port is not None:
         from contract.metrics_server import MetricsServer
 
         try:
             server = MetricsServer(cfg.metrics_address, cfg.metrics_port, FollowMetrics(stats).registry(),
-                                   ready=lambda: stats.ready)
+                                   ready=stats.is_ready, healthy=stats.is_healthy)
         except OSError as exc:
             log.error("cannot serve metrics on %s:%s: %s", cfg.metrics_address, cfg.metrics_port, exc)
             return 1

@@ -68,6 +68,7 @@ class AnalyzerConfig:
     output_keep: int = 5
     metrics_port: int | None = None  # None: no endpoint; 0: any free port (logged)
     metrics_address: str = "0.0.0.0"
+    stall_seconds: float = 300.0  # busy this long without progress: /healthz fails (analyzer/live/metrics.py)
     limits: Limits = field(default_factory=Limits)  # budgets of the protocol layer (keys as named)
 
 
@@ -86,7 +87,8 @@ def _limit_value(key: str, value) -> int:
 # live-mode keys: name -> (type, least value)
 _FOLLOW_KEYS = {"poll_interval_seconds": (float, 0.0), "connection_idle_seconds": (float, 0.0),
                 "connection_timeout_seconds": (float, 0.0), "output_max_bytes": (int, 0),
-                "output_keep": (int, 1), "metrics_port": (int, 0)}
+                "output_keep": (int, 1), "metrics_port": (int, 0),
+                "stall_seconds": (float, 0.0)}
 
 
 def _follow_value(key: str, value):

@@ -1,6 +1,6 @@
 """The metrics endpoint both programs serve (`--metrics-port`): `/metrics` in the Prometheus text
-format, `/ready` (200 once the program is ready, else 503: a readiness probe) and `/healthz` (200
-while the process serves: a liveness probe)."""
+format, `/ready` (200 once the program is ready, else 503: a readiness probe) and `/healthz` (a liveness
+probe: 200 while `healthy()` says so, else 503; by default healthy while the process serves)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class MetricsServer:
     """Serves one registry from a daemon thread until close()."""
 
     def __init__(self, address: str, port: int, registry: CollectorRegistry,
-                 ready: Callable[[], bool] = lambda: True):
+                 ready: Callable[[], bool] = lambda: True, healthy: Callable[[], bool] = lambda: True):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (the http.server name)
                 path = self.path.split("?", 1)[0]
@@ -27,7 +27,8 @@ class MetricsServer:
                     ok = ready()
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
                 elif path == "/healthz":
-                    self._send(200, b"ok\n")
+                    ok = healthy()
+                    self._send(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
                 else:
                     self._send(404, b"not found: /metrics, /ready, /healthz\n")
 

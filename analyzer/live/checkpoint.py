@@ -33,6 +33,8 @@ class Checkpoint:
     output: tuple[int, int] | None = None
     # segments fully processed (those still in the directory)
     processed: set[str] = field(default_factory=set)
+    # processed segments set aside because reading them raised: never read again (a subset of processed)
+    failed: set[str] = field(default_factory=set)
     # connections still open -> the segment of their first row; the oldest is where a restart re-reads from
     open: dict[Key, str] = field(default_factory=dict)
     # connections already handed out -> the last segment whose rows of them are to be dropped on re-reading
@@ -63,6 +65,7 @@ def save(cp: Checkpoint, path: Path) -> None:
         "segments_dir": cp.segments_dir,
         "output": list(cp.output) if cp.output else None,
         "processed": sorted(cp.processed),
+        "failed": sorted(cp.failed),
         "open": sorted([n, c, s] for (n, c), s in cp.open.items()),
         "ended": sorted([n, c, s] for (n, c), s in cp.ended.items()),
         "resumable": [[n, c, k] for (n, c), k in cp.resumable.items()],  # oldest first
@@ -117,6 +120,7 @@ def load(path: Path) -> Checkpoint | None:
             segments_dir=_str(doc["segments_dir"]),
             output=output,
             processed={_str(n) for n in doc["processed"]},
+            failed={_str(n) for n in doc.get("failed", [])},  # absent from checkpoints of before
             open={(_str(n), _str(c)): _str(s) for n, c, s in doc["open"]},
             ended={(_str(n), _str(c)): _str(s) for n, c, s in doc["ended"]},
             resumable={(_str(n), _str(c)): _int(k) for n, c, k in doc["resumable"]},

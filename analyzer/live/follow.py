@@ -7,6 +7,19 @@ synced and a checkpoint written (analyzer/live/checkpoint.py). A restart re-read
 from the first one of the oldest connection still open, dropping the rows of connections already
 handed out, and skips events whose ids were written already. docs/analyzer.md explains why that
 writes every event exactly once.
+
+A segment whose reading or analysis raises (a bug, or a file that passes the reader's checks and
+still breaks a parser) is set aside rather than stopping live mode, which would then crash-loop on
+it: logged once, counted (`segments_failed`), recorded in the checkpoint as processed and failed,
+and never read again, not even by a restart's re-reading. Events it made before raising stay
+written. The rule for connections: every connection open when it raised is ended there, as if
+handed out (`ended` at that segment; its unwritten exchanges are lost, counted in
+`connections_dropped`), since which one broke is unknown and no parser state can be trusted. Their
+rows in later segments start them afresh, numbering their exchanges on (`resumable`) so that event
+ids stay unique; no connection open afterwards began before the failed segment, so a restart never
+re-reads it and makes what the first run made. A failure while writing the exchanges of idle
+connections ends the open connections the same way, at the last segment read. Errors writing the
+events file or the checkpoint are not a segment's fault: they stop live mode (exit code 1).
 """
 
 from __future__ import annotations
@@ -26,14 +39,19 @@ from analyzer.live.checkpoint import ALWAYS, Checkpoint, CheckpointError, Key
 from analyzer.live.metrics import FollowStats
 from analyzer.model import ConnectionInfo, Exchange
 from analyzer.pipeline import Pipeline
-from analyzer.segments.reader import ReadReport, read_batches
+from analyzer.segments.reader import ReadReport, one_line, read_batches
 from analyzer.sinks.events_jsonl import RotatingOutput, drop_partial_line, event_ids_after, event_line
+from analyzer.streams.tracker import MAX_RESUMABLE
 
 log = logging.getLogger("oisp.analyze")
 
 
 class FollowError(RuntimeError):
     """Live mode cannot go on (a checkpoint of another directory, an events file not ours)."""
+
+
+class OutputError(FollowError):
+    """The events file cannot be written (disk full, ...): no segment is set aside for that."""
 
 
 @dataclass
@@ -83,6 +101,7 @@ class Follower:
         self.cp_path = checkpoint.path_for(opts.output)
         self.tracker = self.pipeline.tracker
         self.processed: set[str] = set()
+        self.failed: set[str] = set()  # processed, but set aside: reading them raised
         self.ended: dict[Key, str] = {}
         self.written: dict[str, str] = {}
         self.input_now_ns = 0
@@ -122,6 +141,7 @@ class Follower:
         for event_id in after - cp.written.keys():
             self.written[event_id] = recovered_tag
         self.processed = set(cp.processed)
+        self.failed = cp.failed & self.processed
         self.ended = dict(cp.ended)
         self.tracker.resumable.update(cp.resumable)
         self.input_now_ns = cp.input_now_ns
@@ -129,7 +149,7 @@ class Follower:
         start = cp.replay_from
         if start is not None:
             present = set(self.listing)
-            self.to_reread = sorted(n for n in self.processed if n >= start and n in present)
+            self.to_reread = sorted(n for n in self.processed - self.failed if n >= start and n in present)
             for gone in sorted(n for n in cp.processed if n >= start and n not in present):
                 lost = [k for k, first in cp.open.items() if first <= gone and self.ended.get(k) != ALWAYS]
                 for k in lost:
@@ -141,6 +161,7 @@ class Follower:
                      "%d events written after it", len(self.processed), len(self.to_reread), start,
                      len(cp.open), len(after))
         self.processed &= set(self.listing)
+        self.failed &= self.processed
         self.out = RotatingOutput(self.opts.output, self.opts.output_max_bytes, self.opts.output_keep)
 
     def _load_checkpoint(self) -> Checkpoint | None:
@@ -159,7 +180,7 @@ class Follower:
         for name in self.to_reread:
             if stop.is_set():
                 return False
-            self._read(name)
+            self._guarded(name, self._read)
         self.to_reread = []
         self.stats.ready = True
         return True
@@ -200,6 +221,59 @@ class Follower:
                  s.events_written - written,
                  f", {s.events_skipped - skipped} already written" if s.events_skipped > skipped else "")
 
+    def process_guarded(self, name: str) -> bool:
+        """process(name), setting the segment aside if it raises; False then."""
+        return self._guarded(name, self.process)
+
+    def _guarded(self, name: str, step) -> bool:
+        try:
+            step(name)
+            return True
+        except FollowError:
+            raise
+        except Exception as exc:  # the boundary: whatever a segment makes raise
+            self._set_aside(name, exc)
+            return False
+
+    def _set_aside(self, name: str, exc: Exception) -> None:
+        self.processed.add(name)
+        self.failed.add(name)
+        self.stats.segments_failed += 1
+        dropped = self._end_open(name)
+        log.error("segment %s set aside, reading or analyzing it raised %s; %d open connections ended "
+                  "there, their exchanges not yet written are lost", name, _reason(exc), dropped,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+        self._count_pending()
+
+    def drain_guarded(self) -> int:
+        """drain(), ending the open connections if it raises (the module docstring says why)."""
+        try:
+            return self.drain()
+        except FollowError:
+            raise
+        except Exception as exc:
+            dropped = self._end_open(self.tag)
+            log.error("writing the exchanges of idle connections raised %s; %d open connections ended, "
+                      "their exchanges not yet written are lost", _reason(exc), dropped,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            return 1  # the state changed: checkpoint it
+
+    def _end_open(self, tag: str) -> int:
+        """End every open connection without handing anything out: as if closed at segment `tag`,
+        and numbering on if it speaks again (as ConnectionTracker.expire does)."""
+        resumable = self.tracker.resumable
+        dropped = len(self.tracker.open)
+        for key, c in list(self.tracker.open.items()):
+            del self.tracker.open[key]
+            self.ended[key] = tag
+            resumable[key] = c.parser.sequence if c.parser is not None else c.sequence_base
+            resumable.move_to_end(key)
+        while len(resumable) > MAX_RESUMABLE:
+            resumable.popitem(last=False)
+        self.stats.connections_dropped += dropped
+        self.stats.open_connections = 0
+        return dropped
+
     def _read(self, name: str) -> int:
         self.tag = name
         self.tracker.source = name
@@ -213,6 +287,7 @@ class Follower:
                 self.input_now_ns = max(self.input_now_ns, newest or 0)
             for x in self.tracker.feed(batch):
                 self._emit(x)
+            self.stats.beat()
         self.stats.rows_read += report.rows_read
         for path, problem in report.problems:
             self.stats.problems += 1
@@ -237,7 +312,10 @@ class Follower:
             if event_id in self.written:
                 self.stats.events_skipped += 1
             else:
-                self.out.write(event_line(ev))
+                try:
+                    self.out.write(event_line(ev))
+                except OSError as exc:
+                    raise OutputError(f"cannot write {self.opts.output}: {exc}") from None
                 self.stats.events_written += 1
                 new = True
             self.written[event_id] = self.tag
@@ -261,8 +339,10 @@ class Follower:
         self.ended = {k: last for k, last in self.ended.items() if last >= oldest}
         self.written = {i: tag for i, tag in self.written.items() if tag >= oldest}
         self.processed &= set(self.listing)
+        self.failed &= self.processed
         checkpoint.save(Checkpoint(
             segments_dir=str(self.opts.segments_dir.resolve()), output=position, processed=self.processed,
+            failed=self.failed,
             open=opened, ended=self.ended, resumable=dict(self.tracker.resumable), written=self.written,
             input_now_ns=self.input_now_ns), self.cp_path)
 
@@ -278,6 +358,7 @@ def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> 
     """Follow until stop is set (SIGTERM/SIGINT); the exit code."""
     follower = Follower(opts, cfg, stats)
     follower.start()
+    stats.beat()
     otlp = follower.pipeline.open_export()
     if otlp is not None:
         stats.otlp = otlp.stats
@@ -290,17 +371,28 @@ def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> 
             log.info("waiting for %s to appear", opts.segments_dir)
         log.info("following %s, events to %s", opts.segments_dir, opts.output)
         while not stop.is_set():
+            stats.working()
             for name in follower.pending():
                 if stop.is_set():
                     break
-                follower.process(name)
+                follower.process_guarded(name)
                 follower.checkpoint()
-            if follower.drain():
+                stats.beat()
+            if follower.drain_guarded():
                 follower.checkpoint()
+            stats.waiting()
             stop.wait(opts.poll_seconds)
+        stats.working()
         follower.checkpoint()
-        log.info("stopped: %d segments, %d exchanges, %d events written, %d connections open (checkpointed)",
-                 stats.segments_processed, stats.exchanges, stats.events_written, len(follower.tracker.open))
+        log.info("stopped: %d segments, %d exchanges, %d events written, %d connections open "
+                 "(checkpointed)%s", stats.segments_processed, stats.exchanges, stats.events_written,
+                 len(follower.tracker.open),
+                 f", {stats.segments_failed} segments set aside" if stats.segments_failed else "")
     finally:
         follower.close()
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the exception's type and message."""
+    return one_line(f"{type(exc).__name__}: {exc}")
