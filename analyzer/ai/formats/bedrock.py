@@ -57,7 +57,7 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
 
 
 def _usage(u: object, call: AiCall) -> None:
-    if not u or not isinstance(u, dict):
+    if not isinstance(u, dict) or not u:
         return
     base = int_at(u, "inputTokens")
     read, write = int_at(u, "cacheReadInputTokens") or 0, int_at(u, "cacheWriteInputTokens") or 0
