@@ -4,8 +4,10 @@ event layer turns it into OISP ai.request / ai.response."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+
+from analyzer.ai.formats.json_shapes import str_at
+from analyzer.ai.json_budget import JsonRefused, loads_bounded
 
 
 @dataclass
@@ -70,20 +72,37 @@ FINISH_REASONS = {"stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "
                   "MAX_TOKENS": "length", "SAFETY": "content_filter", "error": "error"}
 
 
-def finish_reason(raw: str | None) -> str | None:
+def tool_info(spec: object) -> dict:
+    """A tool definition as AiCall.tools keeps it: its name and description (None when absent)."""
+    return {"name": str_at(spec, "name"), "description": str_at(spec, "description")}
+
+
+def finish_reason(raw: object) -> str | None:
+    """The OISP finish reason of a provider's: None when absent, "other" when unknown (or not text)."""
     if raw is None:
         return None
-    return FINISH_REASONS.get(raw, "other")
+    return FINISH_REASONS.get(raw, "other") if isinstance(raw, str) else "other"
 
 
-def json_events(events: list[tuple[str, str]], call: AiCall):
-    """(index, event name, object) for every stream event whose data is a JSON object; events that
-    are not JSON are noted on the call, so a garbled stream says so instead of failing."""
+def stream_json(i: int, data: str, call: AiCall) -> object | None:
+    """The JSON value of stream event `i`, or None, noted on the call when it is not JSON or over
+    the JSON budgets, so a garbled stream says so instead of failing."""
+    try:
+        return loads_bounded(data)
+    except JsonRefused as e:
+        call.notes.append(f"stream_event_not_parsed:{e.reason}")
+    except ValueError:
+        call.notes.append(f"stream event {i} is not JSON")
+    return None
+
+
+def json_events(events: list[tuple[str, str]], call: AiCall, done_marker: bool = False):
+    """(index, event name, object) for every stream event whose data is a JSON object. With
+    `done_marker`, OpenAI's `[DONE]` gives (index, name, None)."""
     for i, (name, data) in enumerate(events):
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
+        if done_marker and data.strip() == "[DONE]":
+            yield i, name, None
             continue
+        obj = stream_json(i, data, call)
         if isinstance(obj, dict):
             yield i, name, obj

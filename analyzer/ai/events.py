@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from analyzer.ai.calls import AiCall
 from analyzer.ai.context import connection_attrs, host_context, process_context
+from analyzer.ai.formats.json_shapes import as_int, as_number, as_strs
 from analyzer.ai.providers import ProviderMatch, model_price
 from analyzer.http.redaction import redact_path
 from analyzer.model import Exchange
@@ -26,7 +27,9 @@ OISP_VERSION = "0.1"
 COLLECTOR = "oisp-ebpf-sensor"
 COLLECTOR_VERSION = "0.1.0"
 CONTENT_MODES = ("full", "hash", "none")
-PARAMETERS = ("temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty", "stop")
+# the request parameters the schema defines, each read as the schema's type (others are left out)
+PARAMETERS = {"temperature": as_number, "top_p": as_number, "max_tokens": as_int,
+              "frequency_penalty": as_number, "presence_penalty": as_number, "stop": as_strs}
 _KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
@@ -171,7 +174,7 @@ def _request_data(x: Exchange, call: AiCall, opts: EventOptions, request_id: str
                                "description": t.get("description")}) for t in call.tools] or None,
         "tools_count": len(call.tools),
         "tool_choice": call.tool_choice,
-        "parameters": _drop_none({k: call.parameters.get(k) for k in PARAMETERS}) or None,
+        "parameters": _drop_none({k: read(call.parameters.get(k)) for k, read in PARAMETERS.items()}) or None,
         "has_images": any(m.image_count for m in call.messages),
     })
 

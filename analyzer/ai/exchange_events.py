@@ -1,9 +1,22 @@
 """From an HTTP exchange to OISP events: classify the provider, parse the bodies with the parser of
-its API format, build the events. Exchanges that are not AI calls give no events."""
+its API format, build the events. Exchanges that are not AI calls give no events.
+
+Bodies are JSON from any pod: the parsers read them through typed accessors (formats/json_shapes)
+and JSON over the size or depth budget (json_budget) is not parsed, which the events say in
+`confidence.limitations` (`request_body_not_parsed:json_too_deep`, ...).
+
+Exception boundary, per exchange: should building the events raise anyway (a parser bug on a shape
+nobody foresaw), the exchange still gives its ai.request (and ai.response when one was captured)
+when its host or path names a provider, built from what is known without the bodies: provider,
+endpoint, status, the model when the request body names one as a string. Their `confidence.level` is
+low and `confidence.limitations` says `parse_error:<ExceptionType>`. When even that fails, or no
+provider is recognized, the exchange gives no events. Either way `analyze_exchange` returns the
+exception's type name in `parse_error`, for callers to count; `exchange_events` returns the events.
+"""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
 from analyzer.ai.calls import AiCall
 from analyzer.ai.events import EventOptions, build_events
@@ -18,6 +31,7 @@ from analyzer.ai.formats import (
     openai_embeddings,
     openai_responses,
 )
+from analyzer.ai.json_budget import JsonRefused, loads_bounded
 from analyzer.ai.providers import ProviderRegistry
 from analyzer.http.aws_eventstream import EventStreamError, decode
 from analyzer.http.bodies import SseParser, decode_body, split_ndjson
@@ -42,9 +56,15 @@ PARSERS = [
 ]
 
 
+@dataclass(frozen=True)
+class NotParsed:
+    """A JSON body left unparsed because it is over a budget (json_budget): `reason` says which."""
+    reason: str
+
+
 def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
-    """The decoded body as JSON, or its stream as (event, data) pairs: SSE events, NDJSON lines
-    (event "ndjson") or AWS event-stream messages (their :event-type)."""
+    """The decoded body as JSON (NotParsed when over a JSON budget), or its stream as (event, data)
+    pairs: SSE events, NDJSON lines (event "ndjson") or AWS event-stream messages (their :event-type)."""
     decoded = decode_body(msg.body, content_encoding(msg))
     if decoded.error:
         return None, None
@@ -65,7 +85,9 @@ def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
         return None, [(e.event, e.data) for e in events]
     # JSON, or OTHER: servers label JSON loosely, and without captured headers nothing says it is
     try:
-        return json.loads(decoded.data), None
+        return loads_bounded(decoded.data), None
+    except JsonRefused as e:
+        return NotParsed(e.reason), None
     except ValueError:
         return None, None
 
@@ -92,7 +114,54 @@ def looks_like_ai_body(body: object, path: str = "") -> bool:
     return has_model and any(k in body for k in ("messages", "prompt", "input", "contents"))
 
 
+@dataclass
+class ExchangeEvents:
+    """The events of one exchange, and the type name of the exception that building them raised
+    (None when none did): the fallback events of the module docstring, or none."""
+    events: list[dict]
+    parse_error: str | None = None
+
+
+def analyze_exchange(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> ExchangeEvents:
+    """The events of an exchange, never raising for what the exchange carries (module docstring)."""
+    try:
+        return ExchangeEvents(_events(x, registry, opts))
+    except Exception as e:  # noqa: BLE001 - hostile input costs its exchange's detail, never the run
+        error = type(e).__name__
+    try:
+        return ExchangeEvents(_fallback_events(x, registry, opts, error), error)
+    except Exception:  # noqa: BLE001 - not even the bodiless events: none, and the error counted
+        return ExchangeEvents([], error)
+
+
 def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list[dict]:
+    """The OISP events of an exchange ([] when it is not an AI call); see analyze_exchange."""
+    return analyze_exchange(x, registry, opts).events
+
+
+def _fallback_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions, error: str) -> list[dict]:
+    """Events from what is known of an exchange whose bodies could not be turned into events."""
+    if x.connection.role != "client":
+        return []
+    match = registry.classify(x.authority or x.connection.server_name, x.path or "")
+    if match is None:
+        return []
+    body, _ = _json(x.request)
+    model = body.get("model") if isinstance(body, dict) else None
+    call = AiCall(request_type="other", model_requested=model if isinstance(model, str) else None,
+                  notes=[f"parse_error:{error}"])
+    events = build_events(x, match, call, opts)
+    for event in events:
+        event["confidence"]["level"] = "low"
+    return events
+
+
+def _body_notes(body: object, which: str) -> list[str]:
+    """The limitation of a body over a JSON budget (request_body_not_parsed:json_too_deep...)."""
+    return [f"{which}_body_not_parsed:{body.reason}"] if isinstance(body, NotParsed) else []
+
+
+def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list[dict]:
     if x.connection.role != "client":
         return []  # the client end of the same call is reported instead (when both are captured)
     path = x.path or ""
@@ -100,6 +169,7 @@ def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions)
     # headers were not captured (HTTP/2 joined mid-connection)
     match = registry.classify(x.authority or x.connection.server_name, path)
     body, _ = _json(x.request)
+    notes = _body_notes(body, "request")
     module = next((m for fragment, m in PARSERS if fragment in path), None)
     if match is None and not x.request.headers_reliable and looks_like_ai_body(body, path):
         # capture began mid-connection (HTTP/2: the header table was missed; no server name, no
@@ -108,7 +178,7 @@ def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions)
         module = module or _module_by_shape(body)
     if match is None:
         return []
-    call = AiCall(request_type="other")
+    call = AiCall(request_type="other", notes=notes)
     if match.matched_by == "path" and not looks_like_ai_body(body, path):
         return []  # a path that merely looks like an AI API, with no AI body: not an AI call
     if module is None and not isinstance(body, dict):
@@ -119,6 +189,7 @@ def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions)
         return build_events(x, match, call, opts)
     module.parse_request(body, call, path)
     resp_body, resp_events = _json(x.response)
+    call.notes += _body_notes(resp_body, "response")
     if resp_events is not None:
         call.streaming = True
         module.parse_stream(resp_events, call)

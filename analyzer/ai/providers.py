@@ -102,7 +102,7 @@ class ProviderRegistry:
 
 def model_price(provider: str, model: str | None) -> dict | None:
     """Per-1k-token prices of a model from the bundle: {"input": usd, "output": usd, ...} or None."""
-    if not model:
+    if not model or not isinstance(model, str):
         return None
     models = _bundle()["models"]
     entry = models.get(f"{provider}/{model}")

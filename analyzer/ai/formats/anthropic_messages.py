@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events
+from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events, tool_info
+from analyzer.ai.formats.json_shapes import dict_at, dicts_at, int_at, str_at
 
 PARAMETERS = ("temperature", "top_p", "top_k", "max_tokens", "stop_sequences")
 
@@ -33,37 +34,35 @@ def _text(content) -> tuple[str | None, int]:
 
 def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "chat"
-    call.model_requested = body.get("model")
+    call.model_requested = str_at(body, "model")
     call.streaming = bool(body.get("stream"))
     system, _ = _text(body.get("system"))
     if system:
         call.system_prompt = system
         call.messages.append(Message("system", system))
-    for m in body.get("messages") or []:
-        if isinstance(m, dict):
-            text, images = _text(m.get("content"))
-            call.messages.append(Message(m.get("role", "user"), text, image_count=images))
-    for t in body.get("tools") or []:
-        if isinstance(t, dict):
-            call.tools.append({"name": t.get("name"), "description": t.get("description")})
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        call.tool_choice = {"tool": "specific", "any": "required"}.get(choice.get("type"), choice.get("type"))
+    for m in dicts_at(body, "messages"):
+        text, images = _text(m.get("content"))
+        call.messages.append(Message(str_at(m, "role") or "user", text, image_count=images))
+    for t in dicts_at(body, "tools"):
+        call.tools.append(tool_info(t))
+    kind = str_at(body, "tool_choice", "type")
+    if isinstance(body.get("tool_choice"), dict):
+        call.tool_choice = {"tool": "specific", "any": "required"}.get(kind, kind)
     call.parameters = {k: body[k] for k in PARAMETERS if k in body}
     if "stop_sequences" in call.parameters:
         call.parameters["stop"] = call.parameters.pop("stop_sequences")
 
 
-def _usage(u: dict | None, into: Usage) -> Usage:
+def _usage(u: object, into: Usage) -> Usage:
     if not isinstance(u, dict):
         return into
-    base = u.get("input_tokens")
-    read = u.get("cache_read_input_tokens") or 0
-    created = u.get("cache_creation_input_tokens") or 0
+    base = int_at(u, "input_tokens")
+    read = int_at(u, "cache_read_input_tokens") or 0
+    created = int_at(u, "cache_creation_input_tokens") or 0
     if base is not None:
         into.prompt_tokens = base + read + created
         into.cached_tokens = read or into.cached_tokens
-    if u.get("output_tokens") is not None:
+    if int_at(u, "output_tokens") is not None:
         into.completion_tokens = u["output_tokens"]
     if into.prompt_tokens is not None and into.completion_tokens is not None:
         into.total_tokens = into.prompt_tokens + into.completion_tokens
@@ -71,22 +70,21 @@ def _usage(u: dict | None, into: Usage) -> Usage:
 
 
 def _error(body: dict, call: AiCall) -> None:
-    err = body.get("error") or {}
-    call.error = AiError(err.get("type"), err.get("message"), None)
+    call.error = AiError(str_at(body, "error", "type"), str_at(body, "error", "message"), None)
 
 
 def parse_response(body: dict, call: AiCall) -> None:
     if body.get("type") == "error":
         _error(body, call)
         return
-    call.provider_request_id = body.get("id")
-    call.model_returned = body.get("model")
+    call.provider_request_id = str_at(body, "id")
+    call.model_returned = str_at(body, "model")
     texts = []
-    for block in body.get("content") or []:
+    for block in dicts_at(body, "content"):
         if block.get("type") == "text":
-            texts.append(block.get("text", ""))
+            texts.append(str_at(block, "text") or "")
         elif block.get("type") == "tool_use":
-            call.tool_calls.append(ToolCall(block.get("id"), block.get("name"),
+            call.tool_calls.append(ToolCall(str_at(block, "id"), str_at(block, "name"),
                                             json.dumps(block.get("input", {}), sort_keys=True)))
     call.output_text = "".join(texts)
     call.finish_reason = finish_reason(body.get("stop_reason"))
@@ -100,25 +98,26 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     stopped = False
     for i, name, ev in json_events(events, call):
         kind = ev.get("type", name)
+        index = int_at(ev, "index") or 0
         if kind == "message_start":
-            msg = ev.get("message") or {}
-            call.provider_request_id = msg.get("id")
-            call.model_returned = msg.get("model")
+            msg = dict_at(ev, "message") or {}
+            call.provider_request_id = str_at(msg, "id")
+            call.model_returned = str_at(msg, "model")
             call.usage = _usage(msg.get("usage"), call.usage)
         elif kind == "content_block_start":
-            block = ev.get("content_block") or {}
+            block = dict_at(ev, "content_block") or {}
             if block.get("type") == "tool_use":
-                blocks[ev.get("index", 0)] = ToolCall(block.get("id"), block.get("name"))
+                blocks[index] = ToolCall(str_at(block, "id"), str_at(block, "name"))
         elif kind == "content_block_delta":
-            delta = ev.get("delta") or {}
+            delta = dict_at(ev, "delta") or {}
             if delta.get("type") == "text_delta":
                 if call.first_token_index is None:
                     call.first_token_index = i
-                text.append(delta.get("text", ""))
-            elif delta.get("type") == "input_json_delta" and ev.get("index", 0) in blocks:
-                blocks[ev["index"]].arguments += delta.get("partial_json", "")
+                text.append(str_at(delta, "text") or "")
+            elif delta.get("type") == "input_json_delta" and index in blocks:
+                blocks[index].arguments += str_at(delta, "partial_json") or ""
         elif kind == "message_delta":
-            delta = ev.get("delta") or {}
+            delta = dict_at(ev, "delta") or {}
             if delta.get("stop_reason"):
                 call.finish_reason = finish_reason(delta["stop_reason"])
             call.usage = _usage(ev.get("usage"), call.usage)

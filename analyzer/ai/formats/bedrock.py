@@ -8,8 +8,9 @@ import json
 import re
 from urllib.parse import unquote
 
-from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason
+from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, stream_json, tool_info
 from analyzer.ai.formats import anthropic_messages
+from analyzer.ai.formats.json_shapes import dict_at, dicts_at, int_at, str_at
 
 INFERENCE = {"maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
              "stopSequences": "stop"}
@@ -23,7 +24,7 @@ def _route(path: str) -> tuple[str | None, str]:
 
 def _text(content) -> tuple[str, int]:
     texts, images = [], 0
-    for block in content or []:
+    for block in content if isinstance(content, list) else []:
         if isinstance(block, dict):
             if "text" in block:
                 texts.append(str(block["text"]))
@@ -46,23 +47,22 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     if system:
         call.system_prompt = system
         call.messages.append(Message("system", system))
-    for m in body.get("messages") or []:
+    for m in dicts_at(body, "messages"):
         text, images = _text(m.get("content"))
-        call.messages.append(Message(m.get("role", "user"), text, image_count=images))
-    for t in (body.get("toolConfig") or {}).get("tools") or []:
-        spec = (t or {}).get("toolSpec") or {}
-        call.tools.append({"name": spec.get("name"), "description": spec.get("description")})
-    config = body.get("inferenceConfig") or {}
+        call.messages.append(Message(str_at(m, "role") or "user", text, image_count=images))
+    for t in dicts_at(body, "toolConfig", "tools"):
+        call.tools.append(tool_info(t.get("toolSpec")))
+    config = dict_at(body, "inferenceConfig") or {}
     call.parameters = {ours: config[theirs] for theirs, ours in INFERENCE.items() if theirs in config}
 
 
-def _usage(u: dict | None, call: AiCall) -> None:
-    if not u:
+def _usage(u: object, call: AiCall) -> None:
+    if not isinstance(u, dict) or not u:
         return
-    base = u.get("inputTokens")
-    read, write = u.get("cacheReadInputTokens") or 0, u.get("cacheWriteInputTokens") or 0
-    call.usage = Usage(None if base is None else base + read + write, u.get("outputTokens"),
-                       u.get("totalTokens"), read or None)
+    base = int_at(u, "inputTokens")
+    read, write = int_at(u, "cacheReadInputTokens") or 0, int_at(u, "cacheWriteInputTokens") or 0
+    call.usage = Usage(None if base is None else base + read + write, int_at(u, "outputTokens"),
+                       int_at(u, "totalTokens"), read or None)
 
 
 def parse_response(body: dict, call: AiCall) -> None:
@@ -70,15 +70,15 @@ def parse_response(body: dict, call: AiCall) -> None:
         anthropic_messages.parse_response(body, call)
         return
     if "output" not in body and "message" in body:  # {"message": "..."} error shape
-        call.error = AiError(body.get("__type"), body.get("message"), None)
+        call.error = AiError(str_at(body, "__type"), str_at(body, "message"), None)
         return
-    msg = (body.get("output") or {}).get("message") or {}
+    msg = dict_at(body, "output", "message") or {}
     text, _ = _text(msg.get("content"))
     call.output_text = text
-    for block in msg.get("content") or []:
-        use = block.get("toolUse") if isinstance(block, dict) else None
+    for block in dicts_at(msg, "content"):
+        use = dict_at(block, "toolUse")
         if use:
-            call.tool_calls.append(ToolCall(use.get("toolUseId"), use.get("name"),
+            call.tool_calls.append(ToolCall(str_at(use, "toolUseId"), str_at(use, "name"),
                                             json.dumps(use.get("input", {}), sort_keys=True)))
     call.finish_reason = finish_reason(body.get("stopReason"))
     _usage(body.get("usage"), call)
@@ -89,16 +89,14 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     text: list[str] = []
     inner: list[tuple[str, str]] = []
     for i, (name, data) in enumerate(events):
-        try:
-            ev = json.loads(data) if data else {}
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
+        ev = stream_json(i, data, call) if data else {}
+        if not isinstance(ev, dict):
             continue
         if name == "chunk" and "bytes" in ev:  # InvokeModelWithResponseStream: Anthropic events inside
-            payload = base64.b64decode(ev["bytes"]).decode("utf-8", "replace")
-            inner.append((json.loads(payload).get("type", ""), payload))
+            payload = _chunk_payload(ev["bytes"])
+            inner.append((str_at(stream_json(i, payload, call), "type") or "", payload))
         elif name == "contentBlockDelta":
-            piece = (ev.get("delta") or {}).get("text")
+            piece = str_at(ev, "delta", "text")
             if piece:
                 if call.first_token_index is None:
                     call.first_token_index = i
@@ -108,8 +106,16 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
         elif name == "metadata":
             _usage(ev.get("usage"), call)
         elif name.endswith("Exception"):
-            call.error = AiError(name, ev.get("message"), None)
+            call.error = AiError(name, str_at(ev, "message"), None)
     if inner:
         anthropic_messages.parse_stream(inner, call)
     else:
         call.output_text = "".join(text)
+
+
+def _chunk_payload(data: object) -> str:
+    """The Anthropic event a `chunk` carries base64-encoded ("" when it is not base64 text)."""
+    try:
+        return base64.b64decode(data if isinstance(data, str) else "").decode("utf-8", "replace")
+    except ValueError:  # binascii.Error
+        return ""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events
+from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events, tool_info
+from analyzer.ai.formats.json_shapes import dict_at, dicts_at, int_at, str_at, truthy_str
 
 JSON_ARRAY_STREAM = True  # streamGenerateContent without alt=sse answers one JSON array
 _MODEL = re.compile(r"/models/([^/:?]+):")
@@ -16,7 +17,7 @@ PARAMETERS = {"temperature": "temperature", "topP": "top_p", "maxOutputTokens": 
 
 def _parts(parts) -> tuple[str, int]:
     texts, images = [], 0
-    for p in parts or []:
+    for p in parts if isinstance(parts, list) else []:
         if isinstance(p, dict):
             if "text" in p:
                 texts.append(str(p["text"]))
@@ -28,48 +29,56 @@ def _parts(parts) -> tuple[str, int]:
 def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "chat"
     m = _MODEL.search(path)
-    call.model_requested = m.group(1) if m else body.get("model")
+    call.model_requested = m.group(1) if m else str_at(body, "model")
     call.streaming = "streamGenerateContent" in path
     system = body.get("systemInstruction") or body.get("system_instruction")
     if isinstance(system, dict):
         text, _ = _parts(system.get("parts"))
         call.system_prompt = text
         call.messages.append(Message("system", text))
-    for c in body.get("contents") or []:
-        if isinstance(c, dict):
-            text, images = _parts(c.get("parts"))
-            call.messages.append(Message("assistant" if c.get("role") == "model" else "user", text,
-                                         image_count=images))
-    for tool in body.get("tools") or []:
-        for fn in (tool or {}).get("functionDeclarations") or []:
-            call.tools.append({"name": fn.get("name"), "description": fn.get("description")})
-    config = body.get("generationConfig") or {}
+    for c in dicts_at(body, "contents"):
+        text, images = _parts(c.get("parts"))
+        call.messages.append(Message("assistant" if c.get("role") == "model" else "user", text,
+                                     image_count=images))
+    for tool in dicts_at(body, "tools"):
+        for fn in dicts_at(tool, "functionDeclarations"):
+            call.tools.append(tool_info(fn))
+    config = dict_at(body, "generationConfig") or {}
     call.parameters = {ours: config[theirs] for theirs, ours in PARAMETERS.items() if theirs in config}
 
 
 def _chunk(resp: dict, call: AiCall, index: int, text: list[str]) -> None:
     if "error" in resp:
-        err = resp["error"] or {}
-        call.error = AiError(err.get("status"), err.get("message"), str(err.get("code", "")) or None)
+        err = dict_at(resp, "error") or {}
+        call.error = AiError(str_at(err, "status"), str_at(err, "message"), _code(err.get("code", "")))
         return
-    call.model_returned = resp.get("modelVersion") or call.model_returned
-    call.provider_request_id = resp.get("responseId") or call.provider_request_id
-    for cand in (resp.get("candidates") or [])[:1]:
-        for p in (cand.get("content") or {}).get("parts") or []:
+    call.model_returned = truthy_str(resp.get("modelVersion")) or call.model_returned
+    call.provider_request_id = truthy_str(resp.get("responseId")) or call.provider_request_id
+    cand = dict_at(resp, "candidates", 0)
+    if cand is not None:
+        for p in dicts_at(cand, "content", "parts"):
             if "text" in p and not p.get("thought"):
                 if call.first_token_index is None:
                     call.first_token_index = index
-                text.append(p["text"])
+                text.append(str(p["text"]))
             elif "functionCall" in p:
-                fc = p["functionCall"]
-                call.tool_calls.append(ToolCall(fc.get("id"), fc.get("name"),
+                fc = dict_at(p, "functionCall") or {}
+                call.tool_calls.append(ToolCall(str_at(fc, "id"), str_at(fc, "name"),
                                                 json.dumps(fc.get("args", {}), sort_keys=True)))
         if cand.get("finishReason"):
             call.finish_reason = finish_reason(cand["finishReason"])
     u = resp.get("usageMetadata")
-    if u:
-        call.usage = Usage(u.get("promptTokenCount"), u.get("candidatesTokenCount"), u.get("totalTokenCount"),
-                           u.get("cachedContentTokenCount"), u.get("thoughtsTokenCount"))
+    if u and isinstance(u, dict):
+        call.usage = Usage(int_at(u, "promptTokenCount"), int_at(u, "candidatesTokenCount"),
+                           int_at(u, "totalTokenCount"), int_at(u, "cachedContentTokenCount"),
+                           int_at(u, "thoughtsTokenCount"))
+
+
+def _code(code: object) -> str | None:
+    # an error code as text ("" reads as none); Google sends numbers
+    if isinstance(code, bool) or not isinstance(code, str | int):
+        return None
+    return str(code) or None
 
 
 def parse_response(body, call: AiCall) -> None:

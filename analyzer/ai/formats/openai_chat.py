@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason
+from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events, tool_info
+from analyzer.ai.formats.json_shapes import as_number, at, dict_at, dicts_at, int_at, str_at, truthy_str
 
 PARAMETERS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "frequency_penalty",
               "presence_penalty", "stop", "seed", "n")
@@ -31,59 +32,59 @@ def content_text(content) -> tuple[str | None, int]:
 
 def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "chat"
-    call.model_requested = body.get("model")
+    call.model_requested = str_at(body, "model")
     call.streaming = bool(body.get("stream"))
-    for m in body.get("messages") or []:
-        if not isinstance(m, dict):
-            continue
+    for m in dicts_at(body, "messages"):
         text, images = content_text(m.get("content"))
-        role = m.get("role", "user")
-        if role == "developer":
-            role = "system"
-        call.messages.append(Message(role, text, m.get("tool_call_id"), m.get("name"), images))
+        role = str_at(m, "role") or "user"
+        role = "system" if role == "developer" else role
+        call.messages.append(Message(role, text, str_at(m, "tool_call_id"), str_at(m, "name"), images))
         if role == "system" and call.system_prompt is None:
             call.system_prompt = text
-    for t in body.get("tools") or []:
-        fn = t.get("function", t) if isinstance(t, dict) else {}
-        call.tools.append({"name": fn.get("name"), "description": fn.get("description")})
+    for t in dicts_at(body, "tools"):
+        call.tools.append(tool_info(t.get("function", t)))
     choice = body.get("tool_choice")
     call.tool_choice = choice if isinstance(choice, str) or choice is None else "specific"
     call.parameters = {k: body[k] for k in PARAMETERS if k in body}
 
 
-def parse_usage(u: dict | None) -> Usage:
+def parse_usage(u: object) -> Usage:
     """Token counts of an OpenAI `usage` object (chat and legacy completions share it)."""
     if not isinstance(u, dict):
         return Usage()
-    details = u.get("prompt_tokens_details") or {}
-    completion_details = u.get("completion_tokens_details") or {}
-    return Usage(u.get("prompt_tokens"), u.get("completion_tokens"), u.get("total_tokens"),
-                 details.get("cached_tokens"), completion_details.get("reasoning_tokens"))
+    return Usage(int_at(u, "prompt_tokens"), int_at(u, "completion_tokens"), int_at(u, "total_tokens"),
+                 int_at(u, "prompt_tokens_details", "cached_tokens"),
+                 int_at(u, "completion_tokens_details", "reasoning_tokens"))
 
 
 def parse_error(body: dict, call: AiCall) -> None:
     err = body.get("error")
     if isinstance(err, dict):
-        code = err.get("code")
-        call.error = AiError(err.get("type"), err.get("message"), None if code is None else str(code))
+        call.error = AiError(str_at(err, "type"), str_at(err, "message"), _code(err.get("code")))
     elif isinstance(err, str):
         call.error = AiError(None, err, None)
+
+
+def _code(code: object) -> str | None:
+    """An error code as text: providers send strings or numbers."""
+    if isinstance(code, str):
+        return code
+    return None if as_number(code) is None else str(code)
 
 
 def parse_response(body: dict, call: AiCall) -> None:
     if "error" in body:
         parse_error(body, call)
         return
-    call.provider_request_id = body.get("id")
-    call.model_returned = body.get("model")
-    choices = body.get("choices") or []
-    if choices:
-        first = choices[0]
-        msg = first.get("message") or {}
+    call.provider_request_id = str_at(body, "id")
+    call.model_returned = str_at(body, "model")
+    first = dict_at(body, "choices", 0)
+    if first is not None:
+        msg = dict_at(first, "message") or {}
         call.output_text, _ = content_text(msg.get("content"))
-        for tc in msg.get("tool_calls") or []:
-            fn = tc.get("function") or {}
-            call.tool_calls.append(ToolCall(tc.get("id"), fn.get("name"), fn.get("arguments") or ""))
+        for tc in dicts_at(msg, "tool_calls"):
+            call.tool_calls.append(ToolCall(str_at(tc, "id"), str_at(tc, "function", "name"),
+                                            str_at(tc, "function", "arguments") or ""))
         call.finish_reason = finish_reason(first.get("finish_reason"))
     call.usage = parse_usage(body.get("usage"))
 
@@ -93,37 +94,28 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     text: list[str] = []
     calls: dict[int, ToolCall] = {}
     done = False
-    for i, (_, data) in enumerate(events):
-        if data.strip() == "[DONE]":
+    for i, _, chunk in json_events(events, call, done_marker=True):
+        if chunk is None:
             done = True
-            continue
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
-            continue
-        if not isinstance(chunk, dict):
             continue
         if "error" in chunk:
             parse_error(chunk, call)
             continue
-        call.provider_request_id = call.provider_request_id or chunk.get("id")
-        call.model_returned = chunk.get("model") or call.model_returned
-        for choice in chunk.get("choices") or []:
+        call.provider_request_id = call.provider_request_id or str_at(chunk, "id")
+        call.model_returned = truthy_str(chunk.get("model")) or call.model_returned
+        for choice in dicts_at(chunk, "choices"):
             if choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            piece = delta.get("content")
+            piece = truthy_str(at(choice, "delta", "content"))
             if piece:
                 if call.first_token_index is None:
                     call.first_token_index = i
                 text.append(piece)
-            for tc in delta.get("tool_calls") or []:
-                slot = calls.setdefault(tc.get("index", 0), ToolCall(None, None))
-                fn = tc.get("function") or {}
-                slot.id = tc.get("id") or slot.id
-                slot.name = fn.get("name") or slot.name
-                slot.arguments += fn.get("arguments") or ""
+            for tc in dicts_at(choice, "delta", "tool_calls"):
+                slot = calls.setdefault(int_at(tc, "index") or 0, ToolCall(None, None))
+                slot.id = truthy_str(tc.get("id")) or slot.id
+                slot.name = truthy_str(at(tc, "function", "name")) or slot.name
+                slot.arguments += str_at(tc, "function", "arguments") or ""
                 if call.first_token_index is None:
                     call.first_token_index = i
             if choice.get("finish_reason"):

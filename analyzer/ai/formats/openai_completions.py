@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from analyzer.ai.calls import AiCall, Message, finish_reason
+from analyzer.ai.calls import AiCall, Message, finish_reason, json_events
+from analyzer.ai.formats.json_shapes import dict_at, dicts_at, str_at, truthy_str
 from analyzer.ai.formats.openai_chat import PARAMETERS, parse_error, parse_usage
 
 
 def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "completion"
-    call.model_requested = body.get("model")
+    call.model_requested = str_at(body, "model")
     call.streaming = bool(body.get("stream"))
     prompt = body.get("prompt")
     call.messages.append(Message("user", prompt if isinstance(prompt, str) else json.dumps(prompt)))
@@ -21,28 +22,23 @@ def parse_response(body: dict, call: AiCall) -> None:
     if "error" in body:
         parse_error(body, call)
         return
-    call.provider_request_id = body.get("id")
-    call.model_returned = body.get("model")
-    choices = body.get("choices") or []
-    if choices:
-        call.output_text = choices[0].get("text")
-        call.finish_reason = finish_reason(choices[0].get("finish_reason"))
+    call.provider_request_id = str_at(body, "id")
+    call.model_returned = str_at(body, "model")
+    first = dict_at(body, "choices", 0)
+    if first is not None:
+        call.output_text = str_at(first, "text")
+        call.finish_reason = finish_reason(first.get("finish_reason"))
     call.usage = parse_usage(body.get("usage"))
 
 
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
     text = []
-    for i, (_, data) in enumerate(events):
-        if data.strip() == "[DONE]":
+    for i, _, chunk in json_events(events, call, done_marker=True):
+        if chunk is None:
             continue
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            call.notes.append(f"stream event {i} is not JSON")
-            continue
-        call.model_returned = chunk.get("model") or call.model_returned
-        for choice in chunk.get("choices") or []:
-            if choice.get("text"):
+        call.model_returned = truthy_str(chunk.get("model")) or call.model_returned
+        for choice in dicts_at(chunk, "choices"):
+            if truthy_str(choice.get("text")):
                 if call.first_token_index is None:
                     call.first_token_index = i
                 text.append(choice["text"])

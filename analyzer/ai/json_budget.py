@@ -1,0 +1,79 @@
+"""JSON parsing within budgets: bodies and stream events come from any pod, so a body larger than
+MAX_JSON_BYTES is not parsed, and nesting deeper than MAX_JSON_DEPTH is refused before `json.loads`
+recurses (a RecursionError would otherwise end the run, or surface later in `json.dumps`).
+
+JSON may also escape lone UTF-16 surrogates ("\\ud800"), which no UTF-8 writer or hash can encode:
+they are read as U+FFFD.
+
+Refusals raise JsonRefused, a ValueError: callers that treat "not JSON" as "no body" keep doing so,
+callers that flag it catch JsonRefused first and note its `reason` (json_too_large, json_too_deep).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+MAX_JSON_BYTES = 32 * 1024 * 1024  # above what the providers accept in one request
+MAX_JSON_DEPTH = 128  # real API bodies (tool schemas included) stay far below; json.loads recurses
+
+# a complete JSON string (escapes included), whose brackets are text, not structure
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# opening brackets step +1, closing ones -1 (0xff as int8)
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_CHUNK = 1 << 20  # brackets summed at a time, to bound the memory of the running depth
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # pairs were joined by json.loads already
+
+
+class JsonRefused(ValueError):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def too_deep(data: bytes, budget: int | None = None) -> bool:
+    """Whether the bracket nesting of JSON text, outside strings, goes deeper than `budget` (default
+    MAX_JSON_DEPTH, read at each call so it can be configured; an unterminated string's brackets
+    count: that can only overstate text that would not parse)."""
+    budget = MAX_JSON_DEPTH if budget is None else budget
+    if data.count(b"[") + data.count(b"{") <= budget:
+        return False  # fewer openings than the budget cannot nest deeper than it (the common case)
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    steps = np.frombuffer(brackets.translate(_STEPS), dtype=np.int8)
+    depth = 0
+    for start in range(0, len(steps), _CHUNK):
+        running = np.cumsum(steps[start:start + _CHUNK], dtype=np.int64) + depth
+        if running.max() > budget:
+            return True
+        depth = int(running[-1])
+    return False
+
+
+def loads_bounded(data: bytes | str) -> object:
+    """json.loads, refusing (JsonRefused) text over the size or depth budget; ValueError when the
+    text is not JSON, as json.loads."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if len(raw) > MAX_JSON_BYTES:
+        raise JsonRefused("json_too_large")
+    if too_deep(raw):
+        raise JsonRefused("json_too_deep")
+    try:
+        value = json.loads(data)
+    except RecursionError:  # not expected under the depth budget; never let it escape
+        raise JsonRefused("json_too_deep") from None
+    return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
+def _without_lone_surrogates(value: object) -> object:
+    # recursion is bounded by the depth budget
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_LONE_SURROGATE.sub("\ufffd", k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
