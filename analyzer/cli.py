@@ -234,5 +234,6 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
         f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
         f"{pipeline.tracker.connections_seen} connection(s), {pipeline.exchanges} exchange(s) "
         f"({pipeline.incomplete} incomplete)"
-        + (f", {pipeline.events} AI event(s)" if pipeline.wants_events else "") + tail, err=True)
+        + (f", {pipeline.events} AI event(s)" if pipeline.wants_events else "")
+        + (f", {pipeline.parse_errors} parse error(s)" if pipeline.parse_errors else "") + tail, err=True)
     return 1 if report.problems and report.files_read == 0 else 0

@@ -135,6 +135,9 @@ class Exchange:
     notes: list[str] = field(default_factory=list)  # what went wrong or was unusual, for people only
     gaps: list[StreamGap] = field(default_factory=list)  # lost bytes that touched it, in order
     gaps_omitted: int = 0  # gaps beyond Limits.max_gap_records: counted, not recorded
+    # the type of the exception building its events raised (analyzer/ai/exchange_events.py): set by the
+    # pipeline; a parser failure of the whole connection is ConnectionInfo.parse_error
+    parse_error: str | None = None
 
     def add_gap(self, gap: StreamGap, limit: int) -> bool:
         """Record a gap (and its note) unless `limit` are recorded already; False: only counted."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import pyarrow as pa
 
 from analyzer.ai.events import EventOptions
-from analyzer.ai.exchange_events import exchange_events
+from analyzer.ai.exchange_events import analyze_exchange
 from analyzer.ai.providers import ProviderRegistry
 from analyzer.config import AnalyzerConfig
 from analyzer.model import ConnectionInfo, Exchange
@@ -41,6 +41,7 @@ class Pipeline:
         self.tracker = ConnectionTracker(on_close=self._connection_done, limits=cfg.limits)
         self.otlp = None  # the OtlpSink (analyzer/sinks/otlp_export.py), when exporting
         self.exchanges = self.incomplete = self.events = 0
+        self.event_errors = 0  # exchanges whose events could not be built as parsed (Exchange.parse_error)
         if export:
             self.open_export()
 
@@ -65,17 +66,30 @@ class Pipeline:
         for x in self.tracker.process(batches):
             self.write(x)
 
+    @property
+    def parse_errors(self) -> int:
+        """Connections whose protocol parser raised, plus exchanges whose events could not be built:
+        each kept its run going and is marked in the outputs."""
+        return self.tracker.parse_errors + self.event_errors
+
     def events_of(self, x: Exchange) -> list[dict]:
-        return exchange_events(x, self.registry, self.event_opts)
+        """The exchange's events; a failure to build them marks the exchange and is counted."""
+        result = analyze_exchange(x, self.registry, self.event_opts)
+        if result.parse_error is not None:
+            self.event_errors += 1
+            x.parse_error = result.parse_error
+            x.notes.append(f"parse error ({result.parse_error}): events built from what is known")
+        return result.events
 
     def write(self, x: Exchange) -> None:
-        """An exchange, and its events if a sink wants them, to every sink."""
+        """An exchange, and its events if a sink wants them, to every sink. The events are built first,
+        so that the exchange's record says whether building them failed."""
         self.exchanges += 1
         self.incomplete += not x.complete
+        events = self.events_of(x) if self.wants_events else None
         for sink in self.sinks:
             sink.write_exchange(x)
-        if self.wants_events:
-            events = self.events_of(x)
+        if events is not None:
             self.events += len(events)
             self.write_events(x, events)
 

@@ -91,6 +91,9 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
     limitations += [g.note for g in x.gaps][:5]
     limitations += call.notes[:5]
     level = "high" if match.confidence >= 0.95 else "medium" if match.confidence >= 0.5 else "low"
+    if c.parse_error is not None:  # the connection's parser raised: what it held was salvaged
+        limitations.append(f"connection_parse_error:{c.parse_error}")
+        level = "low"
     confidence = {
         "level": level,
         "completeness": "full" if not missing else "partial",

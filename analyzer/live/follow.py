@@ -293,6 +293,7 @@ class Follower:
             self.stats.problems += 1
             log.warning("skipped %s: %s", path, problem)
         self.stats.open_connections = len(self.tracker.open)
+        self.stats.parse_errors = self.pipeline.parse_errors
         return report.rows_read
 
     def drain(self) -> int:

@@ -27,6 +27,7 @@ class FollowStats:
     problems: int = 0  # unreadable segment files
     connections_lost: int = 0  # could not be rebuilt after a restart (their first segment was deleted)
     connections_dropped: int = 0  # open when a segment failed: ended early, unwritten exchanges lost
+    parse_errors: int = 0  # connections whose parser raised, exchanges whose events could not be built
     output_rotations: int = 0
     open_connections: int = 0
     pending_segments: int = 0
@@ -76,6 +77,8 @@ _COUNTERS = {
     "connections_lost": "connections not rebuilt after a restart: a segment they needed was deleted",
     "connections_dropped": "connections ended early, open when a segment failed: unwritten exchanges lost",
     "output_rotations": "rotations of the events file",
+    "parse_errors": "connections whose protocol parser raised and exchanges whose events could not be built "
+                    "(each marked in the output; the run goes on)",
 }
 
 

@@ -52,7 +52,7 @@ def _body(msg: HttpMessage, max_decoded: int) -> dict:
 
 def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024) -> dict:
     c = x.connection
-    return {
+    record = {
         "node": c.node, "conn_id": c.conn_id, "pid": c.pid, "comm": c.comm, "role": c.role,
         "server_name": c.server_name, "peer": f"{c.peer_ip}:{c.peer_port}" if c.peer_ip else None,
         "http_version": x.http_version, "sequence": x.sequence, "stream_id": x.stream_id,
@@ -73,6 +73,11 @@ def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024) -> dict:
         },
         "notes": x.notes,
     }
+    # only when something raised, so that records of exchanges parsed as expected stay as they were
+    error = x.connection.parse_error or x.parse_error
+    if error is not None:
+        record["parse_error"] = error
+    return record
 
 
 def dumps(x: Exchange) -> str:
