@@ -18,6 +18,7 @@ from analyzer.ai.events import EventOptions
 from analyzer.ai.exchange_events import exchange_events
 from analyzer.ai.providers import ProviderRegistry
 from analyzer.config import AnalyzerConfig
+from analyzer.http.redaction import redact_event
 from analyzer.model import ConnectionInfo, Exchange
 from analyzer.sinks.sink import Sink
 from analyzer.streams.tracker import ConnectionTracker
@@ -66,7 +67,9 @@ class Pipeline:
             self.write(x)
 
     def events_of(self, x: Exchange) -> list[dict]:
-        return exchange_events(x, self.registry, self.event_opts)
+        """The events of an exchange, redacted once here for every sink (JSONL, DuckDB, OTLP, live)."""
+        events = exchange_events(x, self.registry, self.event_opts)
+        return [redact_event(ev, self.event_opts.content) for ev in events]
 
     def write(self, x: Exchange) -> None:
         """An exchange, and its events if a sink wants them, to every sink."""
