@@ -211,15 +211,17 @@ def _read_key(path: Path) -> bytes:
     except OSError as exc:
         what = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
         raise AnalyzerConfigError(f"{refuse} {what}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise AnalyzerConfigError(f"{refuse} not a regular file")
         if st.st_uid != os.geteuid():
             raise AnalyzerConfigError(f"{refuse} owned by uid {st.st_uid}, not by this user")
         if stat.S_IMODE(st.st_mode) != 0o600:
             raise AnalyzerConfigError(f"{refuse} mode {stat.S_IMODE(st.st_mode):o}, not 600")
-        key = f.read(4096).strip()
+        key = os.read(fd, 4096).strip()
+    finally:
+        os.close(fd)
     if len(key) < 16:
         raise AnalyzerConfigError(f"{refuse} it holds less than 16 bytes of secret")
     return key
