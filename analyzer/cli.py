@@ -7,11 +7,25 @@ from pathlib import Path
 
 import click
 
+from analyzer.http.redaction import for_terminal
 from analyzer.segments.files import NoSegmentsError, find_segments
 
 
 def _preview(data: bytes) -> str:
-    return data.decode("latin-1").replace("\r", "\\r").replace("\n", "\\n")
+    """The first bytes of a stream, fit for a terminal: secrets redacted, control characters escaped
+    (\\r, \\n, \\xNN), so that captured bytes can neither leak a key nor drive the terminal."""
+    return for_terminal(data.decode("latin-1"))
+
+
+def _hash_key(cfg, outputs: list[Path | None], follow: bool) -> None:
+    """The hash key (hash_key_file, else the installation's, made once): or a one-line error, exit 1."""
+    from analyzer.config import AnalyzerConfigError, resolve_hash_key
+
+    try:
+        resolve_hash_key(cfg, outputs, make_dir=follow)
+    except AnalyzerConfigError as exc:
+        click.echo(f"oisp-analyze: {exc}", err=True)
+        sys.exit(1)
 
 
 def main() -> None:
@@ -105,6 +119,9 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
         _otlp_options(cfg, otlp_endpoint, otlp_protocol)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    outputs = [events_out, exchanges_out, duckdb_out]
+    if follow or cfg.otlp is not None or any(out is not None for out in outputs):
+        _hash_key(cfg, outputs, follow)
     if follow:
         if metrics_port is not None:
             cfg.metrics_port = metrics_port
@@ -116,15 +133,17 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
     try:
         rows = connection_summary(files)
     except Exception as exc:  # duckdb raises its own error types for unreadable files
-        click.echo(f"oisp-analyze: cannot read segments: {exc}", err=True)
+        click.echo(f"oisp-analyze: cannot read segments: {for_terminal(str(exc))}", err=True)
         sys.exit(1)
     click.echo(f"{len(files)} segment file(s), {len(rows)} connection(s)")
     for r in rows:
+        # comm, the library path and the bytes are the captured process's: redacted and escaped
         click.echo(
-            f"- pid {r['pid']} {r['comm']} conn {r['conn_id']}: sent {r['egress_bytes']} B, "
+            f"- pid {r['pid']} {for_terminal(str(r['comm']))} conn {for_terminal(str(r['conn_id']))}: "
+            f"sent {r['egress_bytes']} B, "
             f"received {r['ingress_bytes']} B, missing {r['missing_bytes']} B"
             f"{', from start' if r['seen_from_start'] else ', start not seen'}"
-            f"{', closed' if r['closed'] else ''} [{r['lib_path']}]"
+            f"{', closed' if r['closed'] else ''} [{for_terminal(str(r['lib_path']))}]"
         )
         for direction, arrow in (("egress", ">"), ("ingress", "<")):
             head = first_bytes(files, r["conn_id"], direction)
@@ -213,6 +232,8 @@ def _progress(files: list[Path]):
 
 def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None,
              duckdb_out: Path | None, cfg) -> int:
+    from functools import partial
+
     from analyzer.pipeline import Pipeline
     from analyzer.segments.reader import ReadReport, read_batches
     from analyzer.sinks.duckdb_tables import DuckDBSink
@@ -222,7 +243,8 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     report = ReadReport()
     pipeline = Pipeline(cfg, [DuckDBSink(duckdb_out)] if duckdb_out else [])
     # the files are opened last, as before: an exporter that cannot start leaves none behind
-    pipeline.sinks += [sink(path) for sink, path in ((ExchangesFile, exchanges_out), (EventsFile, events_out))
+    exchanges = partial(ExchangesFile, content=cfg.content, hash_key=cfg.hash_key)
+    pipeline.sinks += [sink(path) for sink, path in ((exchanges, exchanges_out), (EventsFile, events_out))
                        if path is not None]
     try:
         pipeline.run(read_batches(_progress(files), report))

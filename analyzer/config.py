@@ -34,8 +34,12 @@ Unknown keys are errors, as in the recorder's section."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import secrets
+import stat
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -45,6 +49,7 @@ from analyzer.model import Limits
 from analyzer.sinks import otlp_settings
 from analyzer.sinks.otlp_settings import OtlpSettings
 
+KEY_FILE = ".oisp-hash.key"  # the generated hash key, beside the first output file
 KNOWN_SECTIONS = {"recorder", "analyzer", "export"}
 API_FORMATS = {"openai", "anthropic", "google", "bedrock", "cohere", "ollama", "replicate"}
 log = logging.getLogger("oisp.analyze")
@@ -191,3 +196,68 @@ def load(path: Path | None) -> AnalyzerConfig:
                                       "analyzer.otlp): keep export.otlp")
         cfg.otlp = export
     return cfg
+
+
+def key_path(outputs: list[Path | None]) -> Path:
+    """Where the installation's hash key is kept without hash_key_file: beside the first output file,
+    or, writing only to stdout (or a collector), in the user's state directory."""
+    for out in outputs:
+        if out is not None and str(out) != "-":
+            return Path(out).parent / KEY_FILE
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "oisp-sensor" / "hash.key"
+
+
+def resolve_hash_key(cfg: AnalyzerConfig, outputs: list[Path | None], make_dir: bool = False) -> None:
+    """Give cfg a hash key: hash_key_file's, else the installation's (installation_key, key_path).
+    make_dir: create the output's directory if need be (live mode does, for its events file)."""
+    if cfg.hash_key is not None:
+        return
+    path = key_path(outputs)
+    if make_dir or not any(out is not None and str(out) != "-" for out in outputs):
+        try:
+            # the state directory is the user's alone; an output directory as live mode makes it
+            path.parent.mkdir(mode=0o777 if make_dir else 0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AnalyzerConfigError(f"cannot create {path.parent} for the hash key: {exc.strerror}") \
+                from None
+    cfg.hash_key = installation_key(path)
+
+
+def installation_key(path: Path) -> bytes:
+    """The hash key kept at `path`: made once (32 random bytes, hex, mode 0600), read back on later
+    runs. A key file that is a link, not ours or readable by others is refused (AnalyzerConfigError):
+    whoever could swap or read it could guess the hashes."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    except OSError as exc:
+        raise AnalyzerConfigError(f"cannot create the hash key file {path}: {exc.strerror}") from None
+    key = secrets.token_hex(32).encode()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key + b"\n")
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    refuse = f"refusing the hash key file {path}:"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        what = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise AnalyzerConfigError(f"{refuse} {what}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise AnalyzerConfigError(f"{refuse} not a regular file")
+        if st.st_uid != os.geteuid():
+            raise AnalyzerConfigError(f"{refuse} owned by uid {st.st_uid}, not by this user")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            raise AnalyzerConfigError(f"{refuse} mode {stat.S_IMODE(st.st_mode):o}, not 600")
+        key = os.read(fd, 4096).strip()
+    finally:
+        os.close(fd)
+    if len(key) < 16:
+        raise AnalyzerConfigError(f"{refuse} it holds less than 16 bytes of secret")
+    return key

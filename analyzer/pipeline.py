@@ -18,6 +18,7 @@ from analyzer.ai.events import EventOptions
 from analyzer.ai.exchange_events import analyze_exchange
 from analyzer.ai.providers import ProviderRegistry
 from analyzer.config import AnalyzerConfig
+from analyzer.http.redaction import redact_event
 from analyzer.model import ConnectionInfo, Exchange
 from analyzer.sinks.sink import Sink
 from analyzer.streams.tracker import ConnectionTracker
@@ -73,13 +74,14 @@ class Pipeline:
         return self.tracker.parse_errors + self.event_errors
 
     def events_of(self, x: Exchange) -> list[dict]:
-        """The exchange's events; a failure to build them marks the exchange and is counted."""
+        """The exchange's events, redacted once here for every sink (JSONL, DuckDB, OTLP, live); a
+        failure to build them marks the exchange and is counted."""
         result = analyze_exchange(x, self.registry, self.event_opts)
         if result.parse_error is not None:
             self.event_errors += 1
             x.parse_error = result.parse_error
             x.notes.append(f"parse error ({result.parse_error}): events built from what is known")
-        return result.events
+        return [redact_event(ev, self.event_opts.content) for ev in result.events]
 
     def write(self, x: Exchange) -> None:
         """An exchange, and its events if a sink wants them, to every sink. The events are built first,

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,16 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
+
+# The analyzer keeps a generated hash key in the user's state directory when it writes only to stdout:
+# the tests' own, never the user's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="oisp-test-state-")
+# The golden files were made with this key (tests/fixtures/hash.key): runs compared with them pass
+# GOLDEN_KEY_ARGS, any other run makes its own key beside its output.
+HASH_KEY = REPO / "tests" / "fixtures" / "hash.key"
+_golden_config = Path(os.environ["XDG_STATE_HOME"]) / "golden-key.yaml"
+_golden_config.write_text(f"analyzer:\n  hash_key_file: {json.dumps(str(HASH_KEY))}\n")
+GOLDEN_KEY_ARGS = ["--config", str(_golden_config)]
 
 from testbed.pki import make_pki  # noqa: E402
 

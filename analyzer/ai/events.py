@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,12 +32,15 @@ CONTENT_MODES = ("full", "hash", "none")
 PARAMETERS = {"temperature": as_number, "top_p": as_number, "max_tokens": as_int,
               "frequency_penalty": as_number, "presence_penalty": as_number, "stop": as_strs}
 _KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+# No public default: without a key (the command line always passes one, config.py's hash_key_file or
+# the installation's generated key), hashes are keyed by a secret of this process only.
+_PROCESS_KEY = secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)
 class EventOptions:
     content: str = "full"  # full | hash | none
-    hash_key: bytes = b"oisp-ebpf-sensor"  # set a secret per installation: hashes then cannot be guessed
+    hash_key: bytes = _PROCESS_KEY  # a secret per installation: hashes then cannot be guessed
 
 
 def _ts(ns: int | None) -> str:

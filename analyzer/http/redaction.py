@@ -1,49 +1,208 @@
-"""Secrets never leave the analyzer: header values, query parameters and command-line arguments that
-carry credentials are replaced by a marker wherever exchanges, events or tables show them."""
+"""Secrets never leave the analyzer: the one redaction pass over everything it emits (events, exchange
+records, DuckDB rows, OTLP, the summary on the terminal, log lines that quote captured text).
+
+- header names by pattern (`is_secret_name`): key, token, secret, auth, cookie, session, password,
+  credential, signature, plus the AWS headers listed;
+- URLs and query strings (`redact_url`): userinfo always, parameters with a secret name;
+- command lines as arguments (`redact_cmdline`): `--opt=value`, `-Hvalue`, the value after a secret
+  option, header arguments, URLs;
+- key-shaped strings anywhere in text (`redact_text`): OpenAI, Anthropic, Google, AWS, GitHub, Slack,
+  JWTs, `Bearer <token>`;
+- a walk over an event (`redact_event`) that redacts every string, except the OISP content fields
+  when the content is kept as captured (`--content full`).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from urllib.parse import unquote
 
-SECRET_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
-                  "cookie", "set-cookie", "x-amz-security-token", "x-amz-content-sha256"}
 REDACTED = "[redacted]"
-# query parameters that carry credentials (Gemini's ?key=, OAuth tokens)
-QUERY_SECRET = re.compile(r"([?&](?:key|api_key|api-key|access_token|token|sig|signature|x-amz-signature|"
-                          r"x-amz-credential|x-amz-security-token)=)[^&]*", re.I)
+# headers whose names say nothing by pattern but carry credentials (kept from the first list; the
+# content hash is redacted too, as it always was: a hash of a short body can be guessed)
+AWS_HEADERS = {"x-amz-security-token", "x-amz-content-sha256", "x-amz-credential", "x-amz-signature"}
+_SECRET_WORD = re.compile(r"key|token|secret|auth|cookie|session|passw|credential|signature", re.I)
+# "tokens" names a count (max_tokens, x-ratelimit-remaining-tokens), not a credential
+_COUNT_WORD = re.compile(r"tokens", re.I)
 
 
-def redact_path(path: str | None) -> str | None:
-    return None if path is None else QUERY_SECRET.sub(r"\1" + REDACTED, path)
+def is_secret_name(name: str) -> bool:
+    """A header, query parameter, option or field name that says its value is a credential."""
+    low = name.lower()
+    return low in AWS_HEADERS or low == "sig" or bool(_SECRET_WORD.search(_COUNT_WORD.sub("", low)))
+
+
+# ---- key-shaped strings -------------------------------------------------------------------------------
+_B = r"(?<![A-Za-z0-9_])"  # not in the middle of a word: "task-..." holds no "sk-" key
+_KEY_SHAPES = re.compile(
+    _B + r"(?:sk-|sk_|xai-|gsk_|hf_|r8_|glpat-)[A-Za-z0-9_\-]{8,}"  # OpenAI (sk-proj-), Anthropic, ...
+    r"|" + _B + r"AIza[A-Za-z0-9_\-]{8,}"  # Google
+    r"|" + _B + r"(?:AKIA|ASIA)[A-Z0-9]{12,}"  # AWS access key ids
+    r"|" + _B + r"(?:ghp|gho|ghs|ghu|ghr)_[A-Za-z0-9]{8,}|" + _B + r"github_pat_[A-Za-z0-9_]{8,}"  # GitHub
+    r"|" + _B + r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*)?"  # JWT (and its head)
+    r"|" + _B + r"eyJ[A-Za-z0-9_\-]{8,}"
+    r"|" + _B + r"xox[a-z]-[A-Za-z0-9\-]{8,}")  # Slack
+_BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9._~+/=\-]{8,}", re.I)
+_AWS_SECRET = re.compile(r"(secret_?access_?key[\"']?\s*[=:]\s*[\"']?)[A-Za-z0-9/+=]{30,}", re.I)
+# URLs with userinfo: scheme://user:pass@host
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@?#\"'<>]+@")
+# name=value: in a query string or a form body (after ? & ; # or at the start of a line or word)
+_PARAM = re.compile(r"(?:^|(?<=[?&;#\s]))([A-Za-z0-9_.%\-\[\]]+)=([^&#\s\"'<>]*)", re.M)
+# "Name: value" header lines (HTTP/1 heads in the summary, text that quotes a request)
+_HEADER_LINE = re.compile(r"^([A-Za-z0-9_\-]+)[ \t]*:[ \t]*([^\r\n]*)", re.M)
+# "name": "value" in JSON text whose name says credential
+_JSON_FIELD = re.compile(r"(\"([A-Za-z0-9_.\-]+)\"\s*:\s*\")((?:[^\"\\]|\\.)*)\"")
+
+
+def _param(m: re.Match) -> str:
+    return f"{m.group(1)}={REDACTED}" if m.group(2) and is_secret_name(unquote(m.group(1))) else m.group(0)
+
+
+def _header_line(m: re.Match) -> str:
+    return f"{m.group(1)}: {REDACTED}" if m.group(2) and is_secret_name(m.group(1)) else m.group(0)
+
+
+def _json_field(m: re.Match) -> str:
+    return f"{m.group(1)}{REDACTED}\"" if m.group(3) and is_secret_name(m.group(2)) else m.group(0)
+
+
+def redact_text(text: str) -> str:
+    """Text with every credential it visibly holds replaced by the marker."""
+    if not text:
+        return text
+    if "=" in text or ":" in text:
+        text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _PARAM.sub(_param, text)
+        text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+        text = _HEADER_LINE.sub(_header_line, text)
+        if '"' in text:
+            text = _JSON_FIELD.sub(_json_field, text)
+    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    return _KEY_SHAPES.sub(REDACTED, text)
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL or request target: userinfo and secret query parameters replaced, key-shaped strings too."""
+    if url is None:
+        return None
+    url = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", url)
+    return _KEY_SHAPES.sub(REDACTED, _PARAM.sub(_param, url))
+
+
+redact_path = redact_url  # the request target of an exchange
+
+
+def redact_authority(authority: str | None) -> str | None:
+    """Host[:port], without a userinfo part (HTTP/2's :authority may carry one)."""
+    if authority is None or "@" not in authority:
+        return authority
+    return REDACTED + "@" + authority.rpartition("@")[2]
+
+
+def redact_header(name: str, value: str) -> str:
+    return REDACTED if is_secret_name(name) else redact_text(value)
 
 
 def redact_headers(headers: list[tuple[str, str]]) -> list[list[str]]:
-    """Headers as [name, value] pairs, the values of secret-bearing ones replaced by the marker."""
-    return [[k, REDACTED if k in SECRET_HEADERS else v] for k, v in headers]
+    """Headers as [name, value] pairs: secret-bearing ones (by name) replaced by the marker, the
+    others cleared of key-shaped strings."""
+    return [[k, redact_header(k, v)] for k, v in headers]
 
 
-# Command lines carry secrets too (`--api-key sk-...`, `OPENAI_API_KEY=...`, curl's
-# `-H "Authorization: Bearer ..."`): by option name, by header name, and by the shape of well-known
-# key formats anywhere in an argument.
-SECRET_NAME = re.compile(r"key|token|secret|passw|auth|credential", re.I)
-SECRET_VALUE = re.compile(r"(?:sk-|sk_|xai-|gsk_|hf_|r8_|AKIA|ASIA|AIza|ghp_|glpat-|eyJ)[A-Za-z0-9_\-.]{8,}")
-SECRET_HEADER_ARG = re.compile(r"^\s*(authorization|proxy-authorization|x-api-key|api-key|x-goog-api-key"
-                               r"|cookie|x-amz-security-token)\s*:.*", re.I | re.S)
+# ---- command lines ---------------------------------------------------------------------------------
+# curl/wget/httpie options whose value is a header, or a credential whatever the option is called
+_HEADER_OPTS = ("--header", "--proxy-header", "-H")
+_CREDENTIAL_OPTS = {"-u", "--user", "-U", "--proxy-user", "--oauth2-bearer", "-E", "--cert", "--pass",
+                    "--aws-sigv4", "--auth"}
+_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_.\-]*)=")
+_HEADER_ARG = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*:(?!//)(.*)", re.S)
+
+
+def _header_arg(arg: str) -> str:
+    m = _HEADER_ARG.match(arg)
+    if m and is_secret_name(m.group(1)):
+        return f"{m.group(1)}: {REDACTED}"
+    return redact_text(arg)
+
+
+def _option(arg: str) -> tuple[str, bool]:
+    """One argument starting with '-' (never a value): its redacted form, and whether the next
+    argument is its (secret) value."""
+    name, eq, value = arg.partition("=")
+    if eq and name.startswith("--"):
+        if name in _HEADER_OPTS:
+            return f"{name}={_header_arg(value)}", False
+        secret = name in _CREDENTIAL_OPTS or is_secret_name(name)
+        return f"{name}={REDACTED if secret else redact_text(value)}", False
+    if not arg.startswith("--") and len(arg) > 2:  # a short option with its value attached: -HAuth: x
+        short, attached = arg[:2], arg[2:]
+        if short == "-H":
+            return short + _header_arg(attached), False
+        if short in _CREDENTIAL_OPTS:
+            return short + REDACTED, False
+    return redact_text(arg), arg in _CREDENTIAL_OPTS or is_secret_name(arg)
 
 
 def redact_cmdline(args: list[str] | tuple[str, ...]) -> list[str]:
+    """A command line's arguments with the credentials it carries replaced by the marker."""
     out: list[str] = []
-    value_next = False
+    after = ""  # the option this argument is the value of
     for arg in args:
-        name, eq, _ = arg.partition("=")
-        if value_next:
+        if after in _HEADER_OPTS:
+            out.append(_header_arg(arg))
+            after = ""
+        elif after:
             out.append(REDACTED)
-            value_next = False
-        elif eq and SECRET_NAME.search(name) and not name.startswith("-H"):
-            out.append(f"{name}={REDACTED}")
-        elif SECRET_HEADER_ARG.match(arg):
-            out.append(SECRET_HEADER_ARG.sub(lambda m: f"{m.group(1)}: {REDACTED}", arg))
+            after = ""
+        elif arg.startswith("-") and arg != "-":
+            redacted, takes_value = _option(arg)
+            out.append(redacted)
+            after = arg if arg in _HEADER_OPTS else "secret" if takes_value else ""
+        elif (m := _ASSIGNMENT.match(arg)) and is_secret_name(m.group(1)):
+            out.append(f"{m.group(1)}={REDACTED}")  # OPENAI_API_KEY=..., httpie's api_key==...
         else:
-            out.append(SECRET_VALUE.sub(REDACTED, arg))
-            value_next = arg.startswith("-") and not eq and bool(SECRET_NAME.search(arg))
+            out.append(_header_arg(arg))
     return out
+
+
+# ---- events ------------------------------------------------------------------------------------------
+def _content_path(path: tuple) -> bool:
+    """The OISP fields that hold content (prompts, completions, tool arguments): what --content
+    hash/none would hash or drop."""
+    if len(path) < 3 or path[0] != "data":
+        return False
+    tail = tuple(p for p in path[1:] if not isinstance(p, int))
+    return tail in {("messages", "content"), ("choices", "message", "content"), ("tool_calls", "arguments")}
+
+
+def redact_tree(value, keep: Callable[[tuple], bool] = lambda path: False, path: tuple = ()):
+    """A copy of a JSON-like value with every string redacted (redact_text), except where keep(path)."""
+    if isinstance(value, str):
+        return value if keep(path) else redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_tree(v, keep, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_tree(v, keep, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+def redact_event(event: dict, content: str) -> dict:
+    """An event with every string redacted, the content fields excepted with content "full"."""
+    return redact_tree(event, _content_path if content == "full" else lambda path: False)
+
+
+# ---- terminal ---------------------------------------------------------------------------------------
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t", "\\": "\\\\"}
+
+
+def escape_controls(text: str) -> str:
+    """Control characters (C0, DEL, C1) made visible: a terminal shows them, never obeys them. A
+    backslash is doubled, so that the escapes cannot be mistaken for captured text."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(0), f"\\x{ord(m.group(0)):02x}"), text)
+
+
+def for_terminal(text: str) -> str:
+    """Captured text fit to print: redacted, then its control characters escaped."""
+    return escape_controls(redact_text(text))

@@ -82,23 +82,26 @@ class ExportStats:
 
 
 class _LastError(logging.Handler):
-    """Keeps the exporters' last error message (they log it; we report it once, with our counts)."""
+    """Keeps the exporters' last error message (they log it; we report it once, with our counts),
+    scrubbed of the endpoint's credentials and headers (OtlpSettings.scrub): it may quote the URL."""
 
-    def __init__(self, stats: ExportStats):
+    def __init__(self, stats: ExportStats, settings: OtlpSettings):
         super().__init__(logging.WARNING)
         self.stats = stats
+        self.settings = settings
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stats.last_error = record.getMessage()[:300]
+        self.stats.last_error = self.settings.scrub(record.getMessage())[:300]
 
 
-def _quiet_exporter_logs(stats: ExportStats) -> None:
+def _quiet_exporter_logs(stats: ExportStats, settings: OtlpSettings) -> None:
     # The exporters log every failed attempt; a collector down for an hour would flood the log. Their
     # messages are kept for ours instead (see _Channel._warn).
     for name in ("opentelemetry.exporter.otlp", "opentelemetry.exporter.http",
                  "opentelemetry.sdk.metrics._internal.export", "opentelemetry.sdk.metrics"):
         lg = logging.getLogger(name)
-        lg.handlers = [h for h in lg.handlers if not isinstance(h, _LastError)] + [_LastError(stats)]
+        others = [h for h in lg.handlers if not isinstance(h, _LastError)]
+        lg.handlers = [*others, _LastError(stats, settings)]
         lg.propagate = False
 
 
@@ -162,17 +165,18 @@ def to_sdk_log(d: LogData) -> ReadableLogRecord:
 class _CountingMetricExporter(MetricExporter):
     """The metric exporter, counting its exports and failures (the SDK's reader does not)."""
 
-    def __init__(self, inner: MetricExporter, stats: ExportStats):
+    def __init__(self, inner: MetricExporter, stats: ExportStats, settings: OtlpSettings):
         super().__init__(preferred_temporality=inner._preferred_temporality,
                          preferred_aggregation=inner._preferred_aggregation)
         self.inner = inner
         self.stats = stats
+        self.settings = settings
 
     def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
         try:
             result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         except Exception as exc:  # an exporter bug must not end the reader's thread
-            self.stats.last_error = str(exc)
+            self.stats.last_error = self.settings.scrub(str(exc))
             result = MetricExportResult.FAILURE
         self.stats.metric_exports += 1
         if result is not MetricExportResult.SUCCESS:
@@ -194,7 +198,7 @@ class OtlpExporter:
         self.settings = settings
         self.capture_content = capture_content
         self.stats = ExportStats()
-        _quiet_exporter_logs(self.stats)
+        _quiet_exporter_logs(self.stats, settings)
         span_exp, log_exp, metric_exp = exporters or make_exporters(settings)
         self._exporters = {"traces": span_exp if "traces" in settings.signals else None,
                            "logs": log_exp if "logs" in settings.signals else None}
@@ -289,14 +293,14 @@ class OtlpExporter:
             try:
                 ok = exporter.export(items).name == "SUCCESS"
             except Exception as exc:  # an exporter bug must not end the worker
-                self.stats.last_error = str(exc)
+                self.stats.last_error = self.settings.scrub(str(exc))
                 ok = False
             if ok:
                 with self._lock:
                     self._count_exported(signal, len(items))
                 if signal in self._failing:
                     self._failing.discard(signal)
-                    log.info("OTLP %s export to %s works again", signal, self.settings.endpoint)
+                    log.info("OTLP %s export to %s works again", signal, self.settings.describe())
                 return
             self._failing.add(signal)
             if attempt < self.settings.retries:
@@ -333,8 +337,9 @@ class OtlpExporter:
         if now - self._last_warning >= _WARN_EVERY:
             self._last_warning = now
             s = self.stats
-            log.warning("OTLP %s; dropped so far: %d span(s), %d log record(s)", what, s.spans_dropped,
-                        s.logs_dropped)
+            # `what` may quote an exception on captured text, or the exporter's message with the URL
+            log.warning("OTLP %s; dropped so far: %d span(s), %d log record(s)", self.settings.scrub(what),
+                        s.spans_dropped, s.logs_dropped)
 
     # ---- metrics -----------------------------------------------------------------------------------
     def _start_metrics(self, metric_exp) -> None:
@@ -344,7 +349,7 @@ class OtlpExporter:
         # cumulative temporality (the exporters' default): each export holds the totals so far, so a
         # failed one loses nothing as long as a later one gets through; the last is sent at close
         interval = self.settings.metrics_interval_seconds * 1000
-        reader = PeriodicExportingMetricReader(_CountingMetricExporter(metric_exp, self.stats),
+        reader = PeriodicExportingMetricReader(_CountingMetricExporter(metric_exp, self.stats, self.settings),
                                                export_interval_millis=interval,
                                                export_timeout_millis=self.settings.timeout_seconds * 1000)
         self._meter_provider = MeterProvider(resource=resource, metric_readers=[reader])

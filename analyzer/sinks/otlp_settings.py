@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from analyzer.http.redaction import REDACTED, redact_text, redact_url
+
 PROTOCOLS = ("grpc", "http/protobuf")
 SIGNALS = ("traces", "logs", "metrics")
 DEFAULT_METRIC_NAMES = {"token_usage": "gen_ai.client.token.usage",
@@ -67,7 +69,19 @@ class OtlpSettings:
         return f"{base.rstrip('/')}/v1/{signal}"
 
     def describe(self) -> str:
-        return f"{self.endpoint} ({self.protocol}{', plaintext' if self.plaintext else ', TLS'})"
+        """The endpoint for a log line: never its userinfo or secret query parameters."""
+        return f"{redact_url(self.endpoint)} ({self.protocol}{', plaintext' if self.plaintext else ', TLS'})"
+
+    def scrub(self, text: str) -> str:
+        """A message (an exporter's error, an exception) fit to log: the configured header values and
+        the endpoint's credentials taken out, key-shaped strings too."""
+        for value in sorted(self.headers.values(), key=len, reverse=True):
+            if len(value) >= 4:
+                text = text.replace(value, REDACTED)
+        userinfo = urlsplit(self.endpoint).netloc.rpartition("@")[0] if "://" in self.endpoint else ""
+        if userinfo:
+            text = text.replace(userinfo, REDACTED)
+        return redact_text(text)
 
 
 _NUMBERS = {"timeout_seconds": (float, 0.0), "queue_size": (int, 1), "batch_size": (int, 1),
@@ -83,7 +97,7 @@ def check_endpoint(endpoint, where: str = "export.otlp") -> str:
     if isinstance(endpoint, str) and _HOST_PORT.match(endpoint):
         return endpoint
     raise OtlpSettingsError(f"{where}.endpoint must be host:port or an http:// or https:// URL, "
-                            f"not {endpoint!r}")
+                            f"not {redact_text(repr(endpoint))}")
 
 
 def parse(value, where: str = "export.otlp") -> OtlpSettings:

@@ -8,7 +8,7 @@ import json
 import subprocess
 
 from analyzer.ai.schema import validation_errors
-from conftest import BIN, read_segments
+from conftest import BIN, GOLDEN_KEY_ARGS, read_segments
 from helpers.analyzer_inputs import FIXTURES
 from testbed.sdk_workload import CANARY_KEY
 
@@ -18,7 +18,8 @@ TRUTH = json.loads((FIXTURES / "golden" / "sdk.truth.json").read_text())
 
 def run(tmp_path, *extra):
     out, xs = tmp_path / "events.jsonl", tmp_path / "exchanges.jsonl"
-    cmd = [str(BIN / "oisp-analyze"), str(SEGMENTS), "--out", str(out), "--exchanges", str(xs), *extra]
+    cmd = [str(BIN / "oisp-analyze"), str(SEGMENTS), "--out", str(out), "--exchanges", str(xs),
+           *GOLDEN_KEY_ARGS, *extra]
     subprocess.run(cmd, check=True, capture_output=True)
     return out, xs
 

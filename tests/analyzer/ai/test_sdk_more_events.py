@@ -8,7 +8,7 @@ import json
 import subprocess
 
 from analyzer.ai.schema import validation_errors
-from conftest import BIN
+from conftest import BIN, GOLDEN_KEY_ARGS
 from helpers.analyzer_inputs import FIXTURES
 from testbed.sdk_workload_more import AWS_SECRET, CANARY_KEY
 
@@ -18,8 +18,8 @@ TRUTH = json.loads((FIXTURES / "golden" / "sdk_more.truth.json").read_text())
 
 def test_golden_valid_and_true_to_the_sdks(tmp_path):
     out, xs = tmp_path / "events.jsonl", tmp_path / "exchanges.jsonl"
-    subprocess.run([str(BIN / "oisp-analyze"), str(SEGMENTS), "--out", str(out), "--exchanges", str(xs)],
-                   check=True, capture_output=True)
+    subprocess.run([str(BIN / "oisp-analyze"), str(SEGMENTS), "--out", str(out), "--exchanges", str(xs),
+                    *GOLDEN_KEY_ARGS], check=True, capture_output=True)
     assert out.read_bytes() == (FIXTURES / "golden" / "sdk_more.events.jsonl").read_bytes()
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(validation_errors(e) == [] for e in events)

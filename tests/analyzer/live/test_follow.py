@@ -22,7 +22,7 @@ from analyzer.live.metrics import FollowStats
 from analyzer.segments.reader import ReadReport, read_batches
 from analyzer.sinks.exchanges_jsonl import dumps
 from analyzer.streams.tracker import ConnectionTracker
-from conftest import BIN, REPO
+from conftest import BIN, HASH_KEY, REPO
 from helpers.analyzer_inputs import FIXTURES
 from helpers.follow_helpers import (
     assert_same_events,
@@ -51,7 +51,9 @@ def parts(tmp_path_factory):
 
 def config(tmp_path, **analyzer) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"analyzer": {"poll_interval_seconds": 0.05, **analyzer}}))
+    # the hash key of one_shot_lines (conftest.GOLDEN_KEY_ARGS): events are compared byte for byte
+    path.write_text(yaml.safe_dump({"analyzer": {"poll_interval_seconds": 0.05,
+                                                 "hash_key_file": str(HASH_KEY), **analyzer}}))
     return path
 
 
@@ -134,8 +136,8 @@ def overlapping(tmp_path_factory):
 
 
 def _follower(seg: Path, out: Path, max_bytes: int) -> Follower:
-    f = Follower(FollowOptions(seg, out, output_max_bytes=max_bytes, output_keep=50), AnalyzerConfig(),
-                 FollowStats())
+    cfg = AnalyzerConfig(hash_key=HASH_KEY.read_bytes().strip())  # the key of the one-shot truth
+    f = Follower(FollowOptions(seg, out, output_max_bytes=max_bytes, output_keep=50), cfg, FollowStats())
     f.start()
     assert f.replay(threading.Event())
     return f

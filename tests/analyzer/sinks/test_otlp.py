@@ -20,7 +20,7 @@ import yaml
 from analyzer.config import AnalyzerConfigError, load
 from analyzer.sinks.otel_mapping import METRIC_KEYS, map_call, pair_events, trace_ids, ts_ns
 from analyzer.sinks.otlp_settings import OtlpSettings
-from conftest import BIN, REPO
+from conftest import BIN, GOLDEN_KEY_ARGS, HASH_KEY, REPO
 from helpers.analyzer_inputs import FIXTURES
 from helpers.follow_helpers import (
     assert_same_events,
@@ -87,10 +87,13 @@ def summary(stderr: str) -> tuple[int, ...]:
 def analyze(tmp_path: Path, *extra: str, config: dict | None = None, timeout: float = 120):
     out = tmp_path / "events.jsonl"
     cmd = [str(BIN / "oisp-analyze"), *map(str, SEGMENTS), "--out", str(out), *extra]
-    if config is not None:
+    if config is not None:  # the goldens' hash key (conftest.HASH_KEY), with the test's settings
+        config = {**config, "analyzer": {"hash_key_file": str(HASH_KEY), **config.get("analyzer", {})}}
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         cmd += ["--config", str(path)]
+    else:
+        cmd += GOLDEN_KEY_ARGS
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
@@ -426,7 +429,8 @@ def test_follow_mode_exports_as_it_writes_and_survives_the_collector(tmp_path):
     seg.mkdir()
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "analyzer": {"poll_interval_seconds": 0.05, "connection_idle_seconds": 0.2},
+        "analyzer": {"poll_interval_seconds": 0.05, "connection_idle_seconds": 0.2,
+                     "hash_key_file": str(HASH_KEY)},
         "export": {"otlp": {"endpoint": f"127.0.0.1:{port}", "insecure": True, **FAST}}}))
     first, second = (next(d.glob("*.parquet")) for d in SEGMENTS)
     proc = start_follow(seg, out, log, "--config", str(config))
