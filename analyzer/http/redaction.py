@@ -193,14 +193,20 @@ def redact_event(event: dict, content: str) -> dict:
 
 
 # ---- terminal ---------------------------------------------------------------------------------------
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+# C0, DEL, C1, and the invisible format characters that reorder or hide text on a terminal (bidi
+# overrides and isolates, zero-width characters, line and paragraph separators)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t", "\\": "\\\\"}
 
 
 def escape_controls(text: str) -> str:
-    """Control characters (C0, DEL, C1) made visible: a terminal shows them, never obeys them. A
+    """Control and invisible format characters made visible: a terminal shows them, never obeys them. A
     backslash is doubled, so that the escapes cannot be mistaken for captured text."""
-    return _CONTROL.sub(lambda m: _NAMED.get(m.group(0), f"\\x{ord(m.group(0)):02x}"), text)
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(0), _escape(ord(m.group(0)))), text)
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def for_terminal(text: str) -> str:

@@ -181,3 +181,12 @@ def test_cli_makes_the_key_beside_its_output_and_refuses_a_link(tmp_path):
     assert proc.returncode == 1
     key = tmp_path / ".oisp-hash.key"
     assert proc.stderr == f"oisp-analyze: refusing the hash key file {key}: it is a symbolic link\n"
+
+
+def test_invisible_format_characters_are_escaped_for_the_terminal():
+    from analyzer.http.redaction import for_terminal
+
+    # a bidi override and an isolate reorder what a terminal shows; zero-width characters hide text
+    shown = for_terminal("a\u202eb\u2066c\u200bd\u2028e\ufefff")
+    assert shown == "a\\u202eb\\u2066c\\u200bd\\u2028e\\ufefff"
+    assert for_terminal("caf\u00e9 \u4e2d") == "caf\u00e9 \u4e2d"  # printable text stays as it is
