@@ -3,7 +3,7 @@ rebuild them, and the connection it travelled on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from contract.identity import ProcessIdentity  # shared with the recorder, which writes the rows
@@ -63,6 +63,12 @@ class Limits:
     max_hpack_table_bytes: int = 64 * 1024  # HPACK dynamic table size accepted from SETTINGS/updates
     max_open_streams: int = 1000  # HTTP/2 streams tracked at once per connection
     max_gap_records: int = 16  # StreamGap records (and gap notes) kept per exchange; more are counted
+
+    @staticmethod
+    def of(limits: Limits | None, max_body: int | None = None) -> Limits:
+        """The given limits (default ones for None), with the body cap of an older `max_body` argument."""
+        limits = limits or Limits()
+        return limits if max_body is None else replace(limits, max_body_bytes=max_body)
 
 
 class SyncState(Enum):

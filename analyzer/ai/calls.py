@@ -4,9 +4,10 @@ event layer turns it into OISP ai.request / ai.response."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from analyzer.ai.formats.json_shapes import str_at
+from analyzer.ai.formats.json_shapes import dicts_at, str_at
 from analyzer.ai.json_budget import JsonRefused, loads_bounded
 
 
@@ -106,3 +107,15 @@ def json_events(events: list[tuple[str, str]], call: AiCall, done_marker: bool =
         obj = stream_json(i, data, call)
         if isinstance(obj, dict):
             yield i, name, obj
+
+
+def add_conversation(call: AiCall, body: dict, text_of: Callable[[object], tuple[str | None, int]]) -> None:
+    """A `system` field and a `messages` list (Anthropic's shape, which Bedrock's Converse shares), each
+    message's content read by the format's `text_of` (content -> text, image count)."""
+    system, _ = text_of(body.get("system"))
+    if system:
+        call.system_prompt = system
+        call.messages.append(Message("system", system))
+    for m in dicts_at(body, "messages"):
+        text, images = text_of(m.get("content"))
+        call.messages.append(Message(str_at(m, "role") or "user", text, image_count=images))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import replace
 
 import h11
 
@@ -48,9 +47,7 @@ class Http1Connection:
     def __init__(self, conn: ConnectionInfo, max_body: int | None = None, resync: bool = False,
                  sequence_base: int = 0, limits: Limits | None = None):
         self.conn = conn
-        self.limits = limits or Limits()
-        if max_body is not None:
-            self.limits = replace(self.limits, max_body_bytes=max_body)
+        self.limits = Limits.of(limits, max_body)
         self.max_body = self.limits.max_body_bytes
         self.finished: list[Exchange] = []
         self._seq = sequence_base  # exchanges are numbered from sequence_base + 1

@@ -14,7 +14,6 @@ that direction.
 from __future__ import annotations
 
 import heapq
-from dataclasses import replace
 
 import hpack
 from hpack.table import HeaderTable
@@ -148,9 +147,7 @@ class Http2Connection:
     def __init__(self, conn: ConnectionInfo, start_seen: bool, max_body: int | None = None,
                  sequence_base: int = 0, limits: Limits | None = None):
         self.conn = conn
-        self.limits = limits or Limits()
-        if max_body is not None:
-            self.limits = replace(self.limits, max_body_bytes=max_body)
+        self.limits = Limits.of(limits, max_body)
         self.max_body = self.limits.max_body_bytes
         self.streams: dict[int, Exchange] = {}  # open streams, in order of appearance
         self._done: list[Exchange] = []  # streams moved out of `streams` to bound it, finalized

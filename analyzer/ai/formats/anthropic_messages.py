@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import json
 
-from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events, tool_info
+from analyzer.ai.calls import (
+    AiCall,
+    AiError,
+    ToolCall,
+    Usage,
+    add_conversation,
+    finish_reason,
+    json_events,
+    tool_info,
+)
 from analyzer.ai.formats.json_shapes import dict_at, dicts_at, int_at, str_at
 
 PARAMETERS = ("temperature", "top_p", "top_k", "max_tokens", "stop_sequences")
@@ -36,13 +45,7 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "chat"
     call.model_requested = str_at(body, "model")
     call.streaming = bool(body.get("stream"))
-    system, _ = _text(body.get("system"))
-    if system:
-        call.system_prompt = system
-        call.messages.append(Message("system", system))
-    for m in dicts_at(body, "messages"):
-        text, images = _text(m.get("content"))
-        call.messages.append(Message(str_at(m, "role") or "user", text, image_count=images))
+    add_conversation(call, body, _text)
     for t in dicts_at(body, "tools"):
         call.tools.append(tool_info(t))
     kind = str_at(body, "tool_choice", "type")

@@ -8,7 +8,16 @@ import json
 import re
 from urllib.parse import unquote
 
-from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, stream_json, tool_info
+from analyzer.ai.calls import (
+    AiCall,
+    AiError,
+    ToolCall,
+    Usage,
+    add_conversation,
+    finish_reason,
+    stream_json,
+    tool_info,
+)
 from analyzer.ai.formats import anthropic_messages
 from analyzer.ai.formats.json_shapes import dict_at, dicts_at, int_at, str_at
 
@@ -43,13 +52,7 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
     call.request_type = "chat"
     call.model_requested = model
     call.streaming = op == "converse-stream"
-    system, _ = _text(body.get("system"))
-    if system:
-        call.system_prompt = system
-        call.messages.append(Message("system", system))
-    for m in dicts_at(body, "messages"):
-        text, images = _text(m.get("content"))
-        call.messages.append(Message(str_at(m, "role") or "user", text, image_count=images))
+    add_conversation(call, body, _text)
     for t in dicts_at(body, "toolConfig", "tools"):
         call.tools.append(tool_info(t.get("toolSpec")))
     config = dict_at(body, "inferenceConfig") or {}
