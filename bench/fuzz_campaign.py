@@ -48,14 +48,18 @@ def run_range(first: int, count: int, hang_seconds: float) -> dict:
     signal.signal(signal.SIGALRM, _alarm)
     crashes: dict[str, list[int]] = collections.defaultdict(list)
     hangs: list[int] = []
+    caught: list[int] = []  # seeds whose exceptions the analyzer's own boundaries caught
     lines = 0
     for seed in range(first, first + count):
         rows = connection_rows(random.Random(seed))
         # every content mode for one input in ten: the three share all but the event building
         contents = ("full", "hash", "none") if seed % 10 == 0 else ("full",)
         signal.setitimer(signal.ITIMER_REAL, hang_seconds)
+        errors: list[int] = []
         try:
-            lines += run_analysis(rows, contents)
+            lines += run_analysis(rows, contents, errors)
+            if sum(errors):
+                caught.append(seed)
         except Hang:
             hangs.append(seed)
         except Exception as exc:  # counted by site: the campaign's whole point
@@ -65,7 +69,7 @@ def run_range(first: int, count: int, hang_seconds: float) -> dict:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"crashes": dict(crashes), "hangs": hangs, "lines": lines, "peak_mib": peak_mib}
+    return {"crashes": dict(crashes), "hangs": hangs, "caught": caught, "lines": lines, "peak_mib": peak_mib}
 
 
 def campaign(inputs: int, workers: int, hang_seconds: float) -> dict:
@@ -73,6 +77,7 @@ def campaign(inputs: int, workers: int, hang_seconds: float) -> dict:
     ranges = [(start, min(per, inputs - start)) for start in range(0, inputs, per)]
     crashes: dict[str, list[int]] = collections.defaultdict(list)
     hangs: list[int] = []
+    caught: list[int] = []
     lines, peak, done = 0, 0.0, 0
     started = time.monotonic()
     with ProcessPoolExecutor(workers, max_tasks_per_child=1) as pool:
@@ -82,17 +87,21 @@ def campaign(inputs: int, workers: int, hang_seconds: float) -> dict:
             for site, seeds in result["crashes"].items():
                 crashes[site] += seeds
             hangs += result["hangs"]
+            caught += result["caught"]
             lines += result["lines"]
             peak = max(peak, result["peak_mib"])
             done += count
             print(f"fuzz: {done}/{inputs} inputs, {sum(map(len, crashes.values()))} crashes, "
-                  f"{len(hangs)} hangs, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    return {"inputs": inputs, "crashes": dict(crashes), "hangs": hangs, "lines": lines, "peak_mib": peak,
+                  f"{len(hangs)} hangs, {len(caught)} caught by a boundary, "
+                  f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return {"inputs": inputs, "crashes": dict(crashes), "hangs": hangs, "caught": caught, "lines": lines,
+            "peak_mib": peak,
             "seconds": time.monotonic() - started, "workers": workers, "hang_seconds": hang_seconds}
 
 
 def report(r: dict) -> str:
     crashed, seconds = sum(map(len, r["crashes"].values())), f"{r['seconds']:.0f}"
+    peak, lines = f"{r['peak_mib']:.0f} MiB", f"{r['lines']:,}"
     rows = "\n".join(f"| {site} | {len(seeds)} | {', '.join(map(str, seeds[:5]))} |"
                      for site, seeds in sorted(r["crashes"].items(), key=lambda kv: -len(kv[1])))
     body = f"""## Fuzz campaign: hostile connections through the whole analysis (`bench/fuzz_campaign.py`)
@@ -102,17 +111,22 @@ the rows: tests/helpers/hostile_inputs.py) and puts each through the tracker, th
 decoding, the AI formats and event building (every content mode for one input in ten), each worker
 process analyzing thousands of inputs in a row.
 
-| inputs | crashes | hangs | output lines | peak memory, one analyzer process | time |
-| --- | --- | --- | --- | --- | --- |
-| {r["inputs"]:,} | {crashed} | {len(r["hangs"])} | {r["lines"]:,} | {r["peak_mib"]:.0f} MiB | {seconds} s |
+| inputs | crashes | hangs | caught by a boundary | output lines | peak memory, one process | time |
+| --- | --- | --- | --- | --- | --- | --- |
+| {r["inputs"]:,} | {crashed} | {len(r["hangs"])} | {len(r["caught"])} | {lines} | {peak} | {seconds} s |
 
-A hang is an input still unfinished after {r["hang_seconds"]:g} s; the analyzer container's memory limit in
-the DaemonSet is {CONTAINER_LIMIT_MIB} MiB; {r["workers"]} worker processes.
+A crash is an exception out of the analysis; "caught by a boundary" counts inputs on which a parser
+raised and the analyzer's per-connection or per-exchange boundary caught it (the run went on, the output
+says `parse_error`; each is still a parser bug). A hang is an input still unfinished after
+{r["hang_seconds"]:g} s. The analyzer container's memory limit in the DaemonSet is {CONTAINER_LIMIT_MIB} MiB;
+{r["workers"]} worker processes.
 """
     if rows:
         body += "\n| crash site | inputs | seeds |\n| --- | --- | --- |\n" + rows + "\n"
     if r["hangs"]:
         body += f"\nHanging seeds: {', '.join(map(str, r['hangs'][:20]))}\n"
+    if r["caught"]:
+        body += f"\nSeeds caught by a boundary: {', '.join(map(str, r['caught'][:20]))}\n"
     return body
 
 
@@ -131,7 +145,7 @@ def main() -> int:
     print(body)
     if not args.no_write:
         write_section("fuzz", body)
-    return 1 if r["crashes"] or r["hangs"] else 0
+    return 1 if r["crashes"] or r["hangs"] or r["caught"] else 0
 
 
 if __name__ == "__main__":

@@ -47,8 +47,10 @@ def test_corpus_is_there():
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
 def test_corpus_input_is_analyzed(path):
     rows = pq.read_table(path).to_pylist()
+    errors: list[int] = []
     with no_hang():
-        run_analysis(rows)
+        run_analysis(rows, parse_errors=errors)
+    assert sum(errors) == 0  # the boundaries are a safety net: no parser should need them
 
 
 @settings(max_examples=150, deadline=None, derandomize=True,
@@ -56,5 +58,7 @@ def test_corpus_input_is_analyzed(path):
 @given(st.integers(min_value=0, max_value=2**32 - 1))
 def test_generated_input_is_analyzed(seed):
     rows = connection_rows(random.Random(seed))
+    errors: list[int] = []
     with no_hang():
-        run_analysis(rows, ("full",))
+        run_analysis(rows, ("full",), errors)
+    assert sum(errors) == 0

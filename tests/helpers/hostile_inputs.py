@@ -324,9 +324,11 @@ class _Lines:
         return ""
 
 
-def run_analysis(rows: list[dict], contents: tuple[str, ...] = ("full", "hash", "none")) -> int:
+def run_analysis(rows: list[dict], contents: tuple[str, ...] = ("full", "hash", "none"),
+                 parse_errors: list[int] | None = None) -> int:
     """Everything the analyzer makes of the rows, through the real pipeline, in each content mode; the
-    number of output lines."""
+    number of output lines. `parse_errors`, when given, gets the pipeline's count of exceptions its
+    boundaries caught (a parser that raised: the run went on, but the parser has a bug)."""
     from analyzer.config import AnalyzerConfig
     from analyzer.pipeline import Pipeline
 
@@ -338,4 +340,6 @@ def run_analysis(rows: list[dict], contents: tuple[str, ...] = ("full", "hash", 
         pipeline.run([batch_of(rows)])
         pipeline.close()
         lines += sink.lines
+        if parse_errors is not None:
+            parse_errors.append(pipeline.parse_errors)
     return lines
