@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -111,6 +113,7 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
             raise click.UsageError("--metrics-port needs --follow")
         else:
             files = find_segments(list(paths))
+            _check_outputs(files, {"--exchanges": exchanges_out, "--out": events_out, "--duckdb": duckdb_out})
     except (NoSegmentsError, AnalyzerConfigError) as exc:
         raise click.UsageError(str(exc)) from None
     if content:
@@ -177,6 +180,44 @@ def _check_follow(paths, events_out, exchanges_out, duckdb_out) -> None:
         raise click.UsageError("--follow writes events only (--out): not --exchanges or --duckdb")
 
 
+def _check_outputs(inputs: list[Path], outputs: dict[str, Path | None]) -> None:
+    """Usage errors in the output options, found before anything is read or written: a path that
+    cannot be an output file (sinks/sink.py `output_problem`), two options naming the same file, an
+    output that is one of the segments read. Opening checks again (what is at a path may change)."""
+    from analyzer.sinks.sink import output_problem
+
+    inputs_seen = {_file_key(p) for p in inputs} - {None}
+    seen: dict[object, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        if str(path) == "-":
+            if option == "--duckdb":
+                raise click.BadParameter("a DuckDB database is a file, not '-'", param_hint=f"'{option}'")
+            key: object = "-"
+        else:
+            why = output_problem(path)
+            if why:
+                raise click.BadParameter(f"{path}: {why}", param_hint=f"'{option}'")
+            key = _file_key(path)
+        if key in inputs_seen:
+            raise click.BadParameter(f"{path} is one of the segment files read", param_hint=f"'{option}'")
+        if key in seen:
+            raise click.UsageError(f"{seen[key]} and {option} both write to {path}")
+        if key is not None:
+            seen[key] = option
+
+
+def _file_key(path: Path) -> object:
+    """What identifies the file a path names: its inode if it exists (None for a device or a FIFO,
+    which several outputs may share, e.g. /dev/null), else the absolute path it would have."""
+    try:
+        st = path.stat()
+    except OSError:
+        return Path(os.path.realpath(path))
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
 def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
     """Live mode until SIGTERM/SIGINT: analyzer/live/follow.py."""
     import logging
@@ -234,22 +275,35 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
              duckdb_out: Path | None, cfg) -> int:
     from functools import partial
 
+    import duckdb
+
     from analyzer.pipeline import Pipeline
-    from analyzer.segments.reader import ReadReport, read_batches
+    from analyzer.segments.reader import ReadReport, one_line, read_batches
     from analyzer.sinks.duckdb_tables import DuckDBSink
     from analyzer.sinks.events_jsonl import EventsFile
     from analyzer.sinks.exchanges_jsonl import ExchangesFile
 
     report = ReadReport()
-    pipeline = Pipeline(cfg, [DuckDBSink(duckdb_out)] if duckdb_out else [])
-    # the files are opened last, as before: an exporter that cannot start leaves none behind
-    exchanges = partial(ExchangesFile, content=cfg.content, hash_key=cfg.hash_key)
-    pipeline.sinks += [sink(path) for sink, path in ((exchanges, exchanges_out), (EventsFile, events_out))
-                       if path is not None]
+    pipeline = Pipeline(cfg)  # the exporter first: one that cannot start leaves no file behind
     try:
-        pipeline.run(read_batches(_progress(files), report))
-    finally:
-        tail = "".join(", " + piece for piece in pipeline.close())
+        if duckdb_out:
+            pipeline.sinks.insert(0, DuckDBSink(duckdb_out))
+        exchanges = partial(ExchangesFile, content=cfg.content, hash_key=cfg.hash_key)
+        for sink, path in ((exchanges, exchanges_out), (EventsFile, events_out)):
+            if path is not None:
+                pipeline.sinks.append(sink(path))
+    except (OSError, duckdb.Error) as exc:  # the checks passed, yet opening failed (or a race)
+        pipeline.close()
+        click.echo(f"oisp-analyze: {one_line(str(exc))}", err=True)
+        return 1
+    try:
+        try:
+            pipeline.run(read_batches(_progress(files), report))
+        finally:
+            tail = "".join(", " + piece for piece in pipeline.close())
+    except (OSError, duckdb.Error) as exc:  # writing failed: a full disk, a pipe closed early
+        click.echo(f"oisp-analyze: cannot write the output: {one_line(str(exc))}", err=True)
+        return 1
     for path, problem in report.problems:
         click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
     click.echo(

@@ -1,8 +1,11 @@
 """Read segment files batch by batch, tolerating files that are corrupt, truncated or foreign.
 
 A file that cannot be read is reported in `ReadReport.problems` (path and a one-line reason) and
-skipped; the rest are read. Memory stays bounded by one row group at a time, whatever the number
-and size of the files. What is handed on always holds what the tracker (streams/tracker.py) relies
+skipped; the rest are read. Consecutive row groups are read together up to a budget (`row_group_runs`:
+rows, bytes as the file's metadata states them, and a number of row groups, since metadata may
+understate sizes), so a file of many tiny row groups costs a few reads, not one per group; a row
+group over the budget is read alone. Memory stays bounded by one such run at a time, whatever the
+number and size of the files. What is handed on always holds what the tracker (streams/tracker.py) relies
 on, whoever wrote the file:
 
 - only regular files are opened (files.not_regular): a FIFO named `*.parquet` is skipped, not waited on;
@@ -42,6 +45,11 @@ IDENTITY_COLUMNS = ["server_name", "fd", "peer_ip", "peer_port", "local_ip", "lo
 NOT_NULL = [c for c in COLUMNS if not sf.SCHEMA.field(c).nullable]
 KINDS = [sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE, sf.KIND_SNI, sf.KIND_SOCKET, sf.KIND_PROCESS]
 DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]
+# One read (and one batch handed on) holds consecutive row groups up to these: the per-read cost
+# (checks, casts, the tracker's per-batch work) is then paid per run, not per row group.
+BATCH_ROWS = 65_536
+BATCH_BYTES = 16 << 20  # uncompressed, as the file's metadata states it
+BATCH_GROUPS = 1024  # metadata may understate sizes: this bounds what a lie can add to one read
 
 
 @dataclass
@@ -83,8 +91,8 @@ def _read_file(path: Path, report: ReadReport) -> Iterator[pa.RecordBatch]:
         present = [c for c in IDENTITY_COLUMNS if c in pf.schema_arrow.names]
         dropped: dict[str, int] = {}
         rows = 0
-        for i in range(pf.num_row_groups):
-            batch = pf.read_row_group(i, columns=COLUMNS + present)
+        for run in row_group_runs(pf.metadata):
+            batch = pf.read_row_groups(run, columns=COLUMNS + present, use_threads=False)
             rows += batch.num_rows
             batch = _valid_rows(batch, dropped)
             for name in IDENTITY_COLUMNS:
@@ -96,7 +104,8 @@ def _read_file(path: Path, report: ReadReport) -> Iterator[pa.RecordBatch]:
                 batch = batch.set_column(batch.schema.get_field_index(name), name,
                                          batch[name].cast(pa.int64()))
             report.rows_read += batch.num_rows
-            yield from batch.to_batches()
+            # one batch per run (a run's table has a chunk per row group)
+            yield from batch.combine_chunks().to_batches()
     report.files_read += 1
     if dropped:
         n = sum(dropped.values())
@@ -104,6 +113,27 @@ def _read_file(path: Path, report: ReadReport) -> Iterator[pa.RecordBatch]:
         reasons = "; ".join(f"{why}: {k}" for why, k in dropped.items())
         report.problems.append((str(path), f"{n} of {rows} rows dropped, breaking the segment format "
                                            f"({reasons})"))
+
+
+def row_group_runs(md: pq.FileMetaData, max_rows: int | None = None, max_bytes: int | None = None,
+                   max_groups: int | None = None) -> Iterator[list[int]]:
+    """The file's row groups in order, as runs of consecutive ones within the budget (default: the
+    module's BATCH_*); a row group over the budget is a run of its own."""
+    max_rows = BATCH_ROWS if max_rows is None else max_rows
+    max_bytes = BATCH_BYTES if max_bytes is None else max_bytes
+    max_groups = BATCH_GROUPS if max_groups is None else max_groups
+    run: list[int] = []
+    rows = size = 0
+    for i in range(md.num_row_groups):
+        group = md.row_group(i)
+        n, b = max(group.num_rows, 0), max(group.total_byte_size, 0)
+        if run and (rows + n > max_rows or size + b > max_bytes or len(run) >= max_groups):
+            yield run
+            run, rows, size = [], 0, 0
+        run.append(i)
+        rows, size = rows + n, size + b
+    if run:
+        yield run
 
 
 def schema_problem(schema: pa.Schema) -> str | None:

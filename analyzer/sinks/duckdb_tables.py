@@ -6,11 +6,20 @@
 - `connections`: one row per TLS connection seen
 - `processes`: one row per process (node, pid) that made TLS connections
 
-Rows are appended in Arrow batches, so memory stays bounded however long the input."""
+Rows are appended in Arrow batches of at most BATCH rows and about FLUSH_BYTES bytes, so memory
+stays bounded however long the input and however large its prompts. Event columns have fixed types
+(EVENT_TYPES): a value of another type, which a captured body can put in an event (`"model": 123`),
+is coerced or nulled and counted, never a reason to stop. The file is created 0600 and never through
+a link (`_replace`); DuckDB's own files (its WAL) are created under a 0077 umask."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -18,10 +27,11 @@ import pyarrow as pa
 
 from analyzer.http.redaction import redact_cmdline, redact_path
 from analyzer.model import ConnectionInfo, Exchange
-from analyzer.sinks.sink import Sink
+from analyzer.sinks.sink import OUTPUT_MODE, OutputFileError, Sink
 from contract.identity import ProcessIdentity
 
 BATCH = 5000
+FLUSH_BYTES = 16 << 20  # rows held before they are written: a byte budget as well as BATCH
 
 
 _INTS = ("fd", "peer_port", "local_port", "ppid", "pid", "status", "status_code", "stream_id",
@@ -29,6 +39,82 @@ _INTS = ("fd", "peer_port", "local_port", "ppid", "pid", "status", "status_code"
 _NULL_TYPES = {name: pa.int64() for name in _INTS} | {
     "cost_usd": pa.float64(), "latency_ms": pa.float64(), "ttft_ms": pa.float64(), "streaming": pa.bool_(),
     "success": pa.bool_()}
+
+
+_STR, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+# the events table's columns, in order, with the types their values have when the events are well formed
+EVENT_TYPES = {
+    **dict.fromkeys(("event_id", "event_type", "ts", "request_id", "node"), _STR), "pid": _INT,
+    **dict.fromkeys(("process_name", "exe", "container_id", "pod_uid", "pod_name", "pod_namespace",
+                     "server_name", "provider", "provider_id", "endpoint", "model", "request_type"), _STR),
+    "streaming": _BOOL, "status_code": _INT, "success": _BOOL, "error_type": _STR, "finish_reason": _STR,
+    **dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
+                     "reasoning_tokens"), _INT),
+    "cost_usd": _FLOAT, "latency_ms": _INT, "ttft_ms": _INT,
+    **dict.fromkeys(("completeness", "confidence", "event_json"), _STR)}
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+def coerce(value, type_: pa.DataType) -> tuple[object, bool]:
+    """(the value as the column's type holds it, whether it had to be changed): a number or boolean
+    in a string column becomes its JSON text; whatever else does not fit becomes null."""
+    if value is None:
+        return None, False
+    if type_ == _STR:
+        if isinstance(value, str):
+            return value, False
+        ok = isinstance(value, (bool, int)) or isinstance(value, float) and math.isfinite(value)
+        return (json.dumps(value) if ok else None), True
+    if type_ == _BOOL:
+        return (value, False) if isinstance(value, bool) else (None, True)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, True
+    if type_ == _FLOAT:
+        return float(value), False
+    return (value, False) if isinstance(value, int) and value in _INT64 else (None, True)
+
+
+def _row_bytes(row: dict) -> int:
+    """About what a row holds in memory: its strings and bytes, 8 for any other value."""
+    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row.values())
+
+
+@contextmanager
+def _private_files() -> Iterator[None]:
+    """Whatever DuckDB creates meanwhile (the database, its WAL) is for this user only."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _replace(path: Path) -> None:
+    """Make way for a new database at `path`: what is there (and a WAL DuckDB would replay into it)
+    is removed if it is a regular file of this user; a link, a device or another's file is refused."""
+    for p in (path, Path(f"{path}.wal")):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputFileError(f"cannot write {p}: not a regular file (a link is never followed)")
+        if st.st_uid != os.geteuid():
+            raise OutputFileError(f"cannot write {p}: owned by uid {st.st_uid}, not by this user")
+        p.unlink()
+
+
+def _make_private(path: Path) -> None:
+    """The database DuckDB just created, 0600 before any row is written, checked to be the regular
+    file of this user it should be (nothing was swapped in between)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise OutputFileError(f"cannot write {path}: not a regular file of this user")
+        os.fchmod(fd, OUTPUT_MODE)
+    finally:
+        os.close(fd)
 
 
 def _get(d: dict, *path):
@@ -43,13 +129,22 @@ class DuckDBSink(Sink):
     wants_events = True
 
     def __init__(self, path: Path):
-        if path.exists():
-            path.unlink()
-        self.con = duckdb.connect(str(path))
+        _replace(path)
+        with _private_files():
+            self.con = duckdb.connect(str(path))
+        try:
+            _make_private(path)
+        except BaseException:
+            self.con.close()
+            raise
         self.rows: dict[str, list[dict]] = {"events": [], "exchanges": [], "connections": []}
+        self.pending_bytes = dict.fromkeys(self.rows, 0)  # of the rows held, per table
+        self.peak_pending_bytes = 0  # the most held at once (tests check the budget with it)
+        self.flushes = 0
+        self.coerced: dict[str, int] = {}  # event column -> values of another type coerced or nulled
 
     def write_exchange(self, x: Exchange) -> None:
-        self.rows["exchanges"].append({
+        self._add("exchanges", {
             "node": x.connection.node, "conn_id": x.connection.conn_id, "pid": x.connection.pid,
             "comm": x.connection.comm, "role": x.connection.role, "http_version": x.http_version,
             "sequence": x.sequence, "stream_id": x.stream_id, "method": x.method, "authority": x.authority,
@@ -60,15 +155,15 @@ class DuckDBSink(Sink):
             "headers_reliable": x.request.headers_reliable and x.response.headers_reliable,
             "notes": "; ".join(x.notes) or None,
         })
-        self._maybe_flush("exchanges")
 
     def write_events(self, x: Exchange, events: list[dict]) -> None:
         for ev in events:
             self.add_event(ev)
 
     def add_event(self, ev: dict) -> None:
-        d = ev.get("data", {})
-        self.rows["events"].append({
+        d = ev.get("data")
+        d = d if isinstance(d, dict) else {}
+        row = {
             "event_id": ev["event_id"], "event_type": ev["event_type"], "ts": ev["ts"],
             "request_id": d.get("request_id"), "node": _get(ev, "host", "hostname"),
             "pid": _get(ev, "process", "pid"), "process_name": _get(ev, "process", "name"),
@@ -91,8 +186,12 @@ class DuckDBSink(Sink):
             "completeness": _get(ev, "confidence", "completeness"),
             "confidence": _get(ev, "confidence", "level"),
             "event_json": json.dumps(ev, sort_keys=True, separators=(",", ":")),
-        })
-        self._maybe_flush("events")
+        }
+        for name, type_ in EVENT_TYPES.items():
+            row[name], changed = coerce(row[name], type_)
+            if changed:
+                self.coerced[name] = self.coerced.get(name, 0) + 1
+        self._add("events", row)
 
     def write_connection(self, c: ConnectionInfo) -> None:
         row = {k: getattr(c, k) for k in (
@@ -105,32 +204,46 @@ class DuckDBSink(Sink):
             "ppid", "exe", "cgroup_path", "container_id", "container_runtime", "pod_uid", "pod_name",
             "pod_namespace", "container_name")})
         row["cmdline"] = " ".join(redact_cmdline(p.cmdline)) if p.cmdline else None
-        self.rows["connections"].append(row)
-        self._maybe_flush("connections")
+        self._add("connections", row)
 
-    def _maybe_flush(self, table: str, force: bool = False) -> None:
+    def _add(self, table: str, row: dict) -> None:
+        self.rows[table].append(row)
+        self.pending_bytes[table] += _row_bytes(row)
+        self.peak_pending_bytes = max(self.peak_pending_bytes, sum(self.pending_bytes.values()))
+        if len(self.rows[table]) >= BATCH or self.pending_bytes[table] >= FLUSH_BYTES:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
         rows = self.rows[table]
-        if not rows or (len(rows) < BATCH and not force):
+        if not rows:
             return
-        batch = pa.Table.from_pylist(rows)
+        self.flushes += 1
+        schema = pa.schema(list(EVENT_TYPES.items())) if table == "events" else None
+        batch = pa.Table.from_pylist(rows, schema=schema)
         # A column that is null throughout the first batch would be created without a type, and a
         # later batch's values would not fit it: give such columns their type.
         for i, f in enumerate(batch.schema):
             if pa.types.is_null(f.type):
                 batch = batch.set_column(i, f.name, batch[f.name].cast(_NULL_TYPES.get(f.name, pa.string())))
         self.rows[table] = []
+        self.pending_bytes[table] = 0
         exists = self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]
         self.con.register("batch", batch)
-        if exists:
-            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM batch")
-        else:
-            self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM batch")
+        with _private_files():
+            if exists:
+                self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM batch")
+            else:
+                self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM batch")
         self.con.unregister("batch")
 
     def close(self) -> str:
+        with _private_files():
+            return self._close()
+
+    def _close(self) -> str:
         for table in self.rows:
-            self._maybe_flush(table, force=True)
+            self._flush(table)
         tables = self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
         have = {r[0] for r in tables}
         if "connections" in have:
@@ -163,4 +276,8 @@ class DuckDBSink(Sink):
                 WHERE q.event_type = 'ai.request'
                 ORDER BY q.ts, q.request_id""")
         self.con.close()
-        return ""
+        if not self.coerced:
+            return ""
+        where = ", ".join(f"{name} {n}" for name, n in sorted(self.coerced.items()))
+        n = sum(self.coerced.values())
+        return f"{n} DuckDB value(s) of an unexpected type coerced or nulled ({where})"

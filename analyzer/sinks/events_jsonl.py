@@ -14,9 +14,7 @@ import os
 from pathlib import Path
 
 from analyzer.model import Exchange
-from analyzer.sinks.sink import LineFile
-
-FILE_MODE = 0o640  # events hold prompts and answers (never API keys): not for every user
+from analyzer.sinks.sink import LineFile, open_output
 
 
 def event_line(ev: dict) -> str:
@@ -47,8 +45,8 @@ class RotatingOutput:
         self._file = self._open()
 
     def _open(self):
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-        return os.fdopen(fd, "ab", buffering=1 << 20)
+        # events hold prompts and answers: 0600, never through a link (sinks/sink.py open_output)
+        return os.fdopen(open_output(self.path, append=True), "ab", buffering=1 << 20)
 
     def files(self) -> list[Path]:
         """The output files that exist, oldest first (events.jsonl.keep ... .1, events.jsonl)."""
