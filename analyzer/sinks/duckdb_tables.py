@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from analyzer.http.redaction import redact_cmdline, redact_path
+from analyzer.http.redaction import redact_cmdline, redact_path, redact_text
 from analyzer.model import ConnectionInfo, Exchange
 from analyzer.sinks.sink import OUTPUT_MODE, OutputFileError, Sink
 from contract.identity import ProcessIdentity
@@ -147,13 +147,14 @@ class DuckDBSink(Sink):
         self._add("exchanges", {
             "node": x.connection.node, "conn_id": x.connection.conn_id, "pid": x.connection.pid,
             "comm": x.connection.comm, "role": x.connection.role, "http_version": x.http_version,
-            "sequence": x.sequence, "stream_id": x.stream_id, "method": x.method, "authority": x.authority,
-            "path": redact_path(x.path), "status": x.status, "complete": x.complete,
+            "sequence": x.sequence, "stream_id": x.stream_id, "method": x.method,
+            "authority": redact_text(x.authority) if x.authority else None, "path": redact_path(x.path),
+            "status": x.status, "complete": x.complete,
             "request_start_ns": x.request.start_ns, "request_end_ns": x.request.end_ns,
             "response_first_byte_ns": x.response.start_ns, "response_end_ns": x.response.end_ns,
             "request_body_bytes": len(x.request.body), "response_body_bytes": len(x.response.body),
             "headers_reliable": x.request.headers_reliable and x.response.headers_reliable,
-            "notes": "; ".join(x.notes) or None,
+            "notes": redact_text("; ".join(x.notes)) or None,  # a parse error's note may quote captured bytes
         })
 
     def write_events(self, x: Exchange, events: list[dict]) -> None:
