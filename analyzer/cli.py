@@ -123,7 +123,9 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     outputs = [events_out, exchanges_out, duckdb_out]
-    if follow or cfg.otlp is not None or any(out is not None for out in outputs):
+    # a key for what hashes: events (API keys, and content with --content hash), exchanges' hashed bodies
+    if follow or cfg.otlp is not None or events_out is not None or duckdb_out is not None \
+            or exchanges_out is not None and cfg.content == "hash":
         _hash_key(cfg, outputs, follow)
     if follow:
         if metrics_port is not None:

@@ -18,8 +18,10 @@ connection lists the key in its limits_hit:
 
     analyzer:
       max_body_bytes: 67108864             # body bytes kept per request or response (64 MiB)
-      max_undetected_bytes: 1048576        # bytes held per connection before its protocol is known;
-                                           # over it the protocol is decided on what came (1 MiB)
+      max_undetected_bytes: 4194304        # bytes held per connection before its protocol is known;
+                                           # over it the protocol is decided on what came (4 MiB:
+                                           # chunks may come out of order, and one direction alone
+                                           # may not say what the protocol is)
       max_reorder_bytes: 16777216          # bytes held per stream beyond a hole before the hole is
                                            # given up as missing (16 MiB)
       max_header_list_bytes: 1048576       # decoded bytes of one HTTP/2 header block (HPACK sizes)

@@ -56,7 +56,7 @@ class Limits:
     the peer sent."""
 
     max_body_bytes: int = 64 * 1024 * 1024  # body bytes kept per message (request or response)
-    max_undetected_bytes: int = 1024 * 1024  # bytes held per connection before its protocol is known
+    max_undetected_bytes: int = 4 * 1024 * 1024  # bytes held per connection before its protocol is known
     max_reorder_bytes: int = 16 * 1024 * 1024  # bytes held per stream beyond a hole, waiting for it
     max_header_list_bytes: int = 1024 * 1024  # decoded bytes of one HTTP/2 header block (HPACK sizes)
     max_connection_header_bytes: int = 16 * 1024 * 1024  # decoded HTTP/2 header bytes per connection

@@ -29,6 +29,7 @@ from analyzer.config import AnalyzerConfig, AnalyzerConfigError
 from analyzer.live import follow
 from analyzer.live.follow import Follower, FollowOptions
 from analyzer.live.metrics import FollowMetrics, FollowStats
+from conftest import HASH_KEY
 from contract.metrics_server import MetricsServer
 from helpers.follow_helpers import (
     make_parts,
@@ -74,7 +75,9 @@ def poison(monkeypatch, name: str) -> list[str]:
 
 
 def follower(seg: Path, out: Path) -> Follower:
-    f = Follower(FollowOptions(seg, out, output_keep=50), AnalyzerConfig(), FollowStats())
+    # the key of one_shot_lines (conftest.GOLDEN_KEY_ARGS): events are compared byte for byte
+    cfg = AnalyzerConfig(hash_key=HASH_KEY.read_bytes().strip())
+    f = Follower(FollowOptions(seg, out, output_keep=50), cfg, FollowStats())
     f.start()
     assert f.replay(threading.Event())
     return f
@@ -213,7 +216,8 @@ def test_cli_sets_aside_a_segment_that_raises_and_does_not_loop_on_restart(parts
     seg, out, log = tmp_path / "segments", tmp_path / "events.jsonl", tmp_path / "analyzer.log"
     seg.mkdir()
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"analyzer": {"poll_interval_seconds": 0.05}}))
+    settings = {"poll_interval_seconds": 0.05, "hash_key_file": str(HASH_KEY)}
+    cfg.write_text(yaml.safe_dump({"analyzer": settings}))
     monkeypatch.setattr(sys.modules["helpers.follow_helpers"], "BIN", tmp_path)
     (tmp_path / "oisp-analyze").write_text(f"#!{sys.executable}\n{HOOK}")
     (tmp_path / "oisp-analyze").chmod(0o755)
