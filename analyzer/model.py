@@ -53,7 +53,9 @@ class Limits:
     """What one connection may cost the protocol layer, whatever its bytes say (the `analyzer:` keys
     of the same names in analyzer/config.py). Over a budget, input is dropped or left unparsed and the
     connection says so (ConnectionInfo.limits_hit); nothing is allocated in proportion to a number
-    the peer sent."""
+    the peer sent. The max_json_*, max_event_line_bytes and max_decoded_body_bytes budgets bound the
+    AI layer and --exchanges instead (EventOptions.limits, ExchangesFile): the events' and records'
+    own flags say when they bound."""
 
     max_body_bytes: int = 64 * 1024 * 1024  # body bytes kept per message (request or response)
     max_undetected_bytes: int = 1024 * 1024  # bytes held per connection before its protocol is known
