@@ -290,7 +290,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     try:
         if duckdb_out:
             pipeline.sinks.insert(0, DuckDBSink(duckdb_out))
-        exchanges = partial(ExchangesFile, content=cfg.content, hash_key=cfg.hash_key)
+        exchanges = partial(ExchangesFile, content=cfg.content, hash_key=cfg.hash_key, limits=cfg.limits)
         for sink, path in ((exchanges, exchanges_out), (EventsFile, events_out)):
             if path is not None:
                 pipeline.sinks.append(sink(path))

@@ -31,6 +31,22 @@ connection lists the key in its limits_hit:
       max_open_streams: 1000               # HTTP/2 streams followed at once per connection (the
                                            # oldest is handed out as it stands)
       max_gap_records: 16                  # gaps recorded per exchange; more are only counted
+      max_connection_body_bytes: 268435456 # body bytes held across one connection's unfinished
+                                           # exchanges (HTTP/2 open streams, HTTP/1 in flight); over
+                                           # it, more body bytes are dropped, the message capped
+      max_pipelined_requests: 1000         # HTTP/1 writes waiting behind the exchange in front
+                                           # (pipelined requests, responses to a lost request); over
+                                           # it, that exchange is handed out as it stands
+
+Budgets of the AI layer (analyzer/ai), for the bodies events are built from, and for --exchanges:
+
+    analyzer:
+      max_json_bytes: 33554432             # JSON text parsed at once: a body, a stream event; larger
+                                           # is noted request_body_not_parsed:json_too_large (32 MiB)
+      max_json_depth: 128                  # nesting of that JSON (json_too_deep over it)
+      max_event_line_bytes: 8388608        # one SSE or NDJSON line; longer ones are cut (8 MiB)
+      max_decoded_body_bytes: 67108864     # a body after its Content-Encoding is undone; a larger
+                                           # one is flagged as a bomb, left undecoded (64 MiB)
 
 Unknown keys are errors, as in the recorder's section."""
 

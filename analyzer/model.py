@@ -53,7 +53,9 @@ class Limits:
     """What one connection may cost the protocol layer, whatever its bytes say (the `analyzer:` keys
     of the same names in analyzer/config.py). Over a budget, input is dropped or left unparsed and the
     connection says so (ConnectionInfo.limits_hit); nothing is allocated in proportion to a number
-    the peer sent."""
+    the peer sent. The max_json_*, max_event_line_bytes and max_decoded_body_bytes budgets bound the
+    AI layer and --exchanges instead (EventOptions.limits, ExchangesFile): the events' and records'
+    own flags say when they bound."""
 
     max_body_bytes: int = 64 * 1024 * 1024  # body bytes kept per message (request or response)
     max_undetected_bytes: int = 4 * 1024 * 1024  # bytes held per connection before its protocol is known
@@ -63,6 +65,16 @@ class Limits:
     max_hpack_table_bytes: int = 64 * 1024  # HPACK dynamic table size accepted from SETTINGS/updates
     max_open_streams: int = 1000  # HTTP/2 streams tracked at once per connection
     max_gap_records: int = 16  # StreamGap records (and gap notes) kept per exchange; more are counted
+    # body bytes held across a connection's unfinished exchanges (HTTP/2 open streams, HTTP/1 in flight)
+    max_connection_body_bytes: int = 256 * 1024 * 1024
+    # HTTP/1: captured writes waiting behind the exchange in front (pipelined requests while the
+    # server is silent, responses to a lost request); over it, that exchange is handed out as it stands
+    max_pipelined_requests: int = 1000
+    # the AI layer (analyzer/ai): JSON parsed for events, stream lines, decoded bodies
+    max_json_bytes: int = 32 * 1024 * 1024  # JSON text parsed at once (a body, a stream event)
+    max_json_depth: int = 128  # nesting of that JSON (json.loads recurses)
+    max_event_line_bytes: int = 8 * 1024 * 1024  # one SSE or NDJSON line; longer ones are cut
+    max_decoded_body_bytes: int = 64 * 1024 * 1024  # a body after Content-Encoding is undone
 
     @staticmethod
     def of(limits: Limits | None, max_body: int | None = None) -> Limits:

@@ -25,7 +25,8 @@ from analyzer.streams.tracker import ConnectionTracker
 
 
 def event_options(cfg: AnalyzerConfig) -> EventOptions:
-    return EventOptions(content=cfg.content, **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
+    return EventOptions(content=cfg.content, limits=cfg.limits,
+                        **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
 
 
 class Pipeline:

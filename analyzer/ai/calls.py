@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from analyzer.ai.formats.json_shapes import dicts_at, str_at
 from analyzer.ai.json_budget import JsonRefused, loads_bounded
+from analyzer.model import Limits
 
 
 @dataclass
@@ -65,6 +66,8 @@ class AiCall:
     # the stream's own end marker was seen ([DONE], message_stop, response.completed): the answer is
     # whole even when the HTTP framing after it was never read by the application
     stream_complete: bool = False
+    # the budgets its stream events are parsed under (max_json_bytes, max_json_depth): EventOptions.limits
+    limits: Limits = field(default_factory=Limits, repr=False, compare=False)
 
 
 FINISH_REASONS = {"stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length",
@@ -89,7 +92,7 @@ def stream_json(i: int, data: str, call: AiCall) -> object | None:
     """The JSON value of stream event `i`, or None, noted on the call when it is not JSON or over
     the JSON budgets, so a garbled stream says so instead of failing."""
     try:
-        return loads_bounded(data)
+        return loads_bounded(data, call.limits.max_json_bytes, call.limits.max_json_depth)
     except JsonRefused as e:
         call.notes.append(f"stream_event_not_parsed:{e.reason}")
     except ValueError:

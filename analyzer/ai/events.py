@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from analyzer.ai.calls import AiCall
@@ -22,7 +22,7 @@ from analyzer.ai.context import connection_attrs, host_context, process_context
 from analyzer.ai.formats.json_shapes import as_int, as_number, as_strs
 from analyzer.ai.providers import ProviderMatch, model_price
 from analyzer.http.redaction import redact_path
-from analyzer.model import Exchange
+from analyzer.model import Exchange, Limits
 
 OISP_VERSION = "0.1"
 COLLECTOR = "oisp-ebpf-sensor"
@@ -41,6 +41,8 @@ _PROCESS_KEY = secrets.token_bytes(32)
 class EventOptions:
     content: str = "full"  # full | hash | none
     hash_key: bytes = _PROCESS_KEY  # a secret per installation: hashes then cannot be guessed
+    # the budgets bodies are read under (max_json_*, max_event_line_bytes, max_decoded_body_bytes)
+    limits: Limits = field(default_factory=Limits)
 
 
 def _ts(ns: int | None) -> str:

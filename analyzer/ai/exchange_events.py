@@ -36,7 +36,7 @@ from analyzer.ai.providers import ProviderRegistry
 from analyzer.http.aws_eventstream import EventStreamError, decode
 from analyzer.http.bodies import SseParser, decode_body, split_ndjson
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
-from analyzer.model import Exchange, HttpMessage
+from analyzer.model import Exchange, HttpMessage, Limits
 
 # path fragment -> parser module, the first match wins. Paths, not providers, decide: Ollama and
 # vLLM also speak OpenAI's /v1/chat/completions, gateways speak several formats.
@@ -62,10 +62,10 @@ class NotParsed:
     reason: str
 
 
-def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
+def _json(msg: HttpMessage, limits: Limits) -> tuple[object | None, list | None]:
     """The decoded body as JSON (NotParsed when over a JSON budget), or its stream as (event, data)
     pairs: SSE events, NDJSON lines (event "ndjson") or AWS event-stream messages (their :event-type)."""
-    decoded = decode_body(msg.body, content_encoding(msg))
+    decoded = decode_body(msg.body, content_encoding(msg), limits.max_decoded_body_bytes)
     if decoded.error:
         return None, None
     kind = body_kind(msg, decoded.data)
@@ -76,16 +76,16 @@ def _json(msg: HttpMessage) -> tuple[object | None, list | None]:
             return None, None
         return None, [(m.event_type or "", m.payload.decode("utf-8", "replace")) for m in messages]
     if kind is BodyKind.NDJSON:
-        lines, _ = split_ndjson(decoded.data)
+        lines, _ = split_ndjson(decoded.data, limits.max_event_line_bytes)
         return None, [("ndjson", line) for line in lines]
     if kind is BodyKind.SSE:
-        parser = SseParser()
+        parser = SseParser(max_line=limits.max_event_line_bytes)
         events = parser.feed(decoded.data)
         events += parser.finish()[0]
         return None, [(e.event, e.data) for e in events]
     # JSON, or OTHER: servers label JSON loosely, and without captured headers nothing says it is
     try:
-        return loads_bounded(decoded.data), None
+        return loads_bounded(decoded.data, limits.max_json_bytes, limits.max_json_depth), None
     except JsonRefused as e:
         return NotParsed(e.reason), None
     except ValueError:
@@ -146,10 +146,10 @@ def _fallback_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions
     match = registry.classify(x.authority or x.connection.server_name, x.path or "")
     if match is None:
         return []
-    body, _ = _json(x.request)
+    body, _ = _json(x.request, opts.limits)
     model = body.get("model") if isinstance(body, dict) else None
     call = AiCall(request_type="other", model_requested=model if isinstance(model, str) else None,
-                  notes=[f"parse_error:{error}"])
+                  notes=[f"parse_error:{error}"], limits=opts.limits)
     events = build_events(x, match, call, opts)
     for event in events:
         event["confidence"]["level"] = "low"
@@ -168,7 +168,7 @@ def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list
     # the Host or :authority header names the service; the TLS server name stands in when the
     # headers were not captured (HTTP/2 joined mid-connection)
     match = registry.classify(x.authority or x.connection.server_name, path)
-    body, _ = _json(x.request)
+    body, _ = _json(x.request, opts.limits)
     notes = _body_notes(body, "request")
     module = next((m for fragment, m in PARSERS if fragment in path), None)
     if match is None and not x.request.headers_reliable and looks_like_ai_body(body, path):
@@ -178,7 +178,7 @@ def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list
         module = module or _module_by_shape(body)
     if match is None:
         return []
-    call = AiCall(request_type="other", notes=notes)
+    call = AiCall(request_type="other", notes=notes, limits=opts.limits)
     if match.matched_by == "path" and not looks_like_ai_body(body, path):
         return []  # a path that merely looks like an AI API, with no AI body: not an AI call
     if module is None and not isinstance(body, dict):
@@ -188,7 +188,7 @@ def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list
             call.model_requested = body.get("model") if isinstance(body.get("model"), str) else None
         return build_events(x, match, call, opts)
     module.parse_request(body, call, path)
-    resp_body, resp_events = _json(x.response)
+    resp_body, resp_events = _json(x.response, opts.limits)
     call.notes += _body_notes(resp_body, "response")
     if resp_events is not None:
         call.streaming = True

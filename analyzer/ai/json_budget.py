@@ -1,6 +1,8 @@
 """JSON parsing within budgets: bodies and stream events come from any pod, so a body larger than
-MAX_JSON_BYTES is not parsed, and nesting deeper than MAX_JSON_DEPTH is refused before `json.loads`
-recurses (a RecursionError would otherwise end the run, or surface later in `json.dumps`).
+max_bytes is not parsed, and nesting deeper than max_depth is refused before `json.loads` recurses (a
+RecursionError would otherwise end the run, or surface later in `json.dumps`). The budgets are the
+`analyzer:` keys max_json_bytes and max_json_depth (Limits); MAX_JSON_BYTES and MAX_JSON_DEPTH are
+their defaults.
 
 JSON may also escape lone UTF-16 surrogates ("\\ud800"), which no UTF-8 writer or hash can encode:
 they are read as U+FFFD.
@@ -35,11 +37,9 @@ class JsonRefused(ValueError):
         self.reason = reason
 
 
-def too_deep(data: bytes, budget: int | None = None) -> bool:
-    """Whether the bracket nesting of JSON text, outside strings, goes deeper than `budget` (default
-    MAX_JSON_DEPTH, read at each call so it can be configured; an unterminated string's brackets
-    count: that can only overstate text that would not parse)."""
-    budget = MAX_JSON_DEPTH if budget is None else budget
+def too_deep(data: bytes, budget: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the bracket nesting of JSON text, outside strings, goes deeper than `budget` (an
+    unterminated string's brackets count: that can only overstate text that would not parse)."""
     if data.count(b"[") + data.count(b"{") <= budget:
         return False  # fewer openings than the budget cannot nest deeper than it (the common case)
     brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
@@ -53,19 +53,22 @@ def too_deep(data: bytes, budget: int | None = None) -> bool:
     return False
 
 
-def loads_bounded(data: bytes | str) -> object:
+def loads_bounded(data: bytes | str, max_bytes: int = MAX_JSON_BYTES,
+                  max_depth: int = MAX_JSON_DEPTH) -> object:
     """json.loads, refusing (JsonRefused) text over the size or depth budget; ValueError when the
     text is not JSON, as json.loads."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if len(raw) > MAX_JSON_BYTES:
+    if len(raw) > max_bytes:
         raise JsonRefused("json_too_large")
-    if too_deep(raw):
+    if too_deep(raw, max_depth):
         raise JsonRefused("json_too_deep")
+    # a RecursionError is not expected under the depth budget (unless one is configured past the
+    # interpreter's recursion limit): never let it escape
     try:
         value = json.loads(data)
-    except RecursionError:  # not expected under the depth budget; never let it escape
+        return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(raw) else value
+    except RecursionError:
         raise JsonRefused("json_too_deep") from None
-    return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(raw) else value
 
 
 def _without_lone_surrogates(value: object) -> object:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import brotli
 import zstandard
 
+# the defaults of Limits.max_decoded_body_bytes and Limits.max_event_line_bytes (analyzer/model.py)
 DEFAULT_MAX_DECODED = 64 * 1024 * 1024
 MAX_LINE = 8 * 1024 * 1024  # longest SSE or NDJSON line kept: longer ones are cut here and flagged
 _STEP = 64 * 1024  # most output per decompressor call, and most input fed per zlib call

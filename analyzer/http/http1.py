@@ -13,6 +13,12 @@ gigabytes), the message is marked incomplete, and the exchange keeps its other h
 prompt over the capture limit still has its answer). Any other gap breaks HTTP/1 framing: the
 exchanges in flight are closed as incomplete, both parsers restart, and each direction resumes at
 the next line that starts a request or a status line.
+
+Bounded against hostile input: the bodies of the exchanges in flight share
+Limits.max_connection_body_bytes, and bytes waiting for their parser (requests pipelined while the
+server is silent, responses whose request was lost) at most Limits.max_pipelined_requests captured
+writes per direction: over it, the exchanges in flight are handed out as they stand and both parsers
+restart as after a gap, the waiting bytes kept (the oldest waiting responses beyond the budget dropped).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class Http1Connection:
         self._inflight: deque[Exchange] = deque()  # request seen, exchange not finished
         self._backlog: list[tuple[bytes, int]] = []  # response bytes waiting for their request
         self._ended: dict[str, set[int]] = {"request": set(), "response": set()}  # ids of messages done
+        self.held_body_bytes = 0  # body bytes of the exchanges in flight (Limits.max_connection_body_bytes)
         # resync: the capture began mid-connection, so skip to the first message start
         self._new_parsers(SyncState.JOINED_MID_STREAM if resync else SyncState.IN_SYNC)
         # how the next request begins, said on its exchange: after the capture joined, after a gap
@@ -66,12 +73,16 @@ class Http1Connection:
             return
         self._req_backlog.append((data, ts_ns))
         self._pump()
+        if len(self._req_backlog) > self.limits.max_pipelined_requests:
+            self._overflow("request")
 
     def feed_response(self, data: bytes, ts_ns: int) -> None:
         if self._dead:
             return
         self._backlog.append((data, ts_ns))
         self._pump()
+        if len(self._backlog) > self.limits.max_pipelined_requests:
+            self._overflow("response")
 
     def gap(self, direction: str, length: int, reason: str) -> None:
         """Bytes are missing in one direction: bridge them inside a sized body, else close what is in
@@ -110,7 +121,7 @@ class Http1Connection:
     def salvage(self) -> list[Exchange]:
         """Every exchange held, as it stands (after a parser error: no more parsing)."""
         out = self.finished + list(self._inflight)
-        self.finished, self._inflight = [], deque()
+        self.finished, self._inflight, self.held_body_bytes = [], deque(), 0
         return out
 
     def take_finished(self) -> list[Exchange]:
@@ -184,7 +195,29 @@ class Http1Connection:
         while self._inflight:
             self._finished(self._inflight.popleft())
 
+    def _overflow(self, side: str) -> None:
+        """More than Limits.max_pipelined_requests writes wait in `side`'s backlog: the exchanges in
+        flight are handed out as they stand, and both parsers restart seeking a message start, the
+        waiting bytes (and what h11 buffered) kept; the oldest waiting responses beyond the budget,
+        answers to no request the capture saw, are dropped."""
+        self.conn.hit("max_pipelined_requests")
+        for x in self._inflight:
+            x.notes.append(f"handed out as it stands: more than {self.limits.max_pipelined_requests} "
+                           f"captured writes waiting in the {side} stream")
+        self._flush_inflight()
+        waiting = {"request": (self._req, self._req_ts, self._req_backlog),
+                   "response": (self._resp, self._resp_ts, self._backlog)}
+        # bridged gaps (lengths) are dropped with the bodies they were bridging
+        kept = {k: ([(p.trailing_data[0], ts)] if p.trailing_data[0] else [])
+                + [(d, t) for d, t in backlog if not isinstance(d, int)]
+                for k, (p, ts, backlog) in waiting.items()}
+        del kept["response"][:-self.limits.max_pipelined_requests]
+        self._new_parsers(SyncState.AFTER_GAP)
+        self._req_backlog, self._backlog = kept["request"], kept["response"]
+        self._pump()
+
     def _finished(self, x: Exchange) -> None:
+        self.held_body_bytes -= len(x.request.body) + len(x.response.body)
         # forget its id: once taken (take_finished) the exchange may be freed and its id reused
         self._ended["request"].discard(id(x))
         self._ended["response"].discard(id(x))
@@ -329,14 +362,23 @@ class Http1Connection:
         return progress
 
     def _add_body(self, x: Exchange, side: str, data: bytes, ts: int) -> None:
-        """Append body bytes up to the size cap (noting once when it is exceeded)."""
+        """Append body bytes up to the size cap and the connection's budget (noting once when one
+        is exceeded)."""
         self._body_off[side] += len(data)
         msg = getattr(x, side)
         room = self.max_body - len(msg.body)
+        shared = self.limits.max_connection_body_bytes - self.held_body_bytes
+        over_shared = shared < min(room, len(data))  # the connection's budget binds
+        if over_shared:
+            room = shared
+            self.conn.hit("max_connection_body_bytes")
         if len(data) > room and not msg.capped:
             msg.capped = True
-            x.notes.append(f"{side} body over the size cap")
-        msg.body += data[:max(room, 0)]
+            x.notes.append(f"{side} body over the connection's body budget" if over_shared
+                           else f"{side} body over the size cap")
+        kept = data[:max(room, 0)]
+        msg.body += kept
+        self.held_body_bytes += len(kept)
         msg.end_ns = ts  # the last byte so far: kept if the end never comes
 
     def _end_message(self, x: Exchange, side: str, ev: h11.EndOfMessage, ts: int) -> None:

@@ -7,8 +7,8 @@ are unknown: header blocks that fail to decode, and every block after in that di
 stream's headers unreliable, while DATA frames still flow into bodies.
 
 Bounded against hostile input: a header block (HEADERS plus CONTINUATIONs) over MAX_HEADER_BLOCK is
-dropped and flagged, the HPACK table size is capped, and a frame over MAX_FRAME_SIZE ends parsing of
-that direction.
+dropped and flagged, the HPACK table size is capped, a frame over MAX_FRAME_SIZE ends parsing of
+that direction, and the bodies of unfinished streams share Limits.max_connection_body_bytes.
 """
 
 from __future__ import annotations
@@ -157,6 +157,9 @@ class Http2Connection:
         self.sequence = sequence_base  # streams are numbered in order of appearance, from base + 1
         self._max_taken = -1  # highest stream id handed out by take_finished (none: one-shot as before)
         self.header_bytes = 0  # decoded header bytes of the connection (Limits.max_connection_header_bytes)
+        # body bytes of each open, unfinished stream, and their sum (Limits.max_connection_body_bytes)
+        self._held: dict[int, int] = {}
+        self.held_body_bytes = 0
         self.notes: list[str] = []  # connection-level: GOAWAY, hostile input (the first MAX_CONN_NOTES)
         self.dirs = {
             "request": _Direction("request", start_seen, start_seen, self.limits),
@@ -200,13 +203,13 @@ class Http2Connection:
             self._settle(sid, x)
             _finalize(x)
         out = sorted([*self._done, *self.streams.values()], key=lambda x: x.stream_id)
-        self._done, self.streams = [], {}
+        self._done, self.streams, self._held, self.held_body_bytes = [], {}, {}, 0
         return out
 
     def salvage(self) -> list[Exchange]:
         """Every exchange held, as it stands (after a parser error: no more parsing)."""
         out = sorted([*self._done, *self.streams.values()], key=lambda x: x.stream_id)
-        self._done, self.streams = [], {}
+        self._done, self.streams, self._held, self.held_body_bytes = [], {}, {}, 0
         return out
 
     def take_finished(self) -> list[Exchange]:
@@ -328,8 +331,14 @@ class Http2Connection:
             if d.recording.pop(sid, None) is not None:
                 self._gap_base.setdefault(sid, {})[name] = (d.gap_bytes, d.gap_count)
 
+    def _release(self, sid: int) -> None:
+        """The stream's bodies no longer count against the connection's budget (it finished or left)."""
+        self.held_body_bytes -= self._held.pop(sid, 0)
+
     def _completed(self, x: Exchange, direction: str) -> None:
         """A message just ended: later gaps in its direction do not touch it."""
+        if x.complete:
+            self._release(x.stream_id)
         d = self.dirs[direction]
         if d.recording.get(x.stream_id) is x:
             del d.recording[x.stream_id]
@@ -340,6 +349,7 @@ class Http2Connection:
 
     def _settle(self, sid: int, x: Exchange) -> None:
         """The stream leaves: the bytes lost while its messages were open are all counted."""
+        self._release(sid)
         for d in self.dirs.values():
             d.recording.pop(sid, None)
         for direction, before in self._gap_base.pop(sid, {}).items():
@@ -403,12 +413,23 @@ class Http2Connection:
             msg.start_ns = ts
             msg.headers_reliable = False  # body before any headers we saw
         room = self.max_body - len(msg.body)
+        held = self.streams.get(frame.stream_id) is x and not x.complete
+        shared = self.limits.max_connection_body_bytes - self.held_body_bytes
+        over_shared = held and shared < min(room, len(frame.data))  # the connection's budget binds
+        if over_shared:
+            room = shared
+            self.conn.hit("max_connection_body_bytes")
         if len(frame.data) > room:
             if not msg.capped:
-                x.notes.append(f"{d.name} body over the size cap")
+                x.notes.append(f"{d.name} body over the connection's body budget" if over_shared
+                               else f"{d.name} body over the size cap")
             msg.capped = True
         if room > 0:
             msg.body += frame.data[:room]
+            if held:
+                kept = min(room, len(frame.data))
+                self._held[x.stream_id] = self._held.get(x.stream_id, 0) + kept
+                self.held_body_bytes += kept
         msg.end_ns = ts
         if "END_STREAM" in frame.flags:
             msg.complete = not msg.capped

@@ -13,19 +13,20 @@ import base64
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 
 from analyzer.http.bodies import DecodedBody, SseParser, decode_body, split_ndjson
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
 from analyzer.http.redaction import redact_authority, redact_headers, redact_text, redact_tree, redact_url
-from analyzer.model import Exchange, HttpMessage
+from analyzer.model import Exchange, HttpMessage, Limits
 from analyzer.sinks.sink import LineFile
 
 # Bodies larger than this are summarized (size and sha256) rather than written out.
 MAX_INLINE_BODY = 256 * 1024
 
 
-def _body(msg: HttpMessage, max_decoded: int, content: str = "full", hash_key: bytes | None = None) -> dict:
-    decoded: DecodedBody = decode_body(msg.body, content_encoding(msg), max_decoded,
+def _body(msg: HttpMessage, limits: Limits, content: str = "full", hash_key: bytes | None = None) -> dict:
+    decoded: DecodedBody = decode_body(msg.body, content_encoding(msg), limits.max_decoded_body_bytes,
                                        truncated=not msg.complete)
     out: dict = {"wire_bytes": len(msg.body), "encoding": decoded.encoding or None,
                  "decoded_bytes": len(decoded.data), "error": decoded.error}
@@ -41,14 +42,14 @@ def _body(msg: HttpMessage, max_decoded: int, content: str = "full", hash_key: b
     # NDJSON is the shared list, application/ndjson included; AWS event-stream frames are not split here.
     kind = body_kind(msg)
     if decoded.error is None and kind is BodyKind.SSE:
-        parser = SseParser()
+        parser = SseParser(max_line=limits.max_event_line_bytes)
         events = parser.feed(decoded.data)
         tail, cut = parser.finish()
         out["sse"] = [{"event": e.event, "data": e.data, **({"id": e.id} if e.id is not None else {})}
                       for e in events + tail]
         out["sse_cut_off"] = cut
     elif decoded.error is None and kind is BodyKind.NDJSON:
-        out["ndjson"], out["ndjson_cut_off"] = split_ndjson(decoded.data)
+        out["ndjson"], out["ndjson_cut_off"] = split_ndjson(decoded.data, limits.max_event_line_bytes)
     elif len(decoded.data) > MAX_INLINE_BODY:
         out["omitted"] = True
     else:
@@ -61,9 +62,13 @@ def _body(msg: HttpMessage, max_decoded: int, content: str = "full", hash_key: b
     return out
 
 
-def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024, content: str = "full",
-                     hash_key: bytes | None = None) -> dict:
-    """An exchange as written: every string redacted (redaction.redact_tree), bodies by `content`."""
+def exchange_to_dict(x: Exchange, max_decoded: int | None = None, content: str = "full",
+                     hash_key: bytes | None = None, limits: Limits | None = None) -> dict:
+    """An exchange as written: every string redacted (redaction.redact_tree), bodies by `content`,
+    decoded and split under `limits` (max_decoded: an older override of max_decoded_body_bytes)."""
+    limits = limits or Limits()
+    if max_decoded is not None:
+        limits = replace(limits, max_decoded_body_bytes=max_decoded)
     c = x.connection
     record = {
         "node": c.node, "conn_id": c.conn_id, "pid": c.pid, "comm": c.comm, "role": c.role,
@@ -77,13 +82,13 @@ def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024, content: 
             "headers": redact_headers(x.request.headers), "trailers": redact_headers(x.request.trailers),
             "headers_reliable": x.request.headers_reliable, "complete": x.request.complete,
             "start_ns": x.request.start_ns, "end_ns": x.request.end_ns,
-            "body": _body(x.request, max_decoded, content, hash_key),
+            "body": _body(x.request, limits, content, hash_key),
         },
         "response": {
             "headers": redact_headers(x.response.headers), "trailers": redact_headers(x.response.trailers),
             "headers_reliable": x.response.headers_reliable, "complete": x.response.complete,
             "first_byte_ns": x.response.start_ns, "end_ns": x.response.end_ns,
-            "body": _body(x.response, max_decoded, content, hash_key),
+            "body": _body(x.response, limits, content, hash_key),
         },
         "notes": x.notes,
     }
@@ -94,18 +99,22 @@ def exchange_to_dict(x: Exchange, max_decoded: int = 64 * 1024 * 1024, content: 
     return redact_tree(record)
 
 
-def dumps(x: Exchange, content: str = "full", hash_key: bytes | None = None) -> str:
-    return json.dumps(exchange_to_dict(x, content=content, hash_key=hash_key), ensure_ascii=False,
-                      sort_keys=True, separators=(",", ":"))
+def dumps(x: Exchange, content: str = "full", hash_key: bytes | None = None,
+          limits: Limits | None = None) -> str:
+    return json.dumps(exchange_to_dict(x, content=content, hash_key=hash_key, limits=limits),
+                      ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 class ExchangesFile(LineFile):
-    """The --exchanges output: one line per exchange; bodies as `content` says (full, hash, none)."""
+    """The --exchanges output: one line per exchange; bodies as `content` says (full, hash, none),
+    decoded and split under `limits` (max_decoded_body_bytes, max_event_line_bytes)."""
 
-    def __init__(self, path, content: str = "full", hash_key: bytes | None = None):
+    def __init__(self, path, content: str = "full", hash_key: bytes | None = None,
+                 limits: Limits | None = None):
         super().__init__(path)
         self.content = content
         self.hash_key = hash_key
+        self.limits = limits or Limits()
 
     def write_exchange(self, x: Exchange) -> None:
-        self.write_line(dumps(x, self.content, self.hash_key))
+        self.write_line(dumps(x, self.content, self.hash_key, self.limits))

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analyzer.ai import exchange_events as ee
-from analyzer.ai import json_budget
 from analyzer.ai.calls import AiCall
 from analyzer.ai.events import EventOptions
 from analyzer.ai.exchange_events import PARSERS, analyze_exchange, exchange_events
@@ -22,6 +21,7 @@ from analyzer.ai.formats import openai_chat
 from analyzer.ai.formats.json_shapes import as_int, as_number, as_strs, at, dicts_at, int_at, str_at
 from analyzer.ai.json_budget import MAX_JSON_DEPTH, JsonRefused, loads_bounded
 from analyzer.ai.schema import validation_errors
+from analyzer.model import Limits
 from helpers.exchanges import REG, exchange
 
 FORMATS = sorted({m for _, m in PARSERS}, key=lambda m: m.__name__)
@@ -130,10 +130,10 @@ def test_deep_response_and_stream_event_are_flagged():
     assert resp["data"]["choices"][0]["message"]["content"] == "ok"
 
 
-def test_body_over_the_size_budget_is_flagged(monkeypatch):
-    monkeypatch.setattr(json_budget, "MAX_JSON_BYTES", 64)
+def test_body_over_the_size_budget_is_flagged():
     body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "y" * 100}]}).encode()
-    req, _ = exchange_events(_raw_exchange("/v1/chat/completions", body), REG, EventOptions())
+    opts = EventOptions(limits=Limits(max_json_bytes=64))
+    req, _ = exchange_events(_raw_exchange("/v1/chat/completions", body), REG, opts)
     assert "request_body_not_parsed:json_too_large" in req["confidence"]["limitations"]
 
 
