@@ -153,8 +153,13 @@ def test_no_secret_reaches_an_output(e2e):
 def test_analysis_is_deterministic(e2e, tmp_path):
     run, _, out = e2e
     again = tmp_path / "again.jsonl"
-    subprocess.run([str(BIN / "oisp-analyze"), str(run.segments), "--out", str(again), "--content", "full"],
-                   check=True, capture_output=True)
+    # the same key: without hash_key_file each output directory gets a key of its own (.oisp-hash.key)
+    key = Path(out).parent / ".oisp-hash.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    config = tmp_path / "config.yaml"
+    config.write_text(f"analyzer:\n  hash_key_file: {key}\n")
+    subprocess.run([str(BIN / "oisp-analyze"), str(run.segments), "--out", str(again), "--content", "full",
+                    "--config", str(config)], check=True, capture_output=True)
     assert again.read_bytes() == Path(out).read_bytes()
 
 
