@@ -18,6 +18,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v node >/dev/null || need+=(nodejs)         # the node client tests
     command -v unshare >/dev/null || need+=(util-linux)
     command -v shellcheck >/dev/null || need+=(shellcheck)   # tests lint the deployment's scripts
+    command -v go >/dev/null || need+=(golang-go)   # tests build Go programs to analyze their crypto/tls
     # Real containers (scripts/build_image.sh, tests/ebpf/test_containers.py): podman with runc (crun, the
     # other runtime it accepts, fails on hybrid cgroup hosts; both in one apt call so runc is chosen),
     # the CNI plugins for its bridge network, debootstrap for the base image (no registry reachable).
