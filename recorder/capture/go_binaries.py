@@ -98,29 +98,35 @@ def _inspect_elf(path: str, f: BinaryIO) -> GoBinary | None:
         except _MALFORMED as e:
             log.warning("%s: unreadable Go build info: %s", path, e)
     parsed = parse_version(version)
-    since = REGISTER_ABI_SINCE.get(arch)
-    register_abi = parsed is not None and since is not None and parsed >= since
     symtab = elf.get_section_by_name(".symtab")
     functions: dict[str, GoFunction] = {}
     # Without the version the calling convention is unknown, and probes would read garbage.
     if parsed is not None and arch in _DISASSEMBLERS and elf.elfclass == 64 and elf.little_endian:
         try:
             if symtab is not None:
-                ranges = symtab_functions(symtab.data(), elf.get_section(symtab["sh_link"]).data(), TLS_FUNCTIONS)
+                strtab = elf.get_section(symtab["sh_link"]).data()
+                ranges = symtab_functions(symtab.data(), strtab, TLS_FUNCTIONS)
             elif pclntab is not None:
-                ranges = pclntab_functions(pclntab.data(), TLS_FUNCTIONS, _text_start_fallback(elf, image, pclntab))
+                text_start = _text_start_fallback(elf, pclntab)
+                ranges = pclntab_functions(pclntab.data(), TLS_FUNCTIONS, text_start)
             else:
                 ranges = {}
             functions = _with_returns(ranges, image, arch)
         except _MALFORMED as e:
             log.warning("%s: Go program without usable symbols: %s", path, e)
-    return GoBinary(path, version, arch, register_abi, symtab is None, functions)
+    return GoBinary(path, version, arch, has_register_abi(version, arch), symtab is None, functions)
 
 
 def parse_version(version: str | None) -> tuple[int, int] | None:
     """(1, 19) for "go1.19.8"; None for no or an unrecognized version."""
     m = VERSION.match(version or "")
     return (int(m.group(2)), int(m.group(3))) if m else None
+
+
+def has_register_abi(version: str | None, arch: str) -> bool:
+    """Whether Go `version` passes arguments in registers on `arch` (False when unknown)."""
+    parsed, since = parse_version(version), REGISTER_ABI_SINCE.get(arch)
+    return parsed is not None and since is not None and parsed >= since
 
 
 def buildinfo_version(info: bytes, read) -> str:
@@ -212,7 +218,7 @@ def pclntab_functions(tab: bytes, names: Iterable[str], text_start: int) -> dict
     return found
 
 
-def _text_start_fallback(elf: ELFFile, image: _Image, pclntab) -> int:
+def _text_start_fallback(elf: ELFFile, pclntab) -> int:
     """runtime.text for a Go 1.18+ pclntab whose header says 0: the addend of the dynamic relocation
     that fills the header's textStart field in a PIE, else the .text section's address."""
     field = pclntab["sh_addr"] + 8 + 2 * 8
@@ -243,8 +249,8 @@ def _with_returns(ranges: dict[str, tuple[int, int]], image: _Image, arch: str) 
 def _disassembler(arch: str) -> capstone.Cs:
     if arch == "amd64":
         return capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    # capstone 6 renamed ARM64 to AARCH64
-    return capstone.Cs(getattr(capstone, "CS_ARCH_ARM64", None) or capstone.CS_ARCH_AARCH64, capstone.CS_MODE_ARM)
+    arm64 = getattr(capstone, "CS_ARCH_ARM64", None) or capstone.CS_ARCH_AARCH64  # renamed in capstone 6
+    return capstone.Cs(arm64, capstone.CS_MODE_ARM)
 
 
 _DISASSEMBLERS = {"amd64": 1, "arm64": 4}  # arch: bytes to skip past an undecodable one
@@ -276,6 +282,9 @@ class _Image:
             for s in elf.iter_segments()
             if s["p_type"] == "PT_LOAD"
         ]
+        f.seek(0, 2)
+        if any(offset + size > f.tell() for _, size, offset, _ in self.segments):
+            raise MalformedGoBinary("truncated: a loadable segment ends past the end of the file")
 
     def file_offset(self, vaddr: int, executable: bool = False) -> int | None:
         for start, size, offset, x in self.segments:
