@@ -74,3 +74,16 @@ def test_rows_breaking_the_format_are_counted_alike_across_runs(tmp_path):
     report = ReadReport()
     rows = sum(b.num_rows for b in read_batches([path], report))
     assert report.rows_dropped == pc.sum(bad).as_py() and rows == table.num_rows - report.rows_dropped
+
+
+def test_row_groups_of_the_recorders_size_are_never_joined(tmp_path, monkeypatch):
+    # joining normal row groups held 4x the memory (their metadata understates repeated bodies): only
+    # small groups are joined, whatever the byte and row budgets allow
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"x": list(range(5000))}), path, row_group_size=1000)
+    md = pq.ParquetFile(path).metadata
+    monkeypatch.setattr(reader, "SMALL_GROUP_ROWS", 1000)
+    runs = list(row_group_runs(md, max_rows=1 << 40, max_bytes=1 << 40, max_groups=100))
+    assert runs == [[0], [1], [2], [3], [4]]
+    monkeypatch.setattr(reader, "SMALL_GROUP_ROWS", 1001)
+    assert list(row_group_runs(md, max_rows=1 << 40, max_bytes=1 << 40, max_groups=100)) == [[0, 1, 2, 3, 4]]
