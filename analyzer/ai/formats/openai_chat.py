@@ -5,6 +5,7 @@ Also used for every OpenAI-compatible server (Groq, Together, vLLM, Ollama's /v1
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from analyzer.ai.calls import AiCall, AiError, Message, ToolCall, Usage, finish_reason, json_events, tool_info
 from analyzer.ai.formats.json_shapes import as_number, at, dict_at, dicts_at, int_at, str_at, truthy_str
@@ -73,6 +74,12 @@ def _code(code: object) -> str | None:
 
 
 def parse_response(body: dict, call: AiCall) -> None:
+    parse_choices_response(body, call, _read_message)
+
+
+def parse_choices_response(body: dict, call: AiCall, read_choice: Callable[[dict, AiCall], None]) -> None:
+    """An OpenAI-style answer (chat and legacy completions): an error, or id, model, usage and the first
+    choice, whose content `read_choice` reads."""
     if "error" in body:
         parse_error(body, call)
         return
@@ -80,13 +87,17 @@ def parse_response(body: dict, call: AiCall) -> None:
     call.model_returned = str_at(body, "model")
     first = dict_at(body, "choices", 0)
     if first is not None:
-        msg = dict_at(first, "message") or {}
-        call.output_text, _ = content_text(msg.get("content"))
-        for tc in dicts_at(msg, "tool_calls"):
-            call.tool_calls.append(ToolCall(str_at(tc, "id"), str_at(tc, "function", "name"),
-                                            str_at(tc, "function", "arguments") or ""))
+        read_choice(first, call)
         call.finish_reason = finish_reason(first.get("finish_reason"))
     call.usage = parse_usage(body.get("usage"))
+
+
+def _read_message(choice: dict, call: AiCall) -> None:
+    msg = dict_at(choice, "message") or {}
+    call.output_text, _ = content_text(msg.get("content"))
+    for tc in dicts_at(msg, "tool_calls"):
+        call.tool_calls.append(ToolCall(str_at(tc, "id"), str_at(tc, "function", "name"),
+                                        str_at(tc, "function", "arguments") or ""))
 
 
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:

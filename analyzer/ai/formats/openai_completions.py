@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from analyzer.ai.calls import AiCall, Message, finish_reason, json_events
-from analyzer.ai.formats.json_shapes import dict_at, dicts_at, str_at, truthy_str
-from analyzer.ai.formats.openai_chat import PARAMETERS, parse_error, parse_usage
+from analyzer.ai.formats.json_shapes import dicts_at, str_at, truthy_str
+from analyzer.ai.formats.openai_chat import PARAMETERS, parse_choices_response, parse_usage
 
 
 def parse_request(body: dict, call: AiCall, path: str = "") -> None:
@@ -19,16 +19,11 @@ def parse_request(body: dict, call: AiCall, path: str = "") -> None:
 
 
 def parse_response(body: dict, call: AiCall) -> None:
-    if "error" in body:
-        parse_error(body, call)
-        return
-    call.provider_request_id = str_at(body, "id")
-    call.model_returned = str_at(body, "model")
-    first = dict_at(body, "choices", 0)
-    if first is not None:
-        call.output_text = str_at(first, "text")
-        call.finish_reason = finish_reason(first.get("finish_reason"))
-    call.usage = parse_usage(body.get("usage"))
+    parse_choices_response(body, call, _read_text)
+
+
+def _read_text(choice: dict, call: AiCall) -> None:
+    call.output_text = str_at(choice, "text")
 
 
 def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
