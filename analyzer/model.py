@@ -35,7 +35,8 @@ class ConnectionInfo:
     peer_port: int | None = None
     local_ip: str | None = None
     local_port: int | None = None
-    socket_source: str | None = None  # set_fd (exact) or thread_connect (inferred)
+    socket_source: str | None = None  # set_fd (exact), thread_connect (inferred) or go_conn
+    tls_stack: str | None = None  # openssl or go (format version 3; None before)
     process: ProcessIdentity | None = None
     # hostile or broken input: the budgets (Limits field names) it went over, and the type of the
     # exception a protocol parser raised on it (its exchanges so far were still handed out)

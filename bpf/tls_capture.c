@@ -182,6 +182,7 @@ static __always_inline void fill_header(struct record_header *h, u64 ssl, u64 ge
     h->kind = kind;
     h->dir = dir;
     h->func = func;
+    h->stack = STACK_OPENSSL;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
@@ -312,32 +313,56 @@ static __always_inline int on_entry(struct pt_regs *ctx, int has_len_ptr, u16 li
     return 0;
 }
 
-static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func) {
+/* Go's register ABI (amd64 since Go 1.17, arm64 since 1.18): the receiver and arguments in the first
+ * integer registers, the first result in the first, and the running goroutine (g) in a fixed one. */
+#if defined(bpf_target_x86)
+#define GO_PARM1(x) ((x)->ax)
+#define GO_PARM2(x) ((x)->bx)
+#define GO_RET1(x) ((x)->ax)
+#define GO_G(x) ((x)->r14)
+#elif defined(bpf_target_arm64)
+#define GO_PARM1(x) ((x)->regs[0])
+#define GO_PARM2(x) ((x)->regs[1])
+#define GO_RET1(x) ((x)->regs[0])
+#define GO_G(x) ((x)->regs[28])
+#else
+#define GO_PARM1(x) 0
+#define GO_PARM2(x) 0
+#define GO_RET1(x) 0
+#define GO_G(x) 0
+#endif
+
+/* The socket under a Go *tls.Conn. Its first field is the net.Conn it wraps, an interface (itab,
+ * data); net/http's data is a *net.TCPConn, whose first word is its *netFD, which starts with a
+ * poll.FD: fdMutex (16 bytes), then Sysfd. These layouts are the same in every Go release with the
+ * register ABI. A net.Conn that is not a TCPConn yields some other number, which the recorder's
+ * socket lookup rejects unless it is one of the process's sockets: the record's source says the fd
+ * was read this way. */
+static __always_inline void go_socket(struct record_header *h, u64 conn, u64 pid_tgid) {
+    u64 tcp_conn = 0, net_fd = 0;
+    s64 fd = -1;
+    if (bpf_probe_read_user(&tcp_conn, sizeof(tcp_conn), (void *)(conn + 8)) != 0 || !tcp_conn)
+        return;
+    if (bpf_probe_read_user(&net_fd, sizeof(net_fd), (void *)tcp_conn) != 0 || !net_fd)
+        return;
+    if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(net_fd + 16)) != 0 || fd < 0 || fd > 0x7fffffff)
+        return;
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)fd;
+    struct peer_t *p = connects.lookup(&key);
+    struct peer_t copy = {};
+    if (p)
+        copy = *p;
+    emit_socket(h, (s32)fd, p ? &copy : 0, SOCK_SRC_GO_CONN);
+}
+
+/* Copy what one call moved (`total` bytes at `buf`) into the ring buffer, chunk by chunk, each with
+ * its stream offset. Shared by OpenSSL's return probes and Go's: one copy of the loop the verifier
+ * works hardest on. `go` says whose connection `ssl` is: a Go *tls.Conn learns its socket from the
+ * Conn itself, an OpenSSL SSL* without an fd from the thread's last connect(). */
+static __always_inline int capture_call(u64 ssl, u64 buf, u64 total, u8 dir, u8 func, u16 lib_id, int go) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    struct call_args_t a = {};
-    if (!take_args(&a))
-        return 0;
-
-    int ret = (int)PT_REGS_RC(ctx); /* SSL_read/SSL_write return int: -1 is 0x00000000ffffffff in rax */
-    u64 total = 0;
-    if (a.len_ptr) {
-        /* _ex variants return 1 on success and store the byte count */
-        if (ret != 1)
-            return 0;
-        size_t moved = 0;
-        if (bpf_probe_read_user(&moved, sizeof(moved), (void *)a.len_ptr) != 0)
-            return 0;
-        total = moved;
-    } else {
-        if (ret <= 0)
-            return 0;
-        total = ret;
-    }
-    if (total == 0)
-        return 0;
-
     int created;
-    struct conn_t *c = conn_get(a.ssl, pid_tgid >> 32, &created);
+    struct conn_t *c = conn_get(ssl, pid_tgid >> 32, &created);
     if (!c)
         return 0;
     u64 base = __sync_fetch_and_add(&c->off[dir & 1], total);
@@ -345,17 +370,22 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func) {
 
     u32 zero = 0;
     struct record_header h = {};
-    fill_header(&h, a.ssl, gen, KIND_DATA, dir, func, (u16)a.lib_id);
+    fill_header(&h, ssl, gen, KIND_DATA, dir, func, lib_id);
+    h.stack = go ? STACK_GO : STACK_OPENSSL;
     if (!c->socket_seen) {
-        /* the library was never given an fd (memory BIOs: Node, asyncio, curl's own BIO): the
-         * socket is the one this thread connect()ed last, an inference the record says it is */
         c->socket_seen = 1;
-        u32 tid = (u32)pid_tgid;
-        struct thread_connect_t *tc = thread_connects.lookup(&tid);
-        if (tc) {
-            struct thread_connect_t copy = *tc;
-            thread_connects.delete(&tid);
-            emit_socket(&h, copy.fd, &copy.peer, SOCK_SRC_THREAD_CONNECT);
+        if (go) {
+            go_socket(&h, ssl, pid_tgid);
+        } else {
+            /* the library was never given an fd (memory BIOs: Node, asyncio, curl's own BIO): the
+             * socket is the one this thread connect()ed last, an inference the record says it is */
+            u32 tid = (u32)pid_tgid;
+            struct thread_connect_t *tc = thread_connects.lookup(&tid);
+            if (tc) {
+                struct thread_connect_t copy = *tc;
+                thread_connects.delete(&tid);
+                emit_socket(&h, copy.fd, &copy.peer, SOCK_SRC_THREAD_CONNECT);
+            }
         }
     }
     h.call_len = total;
@@ -373,7 +403,7 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func) {
         u32 n = left > CHUNK_SIZE ? CHUNK_SIZE : left;
         h.offset = base + done;
         h.len = n;
-        u8 failed = emit_chunk(&h, n, (void *)(a.buf + done));
+        u8 failed = emit_chunk(&h, n, (void *)(buf + done));
         if (failed) {
             reason = failed;
             break;
@@ -404,12 +434,36 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func) {
     return 0;
 }
 
+static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func) {
+    struct call_args_t a = {};
+    if (!take_args(&a))
+        return 0;
+
+    int ret = (int)PT_REGS_RC(ctx); /* SSL_read/SSL_write return int: -1 is 0x00000000ffffffff in rax */
+    u64 total = 0;
+    if (a.len_ptr) {
+        /* _ex variants return 1 on success and store the byte count */
+        if (ret != 1)
+            return 0;
+        size_t moved = 0;
+        if (bpf_probe_read_user(&moved, sizeof(moved), (void *)a.len_ptr) != 0)
+            return 0;
+        total = moved;
+    } else {
+        if (ret <= 0)
+            return 0;
+        total = ret;
+    }
+    if (total == 0)
+        return 0;
+    return capture_call(a.ssl, a.buf, total, dir, func, (u16)a.lib_id, 0);
+}
+
 /* A handshake entry point: the connection is seen from its first byte. */
-static __always_inline int on_open(struct pt_regs *ctx, u8 func, u16 lib_id) {
+static __always_inline int open_conn(u64 ssl, u8 func, u16 lib_id, u8 stack) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!wanted(pid_tgid >> 32))
         return 0;
-    u64 ssl = PT_REGS_PARM1(ctx);
     int created;
     struct conn_t *c = conn_get(ssl, pid_tgid >> 32, &created);
     /* SSL_do_handshake is called repeatedly on non-blocking sockets: announce once, and only if no
@@ -419,8 +473,13 @@ static __always_inline int on_open(struct pt_regs *ctx, u8 func, u16 lib_id) {
     c->opened = 1;
     struct record_header h = {};
     fill_header(&h, ssl, c->gen, KIND_OPEN, 0, func, lib_id);
+    h.stack = stack;
     emit_meta(&h);
     return 0;
+}
+
+static __always_inline int on_open(struct pt_regs *ctx, u8 func, u16 lib_id) {
+    return open_conn(PT_REGS_PARM1(ctx), func, lib_id, STACK_OPENSSL);
 }
 
 /* SSL_set_fd(ssl, fd) and the rfd/wfd variants: the connection's socket, with the peer address
@@ -493,20 +552,67 @@ static __always_inline int on_ctrl(struct pt_regs *ctx, u16 lib_id) {
     return 0;
 }
 
-static __always_inline int on_free(struct pt_regs *ctx, u16 lib_id) {
+/* The connection ended: its final stream lengths, and its state is dropped (the pointer may be reused). */
+static __always_inline int close_conn(u64 ssl, u8 func, u16 lib_id, u8 stack) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u64 ssl = PT_REGS_PARM1(ctx);
     struct conn_key_t key = {.ssl = ssl, .pid = pid_tgid >> 32};
     struct conn_t *c = conns.lookup(&key);
     if (!c)
         return 0;
     struct record_header h = {};
-    fill_header(&h, ssl, c->gen, KIND_CLOSE, 0, FN_SSL_FREE, lib_id);
+    fill_header(&h, ssl, c->gen, KIND_CLOSE, 0, func, lib_id);
+    h.stack = stack;
     h.offset = c->off[DIR_EGRESS];
     h.call_len = c->off[DIR_INGRESS];
     conns.delete(&key);
     emit_meta(&h);
     return 0;
+}
+
+static __always_inline int on_free(struct pt_regs *ctx, u16 lib_id) {
+    return close_conn(PT_REGS_PARM1(ctx), FN_SSL_FREE, lib_id, STACK_OPENSSL);
+}
+
+/* Go's crypto/tls: Read and Write are probed at entry (the *tls.Conn and the buffer) and at each of
+ * their RET instructions (n, the bytes moved), never with a uretprobe, which breaks Go's movable
+ * stacks. Between the two the call is keyed by its goroutine, not its thread: a goroutine blocked in
+ * Read resumes on whichever thread the scheduler picks. LRU: a goroutine that never returns (the
+ * program was killed mid-call) cannot fill the map. */
+struct go_call_key_t {
+    u64 g;
+    u32 pid;
+    u32 pad;
+};
+struct go_call_t {
+    u64 conn;
+    u64 buf;
+    u64 lib_id;
+};
+BPF_TABLE("lru_hash", struct go_call_key_t, struct go_call_t, go_calls, 16384);
+
+static __always_inline int go_entry(struct pt_regs *ctx, u16 lib_id) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!wanted(pid_tgid >> 32))
+        return 0;
+    struct go_call_key_t key = {.g = GO_G(ctx), .pid = pid_tgid >> 32};
+    struct go_call_t call = {.conn = GO_PARM1(ctx), .buf = GO_PARM2(ctx), .lib_id = lib_id};
+    if (key.g && call.conn)
+        go_calls.update(&key, &call);
+    return 0;
+}
+
+static __always_inline int go_return(struct pt_regs *ctx, u8 dir, u8 func) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct go_call_key_t key = {.g = GO_G(ctx), .pid = pid_tgid >> 32};
+    struct go_call_t *p = go_calls.lookup(&key);
+    if (!p)
+        return 0;
+    struct go_call_t call = *p;
+    go_calls.delete(&key);
+    s64 n = (s64)GO_RET1(ctx); /* (n int, err error): n counts the bytes moved, even with an error */
+    if (n <= 0)
+        return 0;
+    return capture_call(call.conn, call.buf, (u64)n, dir, func, (u16)call.lib_id, 1);
 }
 
 /* Process starts and ends, for the recorder's library discovery and process identity. Header-only
@@ -578,6 +684,8 @@ int ret_write(struct pt_regs *ctx) { return on_return(ctx, DIR_EGRESS, FN_SSL_WR
 int ret_write_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_EGRESS, FN_SSL_WRITE_EX); }
 int ret_read(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL_READ); }
 int ret_read_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL_READ_EX); }
+int go_ret_write(struct pt_regs *ctx) { return go_return(ctx, DIR_EGRESS, FN_GO_WRITE); }
+int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_READ); }
 
 /* Entry probes, one set per library slot, so each record carries its lib_id. Kept few and small:
  * compiling them is most of the recorder's start-up time (about 0.1 s per slot). SSL_write and
@@ -590,4 +698,12 @@ int ret_read_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL
     int entry_accept_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_ACCEPT, ID); }           \
     int entry_free_##ID(struct pt_regs *ctx) { return on_free(ctx, ID); }                            \
     int entry_ctrl_##ID(struct pt_regs *ctx) { return on_ctrl(ctx, ID); }                            \
-    int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, ID); }
+    int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, ID); }         \
+    int go_rw_##ID(struct pt_regs *ctx) { return go_entry(ctx, ID); }                                \
+    int go_close_##ID(struct pt_regs *ctx) { return close_conn(GO_PARM1(ctx), FN_GO_CLOSE, ID, STACK_GO); } \
+    int go_client_hs_##ID(struct pt_regs *ctx) {                                                     \
+        return open_conn(GO_PARM1(ctx), FN_GO_CLIENT_HANDSHAKE, ID, STACK_GO);                        \
+    }                                                                                                \
+    int go_server_hs_##ID(struct pt_regs *ctx) {                                                     \
+        return open_conn(GO_PARM1(ctx), FN_GO_SERVER_HANDSHAKE, ID, STACK_GO);                        \
+    }

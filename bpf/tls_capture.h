@@ -7,7 +7,7 @@
 #ifndef OISP_TLS_CAPTURE_H
 #define OISP_TLS_CAPTURE_H
 
-#define RECORD_LAYOUT_VERSION 2
+#define RECORD_LAYOUT_VERSION 3
 
 /* record kinds */
 #define KIND_DATA 1  /* plaintext bytes follow the header */
@@ -43,11 +43,22 @@
 #define FN_SSL_SET_FD 10
 #define FN_SSL_SET_RFD 11
 #define FN_SSL_SET_WFD 12
+/* Go crypto/tls, compiled into each Go program */
+#define FN_GO_WRITE 13            /* crypto/tls.(*Conn).Write */
+#define FN_GO_READ 14             /* crypto/tls.(*Conn).Read */
+#define FN_GO_CLOSE 15            /* crypto/tls.(*Conn).Close */
+#define FN_GO_CLIENT_HANDSHAKE 16 /* crypto/tls.(*Conn).clientHandshake */
+#define FN_GO_SERVER_HANDSHAKE 17 /* crypto/tls.(*Conn).serverHandshake */
+
+/* which TLS implementation a record comes from (the `stack` byte) */
+#define STACK_OPENSSL 1 /* the OpenSSL API: a libssl, or a program exporting SSL_read/SSL_write */
+#define STACK_GO 2      /* Go's crypto/tls */
 
 /* where a SOCKET record's fd and peer address come from */
 #define SOCK_SRC_SET_FD 1         /* SSL_set_fd/rfd/wfd named the fd; peer from its connect() */
 #define SOCK_SRC_THREAD_CONNECT 2 /* no fd given to the library (memory BIOs: Node, asyncio): the
                                    * last connect() of the thread that started the handshake */
+#define SOCK_SRC_GO_CONN 3        /* the fd of the net.Conn a Go *tls.Conn wraps; peer from its connect() */
 
 struct socket_info {
     s32 fd;       /* -1: unknown */
@@ -74,7 +85,8 @@ struct record_header {
     u8 kind;
     u8 dir;
     u8 func;          /* FN_* for DATA/OPEN/CLOSE, GAP_* reason for GAP */
-    u8 pad[3];
+    u8 stack;         /* STACK_*: the TLS implementation */
+    u8 pad[2];
     char comm[16];
 };
 

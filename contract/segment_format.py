@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FORMAT_VERSION = "2"
-# Versions the analyzer reads: 1 lacks the identity columns (they read as nulls).
-READABLE_VERSIONS = ("1", "2")
+FORMAT_VERSION = "3"
+# Versions the analyzer reads: 1 lacks the identity columns, 1 and 2 lack tls_stack (they read as nulls).
+READABLE_VERSIONS = ("1", "2", "3")
 # Parquet footer (key-value metadata) keys
 META_VERSION = b"oisp.segment.version"
 META_NODE = b"oisp.segment.node"
@@ -35,6 +35,10 @@ KIND_PROCESS = "process"  # who a pid is: one row per pid per segment (no conn_i
 
 SOCKET_SOURCE_SET_FD = "set_fd"  # SSL_set_fd named the fd: exact
 SOCKET_SOURCE_THREAD_CONNECT = "thread_connect"  # the handshaking thread's last connect(): inferred
+SOCKET_SOURCE_GO_CONN = "go_conn"  # the fd under a Go *tls.Conn, read from the program's memory
+
+TLS_STACK_OPENSSL = "openssl"  # the OpenSSL API (SSL_read/SSL_write): a libssl, or a program carrying it
+TLS_STACK_GO = "go"  # Go's crypto/tls, compiled into the program
 
 DIRECTION_EGRESS = "egress"  # the application wrote these bytes (SSL_write*)
 DIRECTION_INGRESS = "ingress"  # the application read these bytes (SSL_read*)
@@ -90,6 +94,8 @@ SCHEMA = pa.schema(
         pa.field("pod_name", _dict),
         pa.field("pod_namespace", _dict),
         pa.field("container_name", _dict),
+        # version 3: which TLS implementation produced the row (null on process rows)
+        pa.field("tls_stack", _dict),
     ]
 )
 

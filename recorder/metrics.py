@@ -44,6 +44,8 @@ _HELP = {
     "write_failed_bytes": "Arrow bytes dropped because the disk refused them",
     "quota_deleted_segments": "segments deleted for the quota or a full disk",
     "quota_deleted_bytes": "bytes of segments deleted for the quota or a full disk",
+    "go_programs_probed": "Go program files whose crypto/tls is probed",
+    "go_programs_unsupported": "Go program files with crypto/tls that cannot be probed (logged once each)",
 }
 
 

@@ -71,7 +71,8 @@ def ready_info(pid: int, run_id: str, attached: Iterable[AttachedLibrary], metri
     return {
         "pid": pid,
         "run_id": run_id,
-        "libraries": [{"lib_id": a.lib_id, "path": a.library.display_path, "symbols": a.symbols}
+        "libraries": [{"lib_id": a.lib_id, "path": a.library.display_path, "tls_stack": a.library.tls_stack,
+                       "symbols": a.symbols}
                       for a in attached],
         **({"metrics_port": metrics_port} if metrics_port is not None else {}),
     }

@@ -62,4 +62,16 @@ def connection_attrs(c: ConnectionInfo) -> dict:
         "socket_fd": c.fd,
         "socket_source": c.socket_source,
         "container_runtime": c.process.container_runtime if c.process else None,
+        "tls_stack": c.tls_stack,
+        "identity_unknown": unknown_identity(c),
     })
+
+
+def unknown_identity(c: ConnectionInfo) -> list[str] | None:
+    """What the capture could not tell about the connection, said rather than left out. Only for
+    segments that name their TLS stack (format 3): older recordings' events stay as they were."""
+    if c.tls_stack is None:
+        return None
+    unknown = [name for name, value in (("server_name", c.server_name), ("peer_address", c.peer_ip),
+                                        ("socket_fd", c.fd)) if value is None]
+    return unknown or None

@@ -199,7 +199,7 @@ class DuckDBSink(Sink):
             "node", "conn_id", "pid", "tid", "comm", "uid", "cgroup_id", "lib_path", "seen_from_start",
             "closed", "first_ts_ns", "last_ts_ns", "protocol", "role", "egress_bytes", "ingress_bytes",
             "missing_bytes", "server_name", "fd", "peer_ip", "peer_port", "local_ip", "local_port",
-            "socket_source")}
+            "socket_source", "tls_stack")}
         p = c.process or ProcessIdentity()
         row.update({k: getattr(p, k) for k in (
             "ppid", "exe", "cgroup_path", "container_id", "container_runtime", "pod_uid", "pod_name",

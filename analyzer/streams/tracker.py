@@ -134,7 +134,8 @@ class ConnectionTracker:
         if c is None:
             info = ConnectionInfo(r["node"], r["conn_id"], r.get("pid"), r.get("tid"), r.get("comm"),
                                   r.get("uid"), r.get("cgroup_id"), r.get("lib_path"), first_ts_ns=ts,
-                                  process=self.processes.get((r["node"], r.get("pid"))))
+                                  process=self.processes.get((r["node"], r.get("pid"))),
+                                  tls_stack=r.get("tls_stack"))
             streams = {d: StreamAssembler(max_pending=self.limits.max_reorder_bytes) for d in _DIRECTION}
             c = self.open[key] = _Conn(info, streams, first_source=self.source,
                                        sequence_base=self.resumable.get(key, 0))

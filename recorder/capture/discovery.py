@@ -6,6 +6,8 @@ new image brings its own libssl, a new program may carry OpenSSL statically. So:
 - at start, every process's mappings are scanned (through /proc/PID/root, into containers);
 - on every exec (tracepoint, read from the proc_events ring buffer) the new process is checked at
   once (its program may carry OpenSSL) and again over the next seconds;
+- Go programs are TLS libraries of their own (crypto/tls is compiled in): a process's program is
+  looked at like any file it maps, so a Go program is probed at its exec, before its first call;
 - when a process opens a file named libssl.so.* (openat tracepoint), that file is probed at once
   from its path, before the loader has even mapped it: libssl is often dlopen()ed well after exec
   (Python loads it at `import ssl`) and the first TLS write may follow within milliseconds;
@@ -52,6 +54,7 @@ class LibraryDiscovery:
         self.rescan_interval = rescan_interval
         self.proc = proc
         self.finder = LibraryFinder(proc)
+        program.unsupported_go = self.finder.unsupported_go  # counted in the program's totals
         self.by_file: dict[tuple[int, int], AttachedLibrary] = {}
         self._due: list[tuple[float, int]] = []  # (when, pid) rechecks after exec
         # (pid, comm, uid, cgroup id) of a process that just exec'd

@@ -16,6 +16,7 @@ functions.
 from __future__ import annotations
 
 import logging
+import platform
 import re
 import struct
 from collections.abc import Iterable
@@ -28,7 +29,12 @@ from elftools.elf.elffile import ELFFile
 
 log = logging.getLogger("oisp.record")
 
-TLS_FUNCTIONS = ("crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Close")
+WRITE, READ, CLOSE = "crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Close"
+CLIENT_HANDSHAKE = "crypto/tls.(*Conn).clientHandshake"
+SERVER_HANDSHAKE = "crypto/tls.(*Conn).serverHandshake"
+TLS_FUNCTIONS = (WRITE, READ, CLOSE, CLIENT_HANDSHAKE, SERVER_HANDSHAKE)
+# Without these nothing can be captured: their entries and returns carry the plaintext.
+ESSENTIAL = (WRITE, READ)
 
 BUILDINFO_MAGIC = b"\xff Go buildinf:"
 # pclntab header magics: Go 1.16-1.17, 1.18-1.19, 1.20+ (1.2-1.15's 0xfffffffb is not read: those
@@ -36,7 +42,11 @@ BUILDINFO_MAGIC = b"\xff Go buildinf:"
 PCLNTAB_GO116, PCLNTAB_GO118, PCLNTAB_GO120 = 0xFFFFFFFA, 0xFFFFFFF0, 0xFFFFFFF1
 PCLNTAB_SECTIONS = (".gopclntab", ".data.rel.ro.gopclntab")  # the second in PIE builds
 MAX_FUNCTION_SIZE = 1 << 20  # a larger "function" means a corrupted table
+# The largest symbol or pclntab section read: Go's biggest programs (kubelet, 100+ MB) have tables of
+# tens of MB; a file claiming more is corrupt or hostile and would only cost the recorder memory.
+MAX_TABLE_BYTES = 256 << 20
 ARCHES = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64", "EM_386": "386", "EM_ARM": "arm"}
+HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 # Go's register-based calling convention: amd64 since 1.17, arm64 since 1.18.
 REGISTER_ABI_SINCE = {"amd64": (1, 17), "arm64": (1, 18)}
 VERSION = re.compile(r"^(devel )?go(\d+)\.(\d+)[\w.+\- :]*$")
@@ -57,6 +67,11 @@ class GoFunction:
     entry_offset: int  # file offset of the entry: where a uprobe attaches
     return_offsets: tuple[int, ...]  # file offsets of each RET instruction in the function
 
+    @property
+    def return_addresses(self) -> tuple[int, ...]:
+        """Virtual addresses of the RET instructions (what bcc's attach_uprobe(addr=) takes)."""
+        return tuple(self.address + off - self.entry_offset for off in self.return_offsets)
+
 
 @dataclass(frozen=True)
 class GoBinary:
@@ -66,6 +81,25 @@ class GoBinary:
     register_abi: bool  # arguments in registers (else on the stack)
     stripped: bool  # no .symtab: functions were found through the pclntab
     functions: dict[str, GoFunction]  # those of TLS_FUNCTIONS the program has
+    has_tls: bool = False  # crypto/tls is in the program (its functions are named in its tables)
+
+
+def unsupported_reason(go: GoBinary, host_arch: str | None = None) -> str | None:
+    """Why the program's crypto/tls cannot be probed on this node, or None when it can."""
+    host = host_arch or HOST_ARCH
+    if go.arch != host:
+        return f"built for {go.arch}, this node runs {host}"
+    if go.go_version is None:
+        return "no readable Go version (build info): its calling convention is unknown"
+    if not go.register_abi:
+        return (f"{go.go_version} passes arguments on the stack (the register ABI came with go1.17 on amd64, "
+                "go1.18 on arm64)")
+    missing = [name for name in ESSENTIAL if name not in go.functions]
+    if missing:
+        return f"{', '.join(missing)} not found in its code"
+    if not all(go.functions[name].return_offsets for name in ESSENTIAL):
+        return "no return instruction found in crypto/tls.(*Conn).Write or Read"
+    return None
 
 
 def inspect(path: str) -> GoBinary | None:
@@ -99,9 +133,13 @@ def _inspect_elf(path: str, f: BinaryIO) -> GoBinary | None:
             log.warning("%s: unreadable Go build info: %s", path, e)
     parsed = parse_version(version)
     symtab = elf.get_section_by_name(".symtab")
+    for section in (symtab, pclntab, buildinfo):
+        size = 0 if section is None or section["sh_type"] == "SHT_NOBITS" else section["sh_size"]
+        if size > MAX_TABLE_BYTES:
+            raise MalformedGoBinary(f"section {section.name} of {size} bytes is over the budget")
     functions: dict[str, GoFunction] = {}
-    # Without the version the calling convention is unknown, and probes would read garbage.
-    if parsed is not None and arch in _DISASSEMBLERS and elf.elfclass == 64 and elf.little_endian:
+    ranges: dict[str, tuple[int, int]] = {}
+    if elf.elfclass == 64 and elf.little_endian:
         try:
             if symtab is not None:
                 strtab = elf.get_section(symtab["sh_link"]).data()
@@ -109,12 +147,14 @@ def _inspect_elf(path: str, f: BinaryIO) -> GoBinary | None:
             elif pclntab is not None:
                 text_start = _text_start_fallback(elf, pclntab)
                 ranges = pclntab_functions(pclntab.data(), TLS_FUNCTIONS, text_start)
-            else:
-                ranges = {}
-            functions = _with_returns(ranges, image, arch)
+            # Without the version the calling convention is unknown: no probe could read the
+            # arguments, so the code is not even disassembled.
+            if parsed is not None and arch in _DISASSEMBLERS:
+                functions = _with_returns(ranges, image, arch)
         except _MALFORMED as e:
             log.warning("%s: Go program without usable symbols: %s", path, e)
-    return GoBinary(path, version, arch, has_register_abi(version, arch), symtab is None, functions)
+    has_tls = any(name in ranges for name in ESSENTIAL)
+    return GoBinary(path, version, arch, has_register_abi(version, arch), symtab is None, functions, has_tls)
 
 
 def parse_version(version: str | None) -> tuple[int, int] | None:

@@ -3,7 +3,8 @@
 A file is probed once however many processes map it, so files are identified by (device, inode).
 Files inside containers are reached through /proc/PID/root. Besides libssl by name, any executable
 file a process maps (its program included) that exports SSL_write and SSL_read is a TLS library:
-that is how `node` and other binaries linking OpenSSL (or BoringSSL) statically are found.
+that is how `node` and other binaries linking OpenSSL (or BoringSSL) statically are found. A Go
+program with crypto/tls in it is one too (go_binaries.py): Go compiles its TLS into every program.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import logging
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+
+from recorder.capture import go_binaries
+from recorder.capture.go_binaries import GoBinary
 
 log = logging.getLogger("oisp.record")
 
@@ -32,6 +36,11 @@ class LibraryFile:
     ino: int
     found_by: str
     static: bool = False  # a program or library carrying OpenSSL itself, not a libssl
+    go: GoBinary | None = field(default=None, compare=False)  # a Go program: probed at its crypto/tls
+
+    @property
+    def tls_stack(self) -> str:
+        return "go" if self.go is not None else "openssl"
 
 
 def exported_symbols(path: str, names: list[str]) -> dict[str, int]:
@@ -126,7 +135,10 @@ class LibraryFinder:
 
     def __init__(self, proc: Path = Path("/proc")):
         self.proc = proc
-        self._verdict: dict[tuple[int, int], bool] = {}
+        # (dev, ino) -> "openssl", a Go program with crypto/tls we can probe, or None (not TLS)
+        self._verdict: dict[tuple[int, int], str | GoBinary | None] = {}
+        # Go programs with crypto/tls that cannot be probed, by file: "path (go1.16, amd64): why"
+        self.unsupported_go: dict[tuple[int, int], str] = {}
 
     def tls_files(self, pid: int) -> list[LibraryFile]:
         result = []
@@ -135,14 +147,29 @@ class LibraryFinder:
             ident = file_identity(path)
             if ident is None:
                 continue
-            verdict = self._verdict.get(ident)
+            if ident not in self._verdict:
+                self._verdict[ident] = self._judge(path, inside, ident)
+            verdict = self._verdict[ident]
             if verdict is None:
-                verdict = bool(LIBSSL_NAME.search(inside)) or exports_ssl(path)
-                self._verdict[ident] = verdict
-            if verdict:
-                static = not LIBSSL_NAME.search(inside)
-                result.append(LibraryFile(path, inside, ident[0], ident[1], f"maps of pid {pid}", static))
+                continue
+            go = verdict if isinstance(verdict, GoBinary) else None
+            static = not LIBSSL_NAME.search(inside)
+            result.append(LibraryFile(path, inside, ident[0], ident[1], f"maps of pid {pid}", static, go))
         return result
+
+    def _judge(self, path: str, inside: str, ident: tuple[int, int]) -> str | GoBinary | None:
+        if LIBSSL_NAME.search(inside) or exports_ssl(path):
+            return "openssl"
+        go = go_binaries.inspect(path)
+        if go is None or not go.has_tls:
+            return None  # not Go, or a Go program that never uses TLS: left alone
+        why = go_binaries.unsupported_reason(go)
+        if why is None:
+            return go
+        self.unsupported_go[ident] = f"{inside} ({go.go_version or 'unknown version'}, {go.arch}): {why}"
+        log.warning("Go program %s (%s, %s) uses crypto/tls but cannot be probed: %s", inside,
+                    go.go_version or "unknown Go version", go.arch, why)
+        return None
 
 
 def discover(extra: list[str], scan: bool = True, maps: bool = True) -> list[LibraryFile]:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recorder.capture import go_binaries as gb
 from recorder.capture.libraries import LibraryFile, exported_symbols
 from recorder.config import RecorderConfig
 
@@ -39,7 +40,17 @@ PROBES = [
     ("SSL_set_wfd", "entry_set_fd", None),
 ]
 # Without these a library is useless to us: nothing would be captured.
-ESSENTIAL = {"SSL_write", "SSL_read"}
+ESSENTIAL = {"SSL_write", "SSL_read"} | set(gb.ESSENTIAL)
+
+# Go's crypto/tls, per function: (entry function prefix, shared program for each RET or None). Read and
+# Write are probed at every return instruction, never with a uretprobe (go_binaries.py).
+GO_PROBES = {
+    gb.WRITE: ("go_rw", "go_ret_write"),
+    gb.READ: ("go_rw", "go_ret_read"),
+    gb.CLOSE: ("go_close", None),
+    gb.CLIENT_HANDSHAKE: ("go_client_hs", None),
+    gb.SERVER_HANDSHAKE: ("go_server_hs", None),
+}
 
 COUNTER_NAMES = [
     "records",
@@ -60,6 +71,8 @@ class AttachedLibrary:
     missing: list[str] = field(default_factory=list)
     fd: int = -1  # held open: probes attach through /proc/self/fd, which outlives every process
     addresses: dict[str, int] = field(default_factory=dict)  # symbol -> address in the file
+    # Go programs: every address probed, with the probe (entries and each RET instruction)
+    go_probes: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -101,6 +114,8 @@ class CaptureProgram:
                  self.slots)
         self.cfg = cfg
         self.attached: dict[int, AttachedLibrary] = {}
+        # Go programs with crypto/tls found but not probeable, by file (filled by discovery)
+        self.unsupported_go: dict[tuple[int, int], str] = {}
         # Freed slots go to the back, so a slot's lib_id is reused as late as possible.
         self._free = list(range(self.slots))
         # Generations continue from the recorder's start time in microseconds, so a connection
@@ -121,7 +136,31 @@ class CaptureProgram:
         started = time.monotonic()
         lib_id = self._free.pop(0)
         item = AttachedLibrary(lib_id, lib, fd=fd)
-        path = self._fd_path(item)
+        if lib.go is not None:
+            self._attach_go(item)
+        else:
+            self._attach_openssl(item)
+        self.attached[lib_id] = item
+        if not item.usable:
+            log.warning(
+                "library %s (%s): essential symbols missing (%s): nothing will be captured from it",
+                lib.display_path, lib.found_by, ", ".join(sorted(ESSENTIAL & set(item.missing))),
+            )
+        elif lib.go is not None:
+            log.info("probed Go program %s (%s, %s, %s, inode %d, lib_id %d) in %.0f ms: %d probes on %s",
+                     lib.display_path, lib.found_by, lib.go.go_version,
+                     "stripped" if lib.go.stripped else "with symbols", lib.ino, lib_id,
+                     (time.monotonic() - started) * 1000, len(item.go_probes), ", ".join(item.symbols))
+        else:
+            log.info(
+                "probed %s (%s, inode %d, lib_id %d) in %.0f ms: %s%s",
+                lib.display_path, lib.found_by, lib.ino, lib_id, (time.monotonic() - started) * 1000,
+                ", ".join(item.symbols), f"; absent: {', '.join(item.missing)}" if item.missing else "",
+            )
+        return item
+
+    def _attach_openssl(self, item: AttachedLibrary) -> None:
+        path, lib_id = self._fd_path(item), item.lib_id
         # Addresses from the hash table: bcc would walk the whole symbol table once per probe,
         # which for node's 100 MB binary delays the attach by a second or more.
         item.addresses = exported_symbols(path, [p[0] for p in PROBES])
@@ -134,25 +173,46 @@ class CaptureProgram:
                 item.symbols.append(symbol)
             except Exception as exc:  # bcc raises bare Exception for a missing symbol
                 item.missing.append(symbol)
-                log.debug("%s: %s not attached: %s", lib.display_path, symbol, exc)
-        self.attached[lib_id] = item
-        if not item.usable:
-            log.warning(
-                "library %s (%s): essential symbols missing (%s): nothing will be captured from it",
-                lib.display_path, lib.found_by, ", ".join(sorted(ESSENTIAL & set(item.missing))),
-            )
-        else:
-            log.info(
-                "probed %s (%s, inode %d, lib_id %d) in %.0f ms: %s%s",
-                lib.display_path, lib.found_by, lib.ino, lib_id, (time.monotonic() - started) * 1000,
-                ", ".join(item.symbols), f"; absent: {', '.join(item.missing)}" if item.missing else "",
-            )
-        return item
+                log.debug("%s: %s not attached: %s", item.library.display_path, symbol, exc)
+
+    def _attach_go(self, item: AttachedLibrary) -> None:
+        """Uprobes at the entry of each crypto/tls function the program has, and at every RET of Read
+        and Write. A function is used only if all its probes attached: an entry without its returns
+        would leave calls in flight that never complete."""
+        path, lib_id, go = self._fd_path(item), item.lib_id, item.library.go
+        for name, (entry_fn, ret_fn) in GO_PROBES.items():
+            function = go.functions.get(name)
+            if function is None:
+                item.missing.append(name)
+                continue
+            wanted = [(function.address, f"{entry_fn}_{lib_id}")]
+            wanted += [(addr, ret_fn) for addr in function.return_addresses] if ret_fn else []
+            done: list[tuple[int, str]] = []
+            try:
+                # returns first: a call must never be entered (state saved) with no return to take it
+                for addr, fn in reversed(wanted):
+                    self.bpf.attach_uprobe(name=path, addr=addr, fn_name=fn)
+                    done.append((addr, fn))
+            except Exception as exc:  # bcc raises bare Exception
+                log.warning("%s: %s not probed: %s", item.library.display_path, name, exc)
+                self._detach_addresses(path, done, item.library.display_path)
+                item.missing.append(name)
+                continue
+            item.go_probes.extend(done)
+            item.symbols.append(name)
+
+    def _detach_addresses(self, path: str, probes: list[tuple[int, str]], display: str) -> None:
+        for addr, _fn in probes:
+            try:
+                self.bpf.detach_uprobe(name=path, addr=addr)
+            except Exception as exc:  # keep going: the slot is released either way
+                log.warning("detaching %#x from %s failed: %s", addr, display, exc)
 
     def detach(self, lib_id: int) -> None:
         item = self.attached.pop(lib_id)
         path = self._fd_path(item)
-        for symbol, _entry_fn, ret_fn in PROBES:
+        self._detach_addresses(path, item.go_probes, item.library.display_path)
+        for symbol, _entry_fn, ret_fn in PROBES if item.library.go is None else ():
             if symbol not in item.symbols:
                 continue
             where = {"addr": item.addresses[symbol]} if symbol in item.addresses else {"sym": symbol}
@@ -196,7 +256,11 @@ class CaptureProgram:
 
     def counters(self) -> dict[str, int]:
         per_cpu = self.bpf["counters"][ctypes.c_int(0)]
-        return {name: sum(int(c.v[i]) for c in per_cpu) for i, name in enumerate(COUNTER_NAMES)}
+        totals = {name: sum(int(c.v[i]) for c in per_cpu) for i, name in enumerate(COUNTER_NAMES)}
+        attached = list(self.attached.values())  # discovery attaches meanwhile
+        totals["go_programs_probed"] = sum(1 for a in attached if a.library.go is not None and a.usable)
+        totals["go_programs_unsupported"] = len(self.unsupported_go)
+        return totals
 
     def proc_events_fd(self) -> int:
         return self.bpf["proc_events"].map_fd

@@ -23,11 +23,12 @@ import pyarrow as pa
 
 from contract import segment_format as sf
 
-# struct record_header: 6 u64, 4 u32, u16, 3 u8, 3 pad, char[16]
+# struct record_header: 6 u64, 4 u32, u16, 4 u8, 2 pad, char[16]
 HEADER_DTYPE = np.dtype([
     ("ts_mono_ns", "<u8"), ("ssl", "<u8"), ("conn_gen", "<u8"), ("offset", "<u8"), ("call_len", "<u8"),
     ("cgroup_id", "<u8"), ("pid", "<u4"), ("tid", "<u4"), ("uid", "<u4"), ("len", "<u4"),
-    ("lib_id", "<u2"), ("kind", "u1"), ("dir", "u1"), ("func", "u1"), ("pad", "V3"), ("comm", "S16"),
+    ("lib_id", "<u2"), ("kind", "u1"), ("dir", "u1"), ("func", "u1"), ("stack", "u1"), ("pad", "V2"),
+    ("comm", "S16"),
 ])
 HEADER_SIZE = HEADER_DTYPE.itemsize
 assert HEADER_SIZE == 88
@@ -38,10 +39,13 @@ K_EXEC, K_EXIT, K_LIBOPEN = 7, 8, 9  # proc_events ring buffer only
 KINDS = ["?", sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE, sf.KIND_SNI, sf.KIND_SOCKET]
 DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]
 FUNCS = ["?", "SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_free", "SSL_do_handshake",
-         "SSL_connect", "SSL_accept", "SSL_ctrl", "SSL_set_fd", "SSL_set_rfd", "SSL_set_wfd"]
+         "SSL_connect", "SSL_accept", "SSL_ctrl", "SSL_set_fd", "SSL_set_rfd", "SSL_set_wfd",
+         "crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Close",
+         "crypto/tls.(*Conn).clientHandshake", "crypto/tls.(*Conn).serverHandshake"]
+STACKS = ["?", sf.TLS_STACK_OPENSSL, sf.TLS_STACK_GO]
 # struct socket_info: s32 fd, u16 family, u16 port, u8 addr[16], u8 source, u8 pad[7]
 SOCKET_INFO = struct.Struct("<iHH16sB7x")
-SOCKET_SOURCES = {1: sf.SOCKET_SOURCE_SET_FD, 2: sf.SOCKET_SOURCE_THREAD_CONNECT}
+SOCKET_SOURCES = {1: sf.SOCKET_SOURCE_SET_FD, 2: sf.SOCKET_SOURCE_THREAD_CONNECT, 3: sf.SOCKET_SOURCE_GO_CONN}
 AF_INET, AF_INET6 = 2, 10
 # (pid, fd) -> (local ip, local port, peer ip, peer port) from the socket tables, or None
 SocketResolver = Callable[[int, int], tuple[str, int, str, int] | None]
@@ -174,6 +178,7 @@ class RecordDecoder:
         func_codes = np.where(is_gap, 0, h["func"]).astype(np.int32)
         func_valid = ~is_gap & (func_codes > 0) & (func_codes < len(FUNCS))
         gap_codes = np.where(is_gap & (h["func"] < len(GAP_REASONS)), h["func"], 0)
+        stack_valid = (h["stack"] > 0) & (h["stack"] < len(STACKS))
         conn = np.empty(n, dtype=[("pid", "<u4"), ("ssl", "<u8"), ("gen", "<u8")])
         conn["pid"], conn["ssl"], conn["gen"] = h["pid"], h["ssl"], h["conn_gen"]
         lib_paths = self.lib_paths
@@ -201,12 +206,11 @@ class RecordDecoder:
             "egress_bytes": pa.array(h["offset"], mask=~is_close),
             "ingress_bytes": pa.array(h["call_len"], mask=~is_close),
             "lib_path": _dict_from_values(h["lib_id"], lambda i: lib_paths.get(int(i), f"lib#{int(i)}")),
+            "tls_stack": _dict_column(np.where(stack_valid, h["stack"], 0), STACKS, stack_valid),
         }
         cols.update(self._identity_columns(h, data, meta, n))
-        for f in sf.SCHEMA:
-            if f.name not in cols:
-                cols[f.name] = pa.nulls(n, f.type)
-        return pa.Table.from_pydict(cols).cast(sf.SCHEMA)
+        ordered = {f.name: cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in sf.SCHEMA}
+        return pa.Table.from_pydict(ordered).cast(sf.SCHEMA)
 
     def _identity_columns(self, h: np.ndarray, data: list, meta: np.ndarray, n: int) -> dict:
         """server_name and socket columns of the (few) sni and socket rows; null elsewhere."""
@@ -257,5 +261,6 @@ def warm_up() -> None:
     recs["len"] = [0, 4, 4, 4, 4, 0]
     recs["offset"] = [16, 0, 8, 4, 12, 16]  # an offset jump, a late kernel gap, a close
     recs["comm"] = b"warm-up"
+    recs["stack"] = 1
     raws = [r.tobytes() + (b"data" if r["kind"] == K_DATA else b"") for r in recs]
     RecordDecoder("warm-up", 0, {}).decode(raws)

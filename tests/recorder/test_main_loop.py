@@ -74,7 +74,8 @@ def test_ready_file_names_the_probed_libraries_and_the_metrics_port():
     info = ready_info(42, "9abc", attached, None)
     assert json.loads(json.dumps(info)) == {
         "pid": 42, "run_id": "9abc",
-        "libraries": [{"lib_id": 0, "path": "/usr/lib/libssl.so.3", "symbols": ["SSL_write", "SSL_read"]}]}
+        "libraries": [{"lib_id": 0, "path": "/usr/lib/libssl.so.3", "tls_stack": "openssl",
+                       "symbols": ["SSL_write", "SSL_read"]}]}
     with_port = ready_info(42, "9abc", attached, 9464)
     assert list(with_port) == ["pid", "run_id", "libraries", "metrics_port"]
     assert with_port["metrics_port"] == 9464

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import BIN, REPO, start_recorder
+from contract import segment_format as sf
 from testbed.https_server import HttpsServer
 from testbed.ssl_client import payload
 
@@ -52,7 +53,7 @@ def test_sigterm_mid_workload_leaves_only_complete_segments(tmp_path, pki):
     for f in files:
         assert oct(f.stat().st_mode & 0o777) == "0o600"
         meta = pq.read_metadata(f)
-        assert meta.metadata[b"oisp.segment.version"] == b"2"
+        assert meta.metadata[b"oisp.segment.version"] == sf.FORMAT_VERSION.encode()
         stats = json.loads(meta.metadata[b"oisp.segment.stats"])
         assert "dropped_bytes" in stats
         rows += pq.read_table(f).num_rows

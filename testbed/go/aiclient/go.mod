@@ -1,0 +1,3 @@
+module oisp.test/aiclient
+
+go 1.19

@@ -1,0 +1,3 @@
+module oisp.test/notls
+
+go 1.19

@@ -1,0 +1,3 @@
+module oisp.test/tlsserver
+
+go 1.19
