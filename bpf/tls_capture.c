@@ -601,6 +601,71 @@ static __always_inline int go_entry(struct pt_regs *ctx, u16 lib_id) {
     return 0;
 }
 
+/* The server name a Go client sends: crypto/tls.hostnameInSNI(config.ServerName) returns it (empty for
+ * an IP address) inside clientHandshake, on the handshaking goroutine. clientHandshake's entry notes
+ * the *tls.Conn per goroutine; each RET of hostnameInSNI (string result: pointer RAX, length RBX)
+ * takes it. hostnameInSNI has no other caller in crypto/tls. */
+struct go_handshake_t {
+    u64 conn;
+    u64 lib_id;
+};
+BPF_TABLE("lru_hash", struct go_call_key_t, struct go_handshake_t, go_handshakes, 4096);
+
+#if defined(bpf_target_x86)
+#define GO_RET2(x) ((x)->bx)
+#elif defined(bpf_target_arm64)
+#define GO_RET2(x) ((x)->regs[1])
+#else
+#define GO_RET2(x) 0
+#endif
+
+static __always_inline int go_client_handshake(struct pt_regs *ctx, u16 lib_id) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!wanted(pid_tgid >> 32))
+        return 0;
+    struct go_call_key_t key = {.g = GO_G(ctx), .pid = pid_tgid >> 32};
+    struct go_handshake_t hs = {.conn = GO_PARM1(ctx), .lib_id = lib_id};
+    if (key.g && hs.conn)
+        go_handshakes.update(&key, &hs);
+    return open_conn(hs.conn, FN_GO_CLIENT_HANDSHAKE, lib_id, STACK_GO);
+}
+
+int go_ret_sni(struct pt_regs *ctx) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct go_call_key_t key = {.g = GO_G(ctx), .pid = pid_tgid >> 32};
+    struct go_handshake_t *p = go_handshakes.lookup(&key);
+    if (!p)
+        return 0;
+    struct go_handshake_t hs = *p;
+    go_handshakes.delete(&key);
+    u64 name = GO_RET1(ctx), len = GO_RET2(ctx);
+    if (!name || !len)
+        return 0; /* no server name is sent (an IP address, or none configured) */
+    int created;
+    struct conn_t *c = conn_get(hs.conn, pid_tgid >> 32, &created);
+    if (!c)
+        return 0;
+    u8 *r = records.ringbuf_reserve(sizeof(struct record_header) + SNI_MAX);
+    if (!r) {
+        count(CTR_DROPPED_RECORDS, 1);
+        return 0;
+    }
+    struct record_header h = {};
+    fill_header(&h, hs.conn, c->gen, KIND_SNI, 0, FN_GO_CLIENT_HANDSHAKE, (u16)hs.lib_id);
+    h.stack = STACK_GO;
+    u32 n = len > SNI_MAX - 1 ? SNI_MAX - 1 : len;
+    n &= SNI_MAX - 1;
+    if (bpf_probe_read_user(r + sizeof(struct record_header), n, (void *)name) != 0) {
+        records.ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+        return 0;
+    }
+    h.len = n;
+    __builtin_memcpy(r, &h, sizeof(h));
+    records.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    count(CTR_RECORDS, 1);
+    return 0;
+}
+
 static __always_inline int go_return(struct pt_regs *ctx, u8 dir, u8 func) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct go_call_key_t key = {.g = GO_G(ctx), .pid = pid_tgid >> 32};
@@ -701,9 +766,7 @@ int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_
     int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, ID); }         \
     int go_rw_##ID(struct pt_regs *ctx) { return go_entry(ctx, ID); }                                \
     int go_close_##ID(struct pt_regs *ctx) { return close_conn(GO_PARM1(ctx), FN_GO_CLOSE, ID, STACK_GO); } \
-    int go_client_hs_##ID(struct pt_regs *ctx) {                                                     \
-        return open_conn(GO_PARM1(ctx), FN_GO_CLIENT_HANDSHAKE, ID, STACK_GO);                        \
-    }                                                                                                \
+    int go_client_hs_##ID(struct pt_regs *ctx) { return go_client_handshake(ctx, ID); }              \
     int go_server_hs_##ID(struct pt_regs *ctx) {                                                     \
         return open_conn(GO_PARM1(ctx), FN_GO_SERVER_HANDSHAKE, ID, STACK_GO);                        \
     }

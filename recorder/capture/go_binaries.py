@@ -32,7 +32,8 @@ log = logging.getLogger("oisp.record")
 WRITE, READ, CLOSE = "crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Close"
 CLIENT_HANDSHAKE = "crypto/tls.(*Conn).clientHandshake"
 SERVER_HANDSHAKE = "crypto/tls.(*Conn).serverHandshake"
-TLS_FUNCTIONS = (WRITE, READ, CLOSE, CLIENT_HANDSHAKE, SERVER_HANDSHAKE)
+SERVER_NAME = "crypto/tls.hostnameInSNI"  # returns the server name a client sends
+TLS_FUNCTIONS = (WRITE, READ, CLOSE, CLIENT_HANDSHAKE, SERVER_HANDSHAKE, SERVER_NAME)
 # Without these nothing can be captured: their entries and returns carry the plaintext.
 ESSENTIAL = (WRITE, READ)
 

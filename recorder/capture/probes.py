@@ -42,14 +42,15 @@ PROBES = [
 # Without these a library is useless to us: nothing would be captured.
 ESSENTIAL = {"SSL_write", "SSL_read"} | set(gb.ESSENTIAL)
 
-# Go's crypto/tls, per function: (entry function prefix, shared program for each RET or None). Read and
-# Write are probed at every return instruction, never with a uretprobe (go_binaries.py).
+# Go's crypto/tls, per function: (entry function prefix or None, shared program for each RET or None).
+# Returns are probed at every return instruction, never with a uretprobe (go_binaries.py).
 GO_PROBES = {
     gb.WRITE: ("go_rw", "go_ret_write"),
     gb.READ: ("go_rw", "go_ret_read"),
     gb.CLOSE: ("go_close", None),
     gb.CLIENT_HANDSHAKE: ("go_client_hs", None),
     gb.SERVER_HANDSHAKE: ("go_server_hs", None),
+    gb.SERVER_NAME: (None, "go_ret_sni"),  # its result, on the goroutine clientHandshake noted
 }
 
 COUNTER_NAMES = [
@@ -185,7 +186,7 @@ class CaptureProgram:
             if function is None:
                 item.missing.append(name)
                 continue
-            wanted = [(function.address, f"{entry_fn}_{lib_id}")]
+            wanted = [(function.address, f"{entry_fn}_{lib_id}")] if entry_fn else []
             wanted += [(addr, ret_fn) for addr in function.return_addresses] if ret_fn else []
             done: list[tuple[int, str]] = []
             try:

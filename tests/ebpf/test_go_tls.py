@@ -101,8 +101,9 @@ def test_every_go_call_is_one_exact_pair(go_e2e):
         assert req["attrs"]["tls_library"].endswith("/" + c["client"])
         assert req["attrs"]["socket_source"] == "go_conn"
         assert req["attrs"]["peer_address"] == "127.0.0.1:443"
-        # Go's TLS is probed without the server name: the event says it is unknown
-        assert req["attrs"]["identity_unknown"] == ["server_name"]
+        # the server name the Go client sent (crypto/tls.hostnameInSNI's result); nothing unknown
+        assert req["attrs"]["server_name"] == "api.openai.com"
+        assert "identity_unknown" not in req["attrs"]
         assert req["confidence"]["completeness"] == "full"
     assert {c["proto"] for c in calls} == {"HTTP/2.0", "HTTP/1.1"}
     assert "sk-go-test-key-0123456789" not in json.dumps(events)
@@ -211,6 +212,8 @@ def test_go_tls_server_and_python_client_both_seen(go_programs, tmp_path):
         "crypto/tls.(*Conn).serverHandshake", "crypto/tls.(*Conn).Close"}
     (socket,) = [r for r in rows if r["pid"] == server.pid and r["kind"] == "socket"]
     assert socket["socket_source"] == "go_conn" and socket["fd"] > 2
+    # a client sends a server name, a server receives one: the Go server's side has none
+    assert [(r["pid"], r["server_name"]) for r in rows if r["kind"] == "sni"] == [(client.pid, "localhost")]
     # the call is reported once, by its client end
     assert [(e["process"]["pid"], e["event_type"]) for e in events] == [
         (client.pid, "ai.request"), (client.pid, "ai.response")]
