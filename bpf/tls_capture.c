@@ -630,6 +630,37 @@ static __always_inline int go_client_handshake(struct pt_regs *ctx, u16 lib_id) 
     return open_conn(hs.conn, FN_GO_CLIENT_HANDSHAKE, lib_id, STACK_GO);
 }
 
+/* Go's entry-only probes do their work in shared programs, reached by a tail call from a per-slot stub
+ * that hands over the slot's lib_id through per-CPU scratch (the tail call runs at once, on the same
+ * CPU): a copy of open_conn/close_conn per slot would add seconds to the start-up compile. */
+#define TAIL_GO_CLOSE 0
+#define TAIL_GO_CLIENT_HS 1
+#define TAIL_GO_SERVER_HS 2
+BPF_PROG_ARRAY(go_tails, 3);
+BPF_PERCPU_ARRAY(tail_lib_id, u32, 1);
+
+static __always_inline int go_tail(struct pt_regs *ctx, u32 lib_id, int idx) {
+    u32 zero = 0;
+    u32 *slot = tail_lib_id.lookup(&zero);
+    if (!slot)
+        return 0;
+    *slot = lib_id;
+    go_tails.call(ctx, idx);
+    return 0; /* only when the shared program is not loaded */
+}
+
+static __always_inline u16 tail_lib(void) {
+    u32 zero = 0;
+    u32 *slot = tail_lib_id.lookup(&zero);
+    return slot ? (u16)*slot : 0;
+}
+
+int go_close(struct pt_regs *ctx) { return close_conn(GO_PARM1(ctx), FN_GO_CLOSE, tail_lib(), STACK_GO); }
+int go_client_hs(struct pt_regs *ctx) { return go_client_handshake(ctx, tail_lib()); }
+int go_server_hs(struct pt_regs *ctx) {
+    return open_conn(GO_PARM1(ctx), FN_GO_SERVER_HANDSHAKE, tail_lib(), STACK_GO);
+}
+
 int go_ret_sni(struct pt_regs *ctx) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct go_call_key_t key = {.g = GO_G(ctx), .pid = pid_tgid >> 32};
@@ -765,8 +796,6 @@ int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_
     int entry_ctrl_##ID(struct pt_regs *ctx) { return on_ctrl(ctx, ID); }                            \
     int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, ID); }         \
     int go_rw_##ID(struct pt_regs *ctx) { return go_entry(ctx, ID); }                                \
-    int go_close_##ID(struct pt_regs *ctx) { return close_conn(GO_PARM1(ctx), FN_GO_CLOSE, ID, STACK_GO); } \
-    int go_client_hs_##ID(struct pt_regs *ctx) { return go_client_handshake(ctx, ID); }              \
-    int go_server_hs_##ID(struct pt_regs *ctx) {                                                     \
-        return open_conn(GO_PARM1(ctx), FN_GO_SERVER_HANDSHAKE, ID, STACK_GO);                        \
-    }
+    int go_close_##ID(struct pt_regs *ctx) { return go_tail(ctx, ID, TAIL_GO_CLOSE); }                \
+    int go_client_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, ID, TAIL_GO_CLIENT_HS); }        \
+    int go_server_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, ID, TAIL_GO_SERVER_HS); }

@@ -52,6 +52,7 @@ GO_PROBES = {
     gb.SERVER_HANDSHAKE: ("go_server_hs", None),
     gb.SERVER_NAME: (None, "go_ret_sni"),  # its result, on the goroutine clientHandshake noted
 }
+GO_TAILS = ("go_close", "go_client_hs", "go_server_hs")  # by TAIL_GO_* index
 
 COUNTER_NAMES = [
     "records",
@@ -114,6 +115,10 @@ class CaptureProgram:
         log.info("compiled capture program in %.2f s (%d library slots)", time.monotonic() - started,
                  self.slots)
         self.cfg = cfg
+        # the shared programs Go's per-slot entry stubs tail-call (bpf/tls_capture.c, go_tail)
+        tails = self.bpf["go_tails"]
+        for index, name in enumerate(GO_TAILS):
+            tails[ctypes.c_int(index)] = ctypes.c_int(self.bpf.load_func(name, bpf_cls.KPROBE).fd)
         self.attached: dict[int, AttachedLibrary] = {}
         # Go programs with crypto/tls found but not probeable, by file (filled by discovery)
         self.unsupported_go: dict[tuple[int, int], str] = {}
