@@ -5,7 +5,8 @@ ConfigMap's config file, limits), recording a workload container made from the s
 stdlib Python client (testbed/container_client.py) through the container's own libssl, calling the
 fake OpenAI on the host under its real name. The analyzer on the host, and the image's live analyzer
 (/output/events.jsonl on the host), must report the calls with the workload container's id, its
-runtime and the library path as the container sees it.
+runtime and the library path as the container sees it. And a stripped static Go program
+(testbed/go/aiclient, Go's own crypto/tls) run in such a container the same way.
 
 Root, podman, runc and debootstrap are needed: without them these tests skip locally and fail in CI.
 The images are built once a session; podman's layer cache makes a rebuild after a code change short.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,9 +25,11 @@ import pytest
 
 from conftest import BIN, REPO
 from helpers.deploy_manifests import split_pending
+from helpers.go_programs import build
 from helpers.sensor_containers import (
     CONTAINER_LIBSSL,
     NODE_NAME,
+    GoWorkload,
     Pod,
     Sampler,
     Workload,
@@ -98,10 +102,11 @@ def provider(sensor, tmp_path_factory):
 
 @pytest.fixture
 def workloads(provider, tmp_path):
+    """Start workload containers (a Workload, or another kind's with its arguments); removed after."""
     started = []
 
-    def start(calls: int, interval: float = 0.0) -> Workload:
-        w = Workload(*provider, tmp_path / f"workload{len(started)}", calls, interval)
+    def start(*args, kind=Workload, **kwargs):
+        w = kind(*provider, tmp_path / f"workload{len(started)}", *args, **kwargs)
         started.append(w)
         return w
 
@@ -148,6 +153,24 @@ def analyze_on_host(pod: Pod, out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+def reported_on_host(pod: Pod, cid: str, count: int, out: Path) -> list[dict]:
+    """The container's events, from the host analyzer, once the segments the sensor published since
+    the workload ended hold at least `count` of them (each may hold its last calls: 10 s rotation)."""
+    before = published_segments(pod)
+    analyzed: set[Path] = set()
+
+    def reported():
+        published = published_segments(pod)
+        if not published - before or published == analyzed:
+            return None
+        analyzed.update(published)
+        found = events_of(analyze_on_host(pod, out), cid)
+        return found if len(found) >= count else None
+
+    return wait_for(reported, f"{count} events of container {cid[:12]} in published segments", timeout=90,
+                    interval=0.5, alive=pod.containers["recorder"].running)
+
+
 @pytest.mark.ebpf
 def test_host_analyzer_reports_the_workload_container(sensor, provider, workloads, tmp_path):
     calls = 3
@@ -157,21 +180,7 @@ def test_host_analyzer_reports_the_workload_container(sensor, provider, workload
     assert result["answers"] == [fake_providers.ANSWER] * calls
     # the cgroup path podman gives the container names it, as recorder/identity/containers.py expects
     assert f"libpod-{w.cid}" in result["cgroup"]
-    before = published_segments(sensor)
-
-    analyzed: set[Path] = set()
-
-    def reported():
-        # each segment published after the workload ended may hold its last calls (10 s rotation)
-        published = published_segments(sensor)
-        if not published - before or published == analyzed:
-            return None
-        analyzed.update(published)
-        found = events_of(analyze_on_host(sensor, tmp_path / "events.jsonl"), w.cid)
-        return found if len(found) >= 2 * calls else None
-
-    found = wait_for(reported, "the workload's calls in published segments", timeout=90, interval=0.5,
-                     alive=sensor.containers["recorder"].running)
+    found = reported_on_host(sensor, w.cid, 2 * calls, tmp_path / "events.jsonl")
     check_workload_events(found, w, calls, provider[0].port)
 
 
@@ -230,6 +239,57 @@ def test_sensor_processes_have_the_manifests_privileges_and_no_more(sensor):
         root = next(line.split() for line in Path(f"/proc/{c.pid}/mountinfo").read_text().splitlines()
                     if line.split()[4] == "/")
         assert "ro" in root[5].split(","), (name, root)
+
+
+@pytest.fixture(scope="module")
+def stripped_go_client(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("go-programs"), ("aiclient-stripped",))["aiclient-stripped"]
+
+
+GO_API_KEY = "sk-go-test-key-0123456789"  # what testbed/go/aiclient sends
+
+
+@pytest.mark.ebpf
+def test_stripped_go_program_in_a_container_is_captured(sensor, provider, workloads, stripped_go_client,
+                                                        tmp_path):
+    """Go's crypto/tls is in the program's own file: discovery finds it in the maps of the container's
+    process, by the path the container sees, with no symbols to go by."""
+    server, recorder = provider[0], sensor.containers["recorder"]
+    w = workloads(stripped_go_client, kind=GoWorkload)
+    w.go(recorder)
+    calls = {c["marker"]: c for c in w.result()}
+    assert set(calls) == {"[go-container-chat]", "[go-container-stream]"}
+    stripped = rf"probed Go program /app/aiclient-stripped \(maps of pid {w.pid}, go1\.[\d.]+, stripped,"
+    assert re.search(stripped, recorder.logs())
+    found = reported_on_host(sensor, w.cid, 2 * len(calls), tmp_path / "events.jsonl")
+    assert [e["event_type"] for e in found] == ["ai.request", "ai.response"] * len(calls)
+    for e in found:
+        assert e["host"]["container"]["runtime"] == "podman"
+        assert e["attrs"]["container_runtime"] == "podman"
+        assert e["attrs"]["tls_stack"] == "go"
+        assert e["attrs"]["tls_library"] == "/app/aiclient-stripped"
+        assert e["attrs"]["http_version"] == "2"
+        assert e["process"]["pid"] == w.pid
+        assert e["data"]["provider"]["name"] == "openai"
+        assert e["data"]["provider"]["endpoint"] == f"https://api.openai.com:{server.port}/v1/chat/completions"
+        assert e["attrs"]["socket_source"] == "go_conn"  # read from the *tls.Conn
+        assert e["attrs"]["peer_address"] == f"{server.host}:{server.port}"
+        # Go's TLS is probed without the server name: the event says it is unknown
+        assert e["attrs"]["identity_unknown"] == ["server_name"]
+        assert e["confidence"]["completeness"] == "full"
+    for req, resp in zip(found[::2], found[1::2], strict=True):
+        assert resp["related_events"][0]["event_id"] == req["event_id"]
+        c = calls.pop(req["data"]["messages"][0]["content"].split(" ", 1)[0])
+        assert c["proto"] == "HTTP/2.0" and c["status"] == 200
+        assert bool(req["data"].get("streaming")) is c["streaming"]
+        assert resp["data"]["model"]["id"] == c["model"]
+        assert resp["data"]["choices"][0]["message"]["content"] == c["answer"]
+        tokens = resp["data"]["usage"]
+        assert (tokens["prompt_tokens"], tokens["completion_tokens"]) == (c["prompt_tokens"],
+                                                                          c["completion_tokens"])
+    assert not calls  # each call once
+    text = json.dumps(found)
+    assert GO_API_KEY not in text and GO_API_KEY[3:] not in text
 
 
 @pytest.mark.ebpf

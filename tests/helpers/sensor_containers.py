@@ -343,29 +343,34 @@ def bridge_gateway() -> str:
 
 # ---- a workload container ----
 
-class Workload:
-    """A container from the base image running testbed/container_client.py against the provider."""
+class ContainerWorkload:
+    """A program (a fresh copy of its file, a new inode to the recorder) in a container from the base
+    image, calling the provider under its real name; it prints its ready line and waits for /control/go.
+    Subclasses say how it is run, what it prints and which TLS file the recorder must probe in it."""
 
-    def __init__(self, server, ca_file: Path, tmp: Path, calls: int, interval: float = 0.0,
-                 prompt_bytes: int = 0):
+    ready_line = ""
+    # the TLS file the recorder must say it probed, by the name the container's processes see
+    libraries: tuple[str, ...] = ()
+
+    def __init__(self, server, ca_file: Path, tmp: Path, program: Path, mount: str, command: list[str],
+                 env: dict[str, str] | None = None):
         self.control = tmp / "control"
         self.control.mkdir(parents=True)
-        shutil.copy(REPO / "testbed" / "container_client.py", tmp / "client.py")
+        copy = tmp / Path(mount).name
+        shutil.copy(program, copy)  # with its mode: an executable stays executable
         shutil.copy(ca_file, tmp / "ca.pem")
-        out = podman("run", "--detach", *RUN_OPTS, "--add-host", f"api.openai.com:{server.host}",
-                     "--volume", f"{tmp / 'client.py'}:/app/client.py:ro",
-                     "--volume", f"{tmp / 'ca.pem'}:/app/ca.pem:ro", "--volume", f"{self.control}:/control",
-                     BASE_IMAGE, "python3", "/app/client.py", f"https://api.openai.com:{server.port}/v1",
-                     "/app/ca.pem", "--calls", str(calls), "--interval", str(interval),
-                     "--go", "/control/go", "--stop", "/control/stop", "--prompt-bytes", str(prompt_bytes))
+        env_args = [a for name, value in (env or {}).items() for a in ("--env", f"{name}={value}")]
+        out = podman("run", "--detach", *RUN_OPTS, *env_args, "--add-host", f"api.openai.com:{server.host}",
+                     "--volume", f"{copy}:{mount}:ro", "--volume", f"{tmp / 'ca.pem'}:/app/ca.pem:ro",
+                     "--volume", f"{self.control}:/control", BASE_IMAGE, *command)
         self.cid = out.stdout.strip().splitlines()[-1]
         self.container = PodContainer("workload", {}, self.cid, {}, {})
-        wait_for(lambda: self.container.logs().startswith("ready"), "workload ready (TLS loaded)", timeout=60,
-                 alive=self.container.running, interval=0.05)
-        self.pid = self.container.pid  # the client is the container's first process: its host pid
+        wait_for(lambda: self.container.logs().startswith(self.ready_line), "workload ready (TLS loaded)",
+                 timeout=60, alive=self.container.running, interval=0.05)
+        self.pid = self.container.pid  # the program is the container's first process: its host pid
 
     def go(self, recorder: PodContainer) -> None:
-        """Start calling once the recorder has probed the container's own libssl (its log says so)."""
+        """Start calling once the recorder has probed the container's TLS file (its log says so)."""
         probed = re.compile(rf"new TLS library (\S+) (?:opened by|in) pid {self.pid}\b")
         refused = re.compile(rf"library \S+ \((?:opened by|maps of) pid {self.pid}\): essential symbols")
 
@@ -373,29 +378,65 @@ class Workload:
             log = recorder.logs()
             if refused.search(log):
                 raise AssertionError(
-                    f"the kernel refused the recorder's uprobes on pid {self.pid}'s libssl. Another uprobe "
+                    f"the kernel refused the recorder's uprobes on pid {self.pid}'s TLS file. Another uprobe "
                     f"user probes that file with another reference-counter offset (docs/recorder.md, "
                     f"Capabilities, bcc 0.26); other recorders running here: {other_recorders(recorder)}")
             m = probed.search(log)
             return m and m.group(1)
 
-        self.library = wait_for(attached, f"the recorder probing the libssl of pid {self.pid}", timeout=30,
+        self.library = wait_for(attached, f"the recorder probing the TLS file of pid {self.pid}", timeout=30,
                                 interval=0.1)
-        # the base image's own file, by the name the container's loader opened it (/lib is /usr/lib)
-        assert self.library in CONTAINER_LIBSSL, self.library
+        assert self.library in self.libraries, self.library
         (self.control / "go").touch()
+
+    def output(self) -> list[str]:
+        """The program's output lines once it has exited, with success."""
+        code = int(podman("wait", self.cid, timeout=120).stdout.strip())
+        lines = self.container.logs().splitlines()
+        assert code == 0, "\n".join(lines[-20:])
+        return lines
+
+    def remove(self) -> None:
+        self.container.remove()
+
+
+class Workload(ContainerWorkload):
+    """testbed/container_client.py: stdlib Python through the container's own libssl."""
+
+    ready_line = "ready"  # once its libssl is loaded
+    libraries = CONTAINER_LIBSSL  # the base image's own file (/lib is /usr/lib)
+
+    def __init__(self, server, ca_file: Path, tmp: Path, calls: int, interval: float = 0.0,
+                 prompt_bytes: int = 0):
+        super().__init__(server, ca_file, tmp, REPO / "testbed" / "container_client.py", "/app/client.py", [
+            "python3", "/app/client.py", f"https://api.openai.com:{server.port}/v1", "/app/ca.pem",
+            "--calls", str(calls), "--interval", str(interval), "--go", "/control/go",
+            "--stop", "/control/stop", "--prompt-bytes", str(prompt_bytes)])
 
     def stop(self) -> None:
         (self.control / "stop").touch()
 
     def result(self) -> dict:
-        code = int(podman("wait", self.cid, timeout=120).stdout.strip())
-        lines = self.container.logs().splitlines()
-        assert code == 0, "\n".join(lines[-20:])
-        return json.loads(lines[-1])
+        return json.loads(self.output()[-1])
 
-    def remove(self) -> None:
-        self.container.remove()
+
+class GoWorkload(ContainerWorkload):
+    """A build of testbed/go/aiclient (tests/helpers/go_programs.py; static, so it runs in the base
+    image): Go's own crypto/tls in the program's file, its CA from SSL_CERT_FILE."""
+
+    ready_line = '{"ready": true}'
+
+    def __init__(self, server, ca_file: Path, tmp: Path, program: Path, scenario: str = "basic",
+                 tag: str = "go-container"):
+        mount = f"/app/{program.name}"
+        self.libraries = (mount,)
+        super().__init__(server, ca_file, tmp, program, mount, [
+            mount, "-base", f"https://api.openai.com:{server.port}", "-scenario", scenario, "-tag", tag,
+            "-wait-file", "/control/go"], env={"SSL_CERT_FILE": "/app/ca.pem"})
+
+    def result(self) -> list[dict]:
+        """One line per call: marker, model, answer, token counts, protocol, pid (in the container)."""
+        return [json.loads(line) for line in self.output()[1:]]
 
 
 def other_recorders(ours: PodContainer) -> list[str]:
