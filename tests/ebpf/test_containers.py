@@ -274,8 +274,9 @@ def test_stripped_go_program_in_a_container_is_captured(sensor, provider, worklo
         assert e["data"]["provider"]["endpoint"] == f"https://api.openai.com:{server.port}/v1/chat/completions"
         assert e["attrs"]["socket_source"] == "go_conn"  # read from the *tls.Conn
         assert e["attrs"]["peer_address"] == f"{server.host}:{server.port}"
-        # Go's TLS is probed without the server name: the event says it is unknown
-        assert e["attrs"]["identity_unknown"] == ["server_name"]
+        # the server name the Go client sent (crypto/tls.hostnameInSNI's result): nothing unknown
+        assert e["attrs"]["server_name"] == "api.openai.com"
+        assert "identity_unknown" not in e["attrs"]
         assert e["confidence"]["completeness"] == "full"
     for req, resp in zip(found[::2], found[1::2], strict=True):
         assert resp["related_events"][0]["event_id"] == req["event_id"]
