@@ -54,3 +54,22 @@ def test_version_1_segments_still_analyze(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*), count(server_name), count(pod_uid) FROM connections").fetchone() \
         == (1, 0, 0)
+
+
+def test_connection_attrs_say_the_tls_stack_and_what_is_unknown():
+    from analyzer.ai.context import connection_attrs
+    from analyzer.model import ConnectionInfo
+
+    def info(**kw) -> ConnectionInfo:
+        return ConnectionInfo("node", "1-ab-2", 1, 1, "app", 0, 1, "/app/server", **kw)
+
+    # format 2 segments name no stack: their events stay as they were, saying nothing more
+    assert "tls_stack" not in connection_attrs(info()) and "identity_unknown" not in connection_attrs(info())
+    client = connection_attrs(info(tls_stack="go", server_name="api.openai.com", peer_ip="10.0.0.1",
+                                   peer_port=443, fd=7, socket_source="go_conn"))
+    assert client["tls_stack"] == "go" and "identity_unknown" not in client
+    # a server's end: no name was sent to it, and its accepted socket closed before it was looked up
+    server = connection_attrs(info(tls_stack="go", fd=4, socket_source="go_conn"))
+    assert server["identity_unknown"] == ["server_name", "peer_address"]
+    assert connection_attrs(info(tls_stack="openssl"))["identity_unknown"] == ["server_name", "peer_address",
+                                                                              "socket_fd"]

@@ -222,3 +222,59 @@ def test_buildinfo_layouts():
 ])
 def test_register_abi(version, arch, expected):
     assert go_binaries.has_register_abi(version, arch) == expected
+
+
+def _with_version(program: Path, dest: Path, version: str) -> Path:
+    """A copy whose build info claims another Go version of the same length."""
+    data = bytearray(program.read_bytes())
+    start, size = _section(program, ".go.buildinfo")
+    at = start + bytes(data[start:start + size]).index(b"go1.")
+    data[at:at + len(version)] = version.encode()
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_which_programs_can_be_probed(built, tmp_path):
+    client, notls = inspect(str(built["client"])), inspect(str(built["notls"]))
+    assert client.has_tls and go_binaries.unsupported_reason(client) is None
+    assert not notls.has_tls
+    other = "arm64" if client.arch == "amd64" else "amd64"
+    assert go_binaries.unsupported_reason(client, host_arch=other) == (
+        f"built for {client.arch}, this node runs {other}")
+    old = inspect(str(_with_version(built["stripped"], tmp_path / "old", "go1.16.8")))
+    assert old.go_version == "go1.16.8" and old.has_tls and not old.register_abi
+    assert "go1.16.8 passes arguments on the stack" in go_binaries.unsupported_reason(old)
+    # the return probes are where the data is: every function the probes need has them
+    assert all(client.functions[name].return_addresses for name in go_binaries.ESSENTIAL)
+    for f in client.functions.values():
+        assert [a - f.address for a in f.return_addresses] == [o - f.entry_offset for o in f.return_offsets]
+
+
+def _fake_proc(tmp_path: Path, programs: dict[int, Path]) -> Path:
+    """A /proc with one process per program: its exe, no other mappings, root the real /."""
+    proc = tmp_path / "proc"
+    for pid, program in programs.items():
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "exe").symlink_to(program)
+        (proc / str(pid) / "maps").write_text("")
+        (proc / str(pid) / "root").symlink_to("/")
+    return proc
+
+
+def test_finder_probes_go_programs_and_says_once_which_it_cannot(built, tmp_path, caplog):
+    old = _with_version(built["client"], tmp_path / "aiclient-old", "go1.16.8")
+    proc = _fake_proc(tmp_path, {10: built["client"], 11: built["notls"], 12: old, 13: old})
+    finder = libraries.LibraryFinder(proc)
+    (found,) = finder.tls_files(10)
+    assert found.go is not None and found.tls_stack == "go" and found.display_path == str(built["client"])
+    assert finder.tls_files(11) == []  # Go without crypto/tls: left alone, without a word
+    with caplog.at_level("WARNING", logger="oisp.record"):
+        assert finder.tls_files(12) == [] and finder.tls_files(13) == [] and finder.tls_files(12) == []
+    said = [r.getMessage() for r in caplog.records if "cannot be probed" in r.getMessage()]
+    arch = found.go.arch
+    assert said == [f"Go program {old} (go1.16.8, {arch}) uses crypto/tls but cannot be probed: go1.16.8 "
+                    "passes arguments on the stack (the register ABI came with go1.17 on amd64, go1.18 on "
+                    "arm64)"]
+    why = said[0].split(": ", 1)[1]
+    assert list(finder.unsupported_go.values()) == [f"{old} (go1.16.8, {arch}): {why}"]
+    assert not any("notls" in r.getMessage() for r in caplog.records)

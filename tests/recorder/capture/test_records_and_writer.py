@@ -15,13 +15,13 @@ from recorder.capture.records import HEADER_SIZE, RecordDecoder
 from recorder.store.writer import SegmentWriter
 
 SSL, GEN, PID = 0x5555AAAA0000, 7, 4242
-HEADER = struct.Struct("<6Q4IH3B3x16s")  # bpf/tls_capture.h, written out independently
+HEADER = struct.Struct("<6Q4IH4B2x16s")  # bpf/tls_capture.h, written out independently
 assert HEADER.size == HEADER_SIZE
 
 
-def rec(kind, offset=0, length=0, direction=0, func=2, call_len=None, data=b""):
+def rec(kind, offset=0, length=0, direction=0, func=2, call_len=None, data=b"", stack=1):
     header = HEADER.pack(1_000 + offset, SSL, GEN, offset, call_len if call_len is not None else length,
-                         99, PID, PID + 1, 1000, length, 0, kind, direction, func, b"client\0")
+                         99, PID, PID + 1, 1000, length, 0, kind, direction, func, stack, b"client\0")
     return header + data
 
 
@@ -41,6 +41,22 @@ def test_data_rows_carry_identity_and_bytes():
     assert data["conn_id"] == sf.conn_id(PID, SSL, GEN)
     assert data["lib_path"] == "/lib/libssl.so.3" and data["node"] == "node-a"
     assert rows[0]["func"] == "SSL_do_handshake"
+    assert {r["tls_stack"] for r in rows} == {"openssl"}
+
+
+def test_go_records_name_their_stack_functions_and_socket_source():
+    socket = struct.pack("<iHH16sB7x", 6, 2, 443, bytes([127, 0, 0, 1]) + bytes(12), 3)
+    _, rows = decode(rec(3, func=16, stack=2), rec(6, length=len(socket), func=13, data=socket, stack=2),
+                     rec(1, 0, 5, func=13, data=b"hello", stack=2), rec(1, 0, 2, direction=1, func=14,
+                                                                      data=b"ok", stack=2),
+                     rec(4, offset=5, call_len=2, func=15, stack=2), rec(1, 0, 1, data=b"x", stack=7))
+    assert [(r["kind"], r["func"], r["tls_stack"]) for r in rows] == [
+        ("open", "crypto/tls.(*Conn).clientHandshake", "go"), ("socket", "crypto/tls.(*Conn).Write", "go"),
+        ("data", "crypto/tls.(*Conn).Write", "go"), ("data", "crypto/tls.(*Conn).Read", "go"),
+        ("close", "crypto/tls.(*Conn).Close", "go"),
+        ("data", "SSL_write_ex", None)]  # an unknown stack byte is null, not a guess
+    assert (rows[1]["fd"], rows[1]["peer_ip"], rows[1]["peer_port"], rows[1]["socket_source"]) == (
+        6, "127.0.0.1", 443, sf.SOCKET_SOURCE_GO_CONN)
 
 
 def test_offset_jump_becomes_unexplained_gap_and_late_kernel_gap_is_not_doubled():
