@@ -12,7 +12,9 @@ Usage: sudo .venv/bin/python bench/discovery_latency.py [TRIALS]
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -28,9 +30,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from go_probe_overhead import BUILD_ROOT, wait_for_quiet  # noqa: E402
 from report import write_section  # noqa: E402
 
 from conftest import read_segments  # noqa: E402
+from helpers.go_programs import build  # noqa: E402
 from testbed.https_server import HttpsServer  # noqa: E402
 from testbed.pki import make_pki  # noqa: E402
 
@@ -54,6 +58,18 @@ def node_trial(work: Path, i: int, port: int, ca: Path) -> list[str]:
             str(INTERVAL_MS)]
 
 
+@functools.cache
+def aiclient() -> Path:
+    return build(BUILD_ROOT, ("aiclient",))["aiclient"]
+
+
+def go_trial(work: Path, i: int, port: int, ca: Path) -> list[str]:
+    copy = work / f"aiclient-{i}"
+    shutil.copy2(aiclient(), copy)
+    return [str(copy), "-base", f"https://localhost:{port}", "-scenario", "repeat", "-n", str(COUNT),
+            "-interval-ms", str(INTERVAL_MS)]
+
+
 def main() -> None:
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     work = Path(tempfile.mkdtemp(prefix="discovery-bench-"))
@@ -71,10 +87,15 @@ def main() -> None:
     kinds = [("python, private libssl", python_trial)]
     if shutil.which("node"):
         kinds.append(("node (OpenSSL inside)", node_trial))
+    if shutil.which("go"):
+        kinds.append(("Go (crypto/tls)", go_trial))
+    env = {**os.environ, "SSL_CERT_FILE": str(pki.ca_file)}  # the Go client's trust store
     try:
         for label, make in kinds:
             for i in range(trials):
-                out = subprocess.run(make(work, i, server.port, pki.ca_file), cwd=REPO, capture_output=True,
+                command = make(work, i, server.port, pki.ca_file)
+                wait_for_quiet({rec.pid})  # another recorder probing the client would slow it down
+                out = subprocess.run(command, cwd=REPO, capture_output=True, env=env,
                                      text=True, timeout=120, check=True)
                 runs.append((label, json.loads(out.stdout)))
     finally:
