@@ -4,8 +4,9 @@ Each trial runs a client whose TLS library file is new to the recorder (a fresh 
 inode), started after the recorder: a Python `ssl` client in its own mount namespace with a private
 libssl (as a container brings its own), a copy of the `node` binary (OpenSSL linked in) and a copy
 of the Go client testbed/go/aiclient (crypto/tls compiled in). The client opens a new TLS connection
-every 10 ms from its start; the segments then say which requests were captured. Reported per trial: when the first request left (ms after exec), when the first
-captured one left, and how many were missed.
+every 10 ms from its start; the segments then say which requests were captured. Reported per
+trial: when the first request left (ms after exec), when the first captured one left, and how many
+were missed.
 
 Usage: sudo .venv/bin/python bench/discovery_latency.py [TRIALS]
 """
