@@ -2,17 +2,20 @@
 
 Each trial runs a client whose TLS library file is new to the recorder (a fresh copy, so a new
 inode), started after the recorder: a Python `ssl` client in its own mount namespace with a private
-libssl (as a container brings its own), and a copy of the `node` binary (OpenSSL linked in). The
-client opens a new TLS connection every 10 ms from its start; the segments then say which requests
-were captured. Reported per trial: when the first request left (ms after exec), when the first
-captured one left, and how many were missed.
+libssl (as a container brings its own), a copy of the `node` binary (OpenSSL linked in) and a copy
+of the Go client testbed/go/aiclient (crypto/tls compiled in). The client opens a new TLS connection
+every 10 ms from its start; the segments then say which requests were captured. Reported per
+trial: when the first request left (ms after exec), when the first captured one left, and how many
+were missed.
 
 Usage: sudo .venv/bin/python bench/discovery_latency.py [TRIALS]
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -28,9 +31,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from go_probe_overhead import BUILD_ROOT  # noqa: E402
 from report import write_section  # noqa: E402
 
 from conftest import read_segments  # noqa: E402
+from helpers.go_programs import build  # noqa: E402
 from testbed.https_server import HttpsServer  # noqa: E402
 from testbed.pki import make_pki  # noqa: E402
 
@@ -54,6 +59,18 @@ def node_trial(work: Path, i: int, port: int, ca: Path) -> list[str]:
             str(INTERVAL_MS)]
 
 
+@functools.cache
+def aiclient() -> Path:
+    return build(BUILD_ROOT, ("aiclient",))["aiclient"]
+
+
+def go_trial(work: Path, i: int, port: int, ca: Path) -> list[str]:
+    copy = work / f"aiclient-{i}"
+    shutil.copy2(aiclient(), copy)
+    return [str(copy), "-base", f"https://localhost:{port}", "-scenario", "repeat", "-n", str(COUNT),
+            "-interval-ms", str(INTERVAL_MS)]
+
+
 def main() -> None:
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     work = Path(tempfile.mkdtemp(prefix="discovery-bench-"))
@@ -71,10 +88,14 @@ def main() -> None:
     kinds = [("python, private libssl", python_trial)]
     if shutil.which("node"):
         kinds.append(("node (OpenSSL inside)", node_trial))
+    if shutil.which("go"):
+        kinds.append(("Go (crypto/tls)", go_trial))
+    env = {**os.environ, "SSL_CERT_FILE": str(pki.ca_file)}  # the Go client's trust store
     try:
         for label, make in kinds:
             for i in range(trials):
-                out = subprocess.run(make(work, i, server.port, pki.ca_file), cwd=REPO, capture_output=True,
+                command = make(work, i, server.port, pki.ca_file)
+                out = subprocess.run(command, cwd=REPO, capture_output=True, env=env,
                                      text=True, timeout=120, check=True)
                 runs.append((label, json.loads(out.stdout)))
     finally:
@@ -107,7 +128,12 @@ def main() -> None:
     body = ("## Discovery: exec to first captured TLS write\n\n"
             f"A client with a TLS library file the recorder has never seen (`bench/discovery_latency.py`) "
             f"opens a new connection every {INTERVAL_MS} ms from its start; `missed` counts the requests "
-            "sent before its library was probed.\n\n" + "\n".join(lines))
+            "sent before its library was probed. The Go client is a fresh copy of `testbed/go/aiclient` "
+            "(`-scenario repeat`): crypto/tls is compiled into the program, so the recorder must find the "
+            "program's own Write and Read and disassemble them for their RET instructions before it can "
+            "probe them; its `first request sent` is when the connection was up (after the handshake), "
+            "like the others'. These runs shared the machine's 2 cores with another session's tests: "
+            "a busy moment adds tens of ms to both columns.\n\n" + "\n".join(lines))
     print(body)
     write_section("discovery_latency", body)
     if not keep:

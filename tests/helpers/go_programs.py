@@ -21,7 +21,9 @@ PROGRAMS = {
     "aiclient-stripped": ("aiclient", ["-ldflags=-s -w"]),
     "tlsserver": ("tlsserver", []),
     "notls": ("notls", []),
+    "tlsbench": ("tlsbench", []),  # bench/go_probe_overhead.py only
 }
+TEST_PROGRAMS = ("aiclient", "aiclient-stripped", "tlsserver", "notls")
 
 
 def require_go() -> None:
@@ -31,7 +33,7 @@ def require_go() -> None:
         pytest.skip("go is not installed")
 
 
-def build(root: Path, names: tuple[str, ...] = tuple(PROGRAMS)) -> dict[str, Path]:
+def build(root: Path, names: tuple[str, ...] = TEST_PROGRAMS) -> dict[str, Path]:
     """Build the named programs into root; returns name -> path."""
     require_go()
     env = {**os.environ, "GOCACHE": str(root / "cache"), "GOPATH": str(root / "gopath"),

@@ -5,6 +5,11 @@
 // HTTP/2 is Go's default over TLS; GODEBUG=http2client=0 makes it HTTP/1.1.
 //
 //	aiclient -base https://api.openai.com -scenario basic|concurrent|big|loop [-n N] [-tag T] [-wait | -wait-file F] [-stop-file F]
+//	aiclient -base https://localhost:PORT -scenario repeat -n N [-interval-ms 10]
+//
+// The repeat scenario (bench/discovery_latency.py) sends N requests `POST /go/<i>`, each on a new
+// connection, one every interval from the process's start, and prints {"pid", "sent": [{"i", "t_ms"}]}:
+// t_ms counted from exec, on the boot clock, as testbed/tls_repeat_client.py does.
 package main
 
 import (
@@ -13,11 +18,15 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 type usage struct {
@@ -118,6 +127,58 @@ func call(base, marker, model string, stream bool, padding int) (result, error) 
 	return r, scanner.Err()
 }
 
+// bootNs is CLOCK_BOOTTIME in ns: the clock of /proc/<pid>/stat's start time.
+func bootNs() int64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 7 /* CLOCK_BOOTTIME */, uintptr(unsafe.Pointer(&ts)), 0)
+	return ts.Nano()
+}
+
+// startedNs is the process's start (exec) in ns of the boot clock, from /proc/self/stat (in ticks of
+// USER_HZ, 100 on Linux).
+func startedNs() int64 {
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	fmt.Sscan(fields[19], &ticks)
+	return ticks * 10_000_000
+}
+
+// repeat sends n requests on new connections, one every interval, and prints when each was sent.
+func repeat(base string, n int, interval time.Duration) error {
+	start := startedNs()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	type sent struct {
+		I   int     `json:"i"`
+		TMs float64 `json:"t_ms"`
+	}
+	var times []sent
+	for i := 0; i < n; i++ {
+		req, err := http.NewRequest("POST", fmt.Sprintf("%s/go/%d", base, i),
+			strings.NewReader(fmt.Sprintf("go request %d", i)))
+		if err != nil {
+			return err
+		}
+		// sent: once the connection is up (TLS handshake done), as the other clients count it
+		trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+			times = append(times, sent{i, float64(bootNs()-start) / 1e6})
+		}}
+		resp, err := c.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if i+1 < n {
+			time.Sleep(interval) // the workload's pacing, not a synchronisation
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(map[string]interface{}{"pid": os.Getpid(), "sent": times})
+}
+
 func main() {
 	base := flag.String("base", "https://api.openai.com", "API base URL")
 	scenario := flag.String("scenario", "basic", "basic, concurrent, big or loop")
@@ -126,6 +187,7 @@ func main() {
 	wait := flag.Bool("wait", false, "print {\"ready\": true} and wait for a line on stdin before calling")
 	waitFile := flag.String("wait-file", "", "print {\"ready\": true} and wait until this file exists")
 	stopFile := flag.String("stop-file", "", "loop: stop (before n calls) once this file exists")
+	intervalMs := flag.Int("interval-ms", 10, "repeat: milliseconds between requests")
 	flag.Parse()
 	// the test starts (or checks) the recorder in between: the program is probed before its first call
 	if *wait {
@@ -186,6 +248,11 @@ func main() {
 				err = fmt.Errorf("call %d: status %d, answer %q", i, r.Status, r.Answer)
 			}
 			emit(r, err)
+		}
+	case "repeat":
+		if err := repeat(*base, *n, time.Duration(*intervalMs)*time.Millisecond); err != nil {
+			fmt.Fprintln(os.Stderr, "call failed:", err)
+			os.Exit(1)
 		}
 	default:
 		fmt.Fprintln(os.Stderr, "unknown scenario", *scenario)

@@ -1,0 +1,3 @@
+module oisp.test/tlsbench
+
+go 1.19
