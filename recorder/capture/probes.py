@@ -53,6 +53,7 @@ GO_PROBES = {
     gb.SERVER_NAME: (None, "go_ret_sni"),  # its result, on the goroutine clientHandshake noted
 }
 GO_TAILS = ("go_close", "go_client_hs", "go_server_hs")  # by TAIL_GO_* index
+SHARED_RETURNS = sorted({fn for _, _, fn in PROBES if fn} | {fn for _, fn in GO_PROBES.values() if fn})
 
 COUNTER_NAMES = [
     "records",
@@ -119,6 +120,10 @@ class CaptureProgram:
         tails = self.bpf["go_tails"]
         for index, name in enumerate(GO_TAILS):
             tails[ctypes.c_int(index)] = ctypes.c_int(self.bpf.load_func(name, bpf_cls.KPROBE).fd)
+        # Loaded now, not at the first file that needs them: verifying their chunk loop took 40 ms,
+        # which a program attached after an exec would spend while it makes its first calls.
+        for name in SHARED_RETURNS:
+            self.bpf.load_func(name, bpf_cls.KPROBE)
         self.attached: dict[int, AttachedLibrary] = {}
         # Go programs with crypto/tls found but not probeable, by file (filled by discovery)
         self.unsupported_go: dict[tuple[int, int], str] = {}
