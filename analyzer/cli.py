@@ -224,15 +224,15 @@ def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
     """Live mode until SIGTERM/SIGINT: analyzer/live/follow.py."""
     import logging
     import signal
-    import threading
 
     from analyzer.live.follow import FollowError, FollowOptions, run
     from analyzer.live.metrics import FollowMetrics, FollowStats
+    from analyzer.live.stop_flag import StopFlag
 
     logging.basicConfig(level="INFO", stream=sys.stderr,
                         format="%(asctime)s oisp-analyze %(levelname)s %(message)s")
     log = logging.getLogger("oisp.analyze")
-    stop = threading.Event()
+    stop = StopFlag()  # not a threading.Event: its set() can deadlock in a signal handler
 
     def on_signal(signum, _frame):
         log.info("received %s: finishing the current segment, then stopping", signal.Signals(signum).name)

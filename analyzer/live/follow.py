@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from analyzer.live import checkpoint
 from analyzer.live.checkpoint import ALWAYS, Checkpoint, CheckpointError, Key
 from analyzer.live.metrics import FollowStats
+from analyzer.live.stop_flag import StopFlag
 from analyzer.model import ConnectionInfo, Exchange
 from analyzer.pipeline import Pipeline
 from analyzer.segments.reader import ReadReport, one_line, read_batches
@@ -175,7 +176,7 @@ class Follower:
                         self.opts.output)
             return None
 
-    def replay(self, stop: threading.Event) -> bool:
+    def replay(self, stop: StopFlag | threading.Event) -> bool:
         """Re-read the segments of the connections open at the checkpoint; False if stopped first."""
         for name in self.to_reread:
             if stop.is_set():
@@ -355,7 +356,7 @@ class Follower:
             log.info("%s", piece)
 
 
-def run(opts: FollowOptions, cfg, stats: FollowStats, stop: threading.Event) -> int:
+def run(opts: FollowOptions, cfg, stats: FollowStats, stop: StopFlag | threading.Event) -> int:
     """Follow until stop is set (SIGTERM/SIGINT); the exit code."""
     follower = Follower(opts, cfg, stats)
     follower.start()
