@@ -4,9 +4,9 @@
  * exec/exit so the recorder can find new TLS libraries as processes start.
  *
  * Compiled by bcc at run time. The recorder prepends #defines for CHUNK_SIZE, MAX_CHUNKS,
- * RINGBUF_PAGES, CONN_MAP_SIZE and RECORDER_PID, and appends one DEFINE_PROBES(n) line per library
- * slot: a library file attached later takes a free slot, and every record says which library file
- * produced it (lib_id). Only the small entry probes are per slot; the return probes, which hold the
+ * RINGBUF_PAGES, CONN_MAP_SIZE and RECORDER_PID, and appends the entry probes (DEFINE_PROBES, at the
+ * end): every record says which library file produced it (lib_id), from the probe's BPF cookie, or on
+ * kernels without cookies from a per-slot copy of the entry probes. The return probes, which hold the
  * chunk loop the verifier works hardest on, are shared and read lib_id from the saved arguments.
  *
  * In-kernel work is kept small: save arguments on entry, and on return copy what the call really
@@ -783,19 +783,29 @@ int ret_read_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL
 int go_ret_write(struct pt_regs *ctx) { return go_return(ctx, DIR_EGRESS, FN_GO_WRITE); }
 int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_READ); }
 
-/* Entry probes, one set per library slot, so each record carries its lib_id. Kept few and small:
- * compiling them is most of the recorder's start-up time (about 0.1 s per slot). SSL_write and
- * SSL_read share one (the direction is the return probe's), as do SSL_set_fd/rfd/wfd. */
+/* Entry probes. With BPF links (USE_ATTACH_COOKIE, Linux 5.15+) there is one set, and each probe's
+ * cookie is the lib_id of the file it was attached to: the recorder appends DEFINE_PROBES(c) once.
+ * Without, one set per library slot (DEFINE_PROBES(0), DEFINE_PROBES(1), ...), each passing its own
+ * lib_id; compiling them is then most of the recorder's start-up time (about 0.1 s per slot). Kept few
+ * and small either way: SSL_write and SSL_read share one (the direction is the return probe's), as do
+ * SSL_set_fd/rfd/wfd; Go's entry-only probes tail-call shared programs. */
+#ifdef USE_ATTACH_COOKIE
+#define LIB_ID(ID) ((u16)bpf_get_attach_cookie(ctx))
+#else
+#define LIB_ID(ID) ID
+#endif
 #define DEFINE_PROBES(ID)                                                                           \
-    int entry_rw_##ID(struct pt_regs *ctx) { return on_entry(ctx, 0, ID); }                          \
-    int entry_rw_ex_##ID(struct pt_regs *ctx) { return on_entry(ctx, 1, ID); }                       \
-    int entry_do_handshake_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_DO_HANDSHAKE, ID); } \
-    int entry_connect_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_CONNECT, ID); }         \
-    int entry_accept_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_ACCEPT, ID); }           \
-    int entry_free_##ID(struct pt_regs *ctx) { return on_free(ctx, ID); }                            \
-    int entry_ctrl_##ID(struct pt_regs *ctx) { return on_ctrl(ctx, ID); }                            \
-    int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, ID); }         \
-    int go_rw_##ID(struct pt_regs *ctx) { return go_entry(ctx, ID); }                                \
-    int go_close_##ID(struct pt_regs *ctx) { return go_tail(ctx, ID, TAIL_GO_CLOSE); }                \
-    int go_client_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, ID, TAIL_GO_CLIENT_HS); }        \
-    int go_server_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, ID, TAIL_GO_SERVER_HS); }
+    int entry_rw_##ID(struct pt_regs *ctx) { return on_entry(ctx, 0, LIB_ID(ID)); }                  \
+    int entry_rw_ex_##ID(struct pt_regs *ctx) { return on_entry(ctx, 1, LIB_ID(ID)); }               \
+    int entry_do_handshake_##ID(struct pt_regs *ctx) {                                               \
+        return on_open(ctx, FN_SSL_DO_HANDSHAKE, LIB_ID(ID));                                         \
+    }                                                                                                \
+    int entry_connect_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_CONNECT, LIB_ID(ID)); } \
+    int entry_accept_##ID(struct pt_regs *ctx) { return on_open(ctx, FN_SSL_ACCEPT, LIB_ID(ID)); }   \
+    int entry_free_##ID(struct pt_regs *ctx) { return on_free(ctx, LIB_ID(ID)); }                    \
+    int entry_ctrl_##ID(struct pt_regs *ctx) { return on_ctrl(ctx, LIB_ID(ID)); }                    \
+    int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, LIB_ID(ID)); } \
+    int go_rw_##ID(struct pt_regs *ctx) { return go_entry(ctx, LIB_ID(ID)); }                        \
+    int go_close_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_CLOSE); }        \
+    int go_client_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_CLIENT_HS); } \
+    int go_server_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_SERVER_HS); }

@@ -23,6 +23,9 @@ class ConfigError(ValueError):
 
 _SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 KUBERNETES_METADATA_MODES = ("off", "kubelet", "apiserver", "auto")
+ATTACH_MODES = ("auto", "links", "slots")
+# lib_id is a u16 in every record (bpf/tls_capture.h)
+MAX_LIBRARY_FILES = 65535
 
 
 def default_node_name(environ) -> str:
@@ -45,9 +48,13 @@ class RecorderConfig:
     # Library files to probe besides those discovered (e.g. a binary that links OpenSSL statically).
     extra_libraries: list[str] = field(default_factory=list)
     discover_libraries: bool = True
-    # Library files probed at once (each takes a slot compiled into the BPF program); files no process
-    # maps any more are detached and their slot reused.
-    max_library_files: int = 32
+    # Library files probed at once; files no process maps any more are detached and their id reused.
+    # With BPF links (Linux 5.15+) a file costs a few fds and no compile; on older kernels each file
+    # takes a slot compiled into the BPF program, and at most MAX_COMPILED_SLOTS are compiled.
+    max_library_files: int = 4096
+    # How probes are attached: "links" (BPF links with cookies, Linux 5.15+), "slots" (bcc, a copy of
+    # the entry programs per file, compiled at start), or "auto" (links when the kernel has them).
+    attach_mode: str = "auto"
     # Full rescan of /proc for TLS libraries; exec events trigger a check of the new process at once.
     rescan_interval_seconds: float = 10.0
     # Segment rotation
@@ -127,6 +134,8 @@ def _coerce(key: str, value: Any) -> Any:
         if value not in _LOG_LEVELS:
             raise ConfigError(f"config key 'log_level' must be one of {', '.join(_LOG_LEVELS)}")
         return value
+    if key == "attach_mode" and value not in ATTACH_MODES:
+        raise ConfigError(f"config key 'attach_mode' must be one of {', '.join(ATTACH_MODES)}")
     if key == "kubernetes_metadata" and value not in KUBERNETES_METADATA_MODES:
         modes = ", ".join(KUBERNETES_METADATA_MODES)
         raise ConfigError(f"config key 'kubernetes_metadata' must be one of {modes}")
@@ -142,8 +151,8 @@ def _validate(cfg: RecorderConfig) -> None:
         raise ConfigError("chunk_size must be a power of two between 256 and 65536")
     if cfg.max_chunks_per_call > 1024:
         raise ConfigError("max_chunks_per_call must be at most 1024")
-    if cfg.max_library_files > 1024:
-        raise ConfigError("max_library_files must be at most 1024")
+    if not 1 <= cfg.max_library_files <= MAX_LIBRARY_FILES:
+        raise ConfigError(f"max_library_files must be between 1 and {MAX_LIBRARY_FILES}")
     pages = cfg.ringbuf_bytes // 4096
     if cfg.ringbuf_bytes % 4096 or pages & (pages - 1):
         raise ConfigError("ringbuf_bytes must be a power-of-two number of 4096-byte pages")

@@ -18,7 +18,7 @@ import pyarrow as pa
 from contract.metrics_server import MetricsServer
 from recorder.capture import libraries, preflight, ringbuf
 from recorder.capture.discovery import LibraryDiscovery, capture_filter, run_in_thread
-from recorder.capture.probes import AttachedLibrary, CaptureProgram
+from recorder.capture.probes import AttachedLibrary, CaptureProgram, raise_open_files_limit
 from recorder.capture.records import RecordDecoder, warm_up
 from recorder.config import RecorderConfig
 from recorder.identity import sockets
@@ -79,6 +79,7 @@ def ready_info(pid: int, run_id: str, attached: Iterable[AttachedLibrary], metri
 
 
 def _open_program(bpf_cls, cfg: RecorderConfig) -> CaptureProgram:
+    log.info("open files: up to %d (each probe is one)", raise_open_files_limit())
     program = CaptureProgram(bpf_cls, cfg)
     try:
         program.set_filters(cfg.pids, cfg.comms, cgroup_ids(cfg.cgroups))

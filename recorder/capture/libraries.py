@@ -62,6 +62,24 @@ def exported_symbols(path: str, names: list[str]) -> dict[str, int]:
     return found
 
 
+def file_offsets(path: str, addresses: dict[str, int]) -> dict[str, int]:
+    """Where in the file each virtual address (st_value) is: what a uprobe attaches to. Names whose
+    address is in no loadable, executable segment are left out."""
+    found: dict[str, int] = {}
+    try:
+        with open(path, "rb") as f:
+            segments = [(s["p_vaddr"], s["p_filesz"], s["p_offset"]) for s in ELFFile(f).iter_segments()
+                        if s["p_type"] == "PT_LOAD" and s["p_flags"] & 1]  # PF_X
+    except (OSError, ELFError, ValueError, KeyError, AssertionError):
+        return found
+    for name, vaddr in addresses.items():
+        for start, size, offset in segments:
+            if start <= vaddr < start + size:
+                found[name] = vaddr - start + offset
+                break
+    return found
+
+
 def exports_ssl(path: str) -> bool:
     """True if the ELF file defines and exports SSL_write and SSL_read."""
     return len(exported_symbols(path, ["SSL_write", "SSL_read"])) == 2

@@ -6,7 +6,6 @@ nothing is captured: kernel version, BTF, where the kernel headers came from, tr
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -15,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recorder.capture import uprobe_links
 from recorder.store import owned
 
 log = logging.getLogger("oisp.record")
@@ -87,50 +87,13 @@ def task_memory_accounted(release: str | None = None) -> bool:
         return True
 
 
-# perf_event_open(2) by architecture, and struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1).
-PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
-PERF_FLAG_FD_CLOEXEC = 8
-
-
-class _PerfEventAttr(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
-                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64),
-                ("read_format", ctypes.c_uint64), ("flags", ctypes.c_uint64),
-                ("wakeup_events", ctypes.c_uint32), ("bp_type", ctypes.c_uint32),
-                ("config1", ctypes.c_uint64), ("config2", ctypes.c_uint64)]
-
-
 def uprobe_pmu_usable() -> bool:
-    """Whether the kernel lets this process create uprobes through the uprobe PMU, which bcc tries
-    first. Linux requires CAP_SYS_ADMIN for it again since 2025 ("perf: Require CAP_SYS_ADMIN for
-    uprobes"; CAP_PERFMON was enough from 5.8), so this is asked of the kernel, not guessed. The
-    probe is on a memfd no process maps, opened disabled and closed at once: nothing is patched."""
-    nr = PERF_EVENT_OPEN.get(platform.machine())
-    try:
-        pmu_type = int(Path("/sys/bus/event_source/devices/uprobe/type").read_text())
-        memfd = os.memfd_create("oisp-uprobe-check", os.MFD_CLOEXEC)
-    except (OSError, ValueError, AttributeError):
-        return False
-    try:
-        if nr is None:
-            return False
-        os.write(memfd, b"\xc3" * 16)  # ret instructions: a valid place for a probe
-        path = ctypes.create_string_buffer(f"/proc/self/fd/{memfd}".encode())
-        attr = _PerfEventAttr(type=pmu_type, size=ctypes.sizeof(_PerfEventAttr), flags=1,  # disabled
-                              config1=ctypes.addressof(path), config2=0)
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = libc.syscall(ctypes.c_long(nr), ctypes.byref(attr), ctypes.c_long(-1), ctypes.c_long(0),
-                          ctypes.c_long(-1), ctypes.c_long(PERF_FLAG_FD_CLOEXEC))
-        if fd < 0:
-            return False
-        os.close(fd)
-        return True
-    finally:
-        os.close(memfd)
+    """Whether this process may create uprobes through the uprobe PMU (uprobe_links.pmu_usable)."""
+    return uprobe_links.pmu_usable()
 
 
 def check_uprobe_creation(tracefs: str) -> str:
-    """Say how bcc will create uprobes: through the uprobe PMU, else by writing uprobe_events in
+    """Say how uprobes will be created: through the uprobe PMU, else by writing uprobe_events in
     tracefs (a root-owned 0640 file: uid 0 writes it as its owner, another uid needs
     CAP_DAC_OVERRIDE). Fail, naming what is missing, when neither works."""
     if uprobe_pmu_usable():

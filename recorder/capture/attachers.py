@@ -1,0 +1,202 @@
+"""What is probed in a TLS library file, and the two ways of attaching it.
+
+- LinkAttacher (Linux 5.15+): the kernel's BPF links, each probe carrying the file's lib_id as its
+  cookie (uprobe_links.py). One set of programs serves every file: no cap on files, no compile when a
+  file comes, and attaching is two system calls per probe at file offsets the recorder computed.
+- SlotAttacher (older kernels, or `attach_mode: slots`): bcc's attach_uprobe, the entry programs of
+  the file's slot (a copy per slot, compiled at start) telling the lib_id.
+
+Return programs are shared either way: they read the lib_id the entry saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from recorder.capture import go_binaries as gb
+from recorder.capture import uprobe_links
+from recorder.capture.libraries import LibraryFile, exported_symbols, file_offsets
+
+log = logging.getLogger("oisp.record")
+
+# (symbol, entry program prefix, shared return program or None). The return probe reads what the
+# call really moved; the other functions only need their entry.
+PROBES = [
+    ("SSL_write", "entry_rw", "ret_write"),
+    ("SSL_write_ex", "entry_rw_ex", "ret_write_ex"),
+    ("SSL_read", "entry_rw", "ret_read"),
+    ("SSL_read_ex", "entry_rw_ex", "ret_read_ex"),
+    ("SSL_do_handshake", "entry_do_handshake", None),
+    ("SSL_connect", "entry_connect", None),
+    ("SSL_accept", "entry_accept", None),
+    ("SSL_free", "entry_free", None),
+    ("SSL_ctrl", "entry_ctrl", None),
+    ("SSL_set_fd", "entry_set_fd", None),
+    ("SSL_set_rfd", "entry_set_fd", None),
+    ("SSL_set_wfd", "entry_set_fd", None),
+]
+# Go's crypto/tls, per function: (entry program prefix or None, shared program for each RET or None).
+# Returns are probed at every return instruction, never with a uretprobe (go_binaries.py).
+GO_PROBES = {
+    gb.WRITE: ("go_rw", "go_ret_write"),
+    gb.READ: ("go_rw", "go_ret_read"),
+    gb.CLOSE: ("go_close", None),
+    gb.CLIENT_HANDSHAKE: ("go_client_hs", None),
+    gb.SERVER_HANDSHAKE: ("go_server_hs", None),
+    gb.SERVER_NAME: (None, "go_ret_sni"),  # its result, on the goroutine clientHandshake noted
+}
+GO_TAILS = ("go_close", "go_client_hs", "go_server_hs")  # by TAIL_GO_* index
+SHARED_RETURNS = sorted({fn for _, _, fn in PROBES if fn} | {fn for _, fn in GO_PROBES.values() if fn})
+# Without these a library is useless to us: nothing would be captured.
+ESSENTIAL = {"SSL_write", "SSL_read"} | set(gb.ESSENTIAL)
+LINK_SUFFIX = "c"  # the one set of entry programs: DEFINE_PROBES(c)
+
+
+@dataclass
+class AttachedLibrary:
+    lib_id: int
+    library: LibraryFile
+    symbols: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    fd: int = -1  # held open: probes attach through /proc/self/fd, which outlives every process
+    addresses: dict[str, int] = field(default_factory=dict)  # symbol -> address in the file (slots)
+    # Go programs (slots): every address probed, with the probe (entries and each RET instruction)
+    go_probes: list[tuple[int, str]] = field(default_factory=list)
+    links: list[uprobe_links.Link] = field(default_factory=list)  # BPF links (links)
+
+    @property
+    def usable(self) -> bool:
+        return not ESSENTIAL & set(self.missing)
+
+    @property
+    def probe_count(self) -> int:
+        return len(self.links) or len(self.go_probes) or len(self.symbols)
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+
+def _go_points(function: gb.GoFunction, entry_fn: str | None, ret_fn: str | None,
+               entry_name) -> list[tuple[int, int, str]]:
+    """(virtual address, file offset, program) of each probe of a Go function, returns first: a call
+    must never be entered (state saved) with no return probe to take it."""
+    points = [(a, o, ret_fn) for a, o in zip(function.return_addresses, function.return_offsets,
+                                              strict=True)] if ret_fn else []
+    return points + ([(function.address, function.entry_offset, entry_name(entry_fn))] if entry_fn else [])
+
+
+class LinkAttacher:
+    def __init__(self, bpf, kprobe_type: int):
+        self.bpf, self.kprobe_type = bpf, kprobe_type
+        self.events = uprobe_links.UprobeEvents()
+
+    def _fd(self, program: str) -> int:
+        return self.bpf.load_func(program, self.kprobe_type).fd  # loaded once, then bcc's cache
+
+    def _link(self, item: AttachedLibrary, program: str, offset: int, retprobe: bool) -> uprobe_links.Link:
+        return uprobe_links.attach(self._fd(program), self.events, item.path, offset, item.lib_id, retprobe)
+
+    def attach_openssl(self, item: AttachedLibrary) -> None:
+        offsets = file_offsets(item.path, exported_symbols(item.path, [p[0] for p in PROBES]))
+        for symbol, entry_fn, ret_fn in PROBES:
+            if symbol not in offsets:
+                item.missing.append(symbol)
+                continue
+            self._attach_all(item, symbol, [(offsets[symbol], f"{entry_fn}_{LINK_SUFFIX}", False)]
+                             + ([(offsets[symbol], ret_fn, True)] if ret_fn else []))
+
+    def attach_go(self, item: AttachedLibrary) -> None:
+        go = item.library.go
+        for name, (entry_fn, ret_fn) in GO_PROBES.items():
+            function = go.functions.get(name)
+            if function is None:
+                item.missing.append(name)
+                continue
+            points = _go_points(function, entry_fn, ret_fn, lambda fn: f"{fn}_{LINK_SUFFIX}")
+            self._attach_all(item, name, [(offset, program, False) for _, offset, program in points])
+
+    def _attach_all(self, item: AttachedLibrary, name: str, probes: list[tuple[int, str, bool]]) -> None:
+        """Every probe of one function, or none."""
+        done: list[uprobe_links.Link] = []
+        try:
+            for offset, program, retprobe in probes:
+                done.append(self._link(item, program, offset, retprobe))
+        except OSError as exc:
+            log.debug("%s: %s not attached: %s", item.library.display_path, name, exc)
+            for link in done:
+                uprobe_links.detach(link, self.events)
+            item.missing.append(name)
+            return
+        item.links.extend(done)
+        item.symbols.append(name)
+
+    def detach(self, item: AttachedLibrary) -> None:
+        for link in item.links:
+            uprobe_links.detach(link, self.events)
+        item.links.clear()
+
+
+class SlotAttacher:
+    """bcc's attach_uprobe with the entry programs of the file's slot (bcc raises bare Exception)."""
+
+    def __init__(self, bpf):
+        self.bpf = bpf
+
+    def attach_openssl(self, item: AttachedLibrary) -> None:
+        # Addresses from the hash table: bcc would walk the whole symbol table once per probe,
+        # which for node's 100 MB binary delays the attach by a second or more.
+        item.addresses = exported_symbols(item.path, [p[0] for p in PROBES])
+        for symbol, entry_fn, ret_fn in PROBES:
+            where = {"addr": item.addresses[symbol]} if symbol in item.addresses else {"sym": symbol}
+            try:
+                self.bpf.attach_uprobe(name=item.path, fn_name=f"{entry_fn}_{item.lib_id}", **where)
+                if ret_fn:
+                    self.bpf.attach_uretprobe(name=item.path, fn_name=ret_fn, **where)
+                item.symbols.append(symbol)
+            except Exception as exc:  # noqa: BLE001
+                item.missing.append(symbol)
+                log.debug("%s: %s not attached: %s", item.library.display_path, symbol, exc)
+
+    def attach_go(self, item: AttachedLibrary) -> None:
+        go = item.library.go
+        for name, (entry_fn, ret_fn) in GO_PROBES.items():
+            function = go.functions.get(name)
+            if function is None:
+                item.missing.append(name)
+                continue
+            points = _go_points(function, entry_fn, ret_fn, lambda fn: f"{fn}_{item.lib_id}")
+            done: list[tuple[int, str]] = []
+            try:
+                for addr, _offset, program in points:
+                    self.bpf.attach_uprobe(name=item.path, addr=addr, fn_name=program)
+                    done.append((addr, program))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s: %s not probed: %s", item.library.display_path, name, exc)
+                self._detach_addresses(item, done)
+                item.missing.append(name)
+                continue
+            item.go_probes.extend(done)
+            item.symbols.append(name)
+
+    def _detach_addresses(self, item: AttachedLibrary, probes: list[tuple[int, str]]) -> None:
+        for addr, _fn in probes:
+            try:
+                self.bpf.detach_uprobe(name=item.path, addr=addr)
+            except Exception as exc:  # noqa: BLE001 - keep going: the slot is released either way
+                log.warning("detaching %#x from %s failed: %s", addr, item.library.display_path, exc)
+
+    def detach(self, item: AttachedLibrary) -> None:
+        self._detach_addresses(item, item.go_probes)
+        for symbol, _entry_fn, ret_fn in PROBES if item.library.go is None else ():
+            if symbol not in item.symbols:
+                continue
+            where = {"addr": item.addresses[symbol]} if symbol in item.addresses else {"sym": symbol}
+            try:
+                self.bpf.detach_uprobe(name=item.path, **where)
+                if ret_fn:
+                    self.bpf.detach_uretprobe(name=item.path, **where)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("detaching %s from %s failed: %s", symbol, item.library.display_path, exc)
