@@ -806,6 +806,20 @@ int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_
     int entry_ctrl_##ID(struct pt_regs *ctx) { return on_ctrl(ctx, LIB_ID(ID)); }                    \
     int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, LIB_ID(ID)); } \
     int go_rw_##ID(struct pt_regs *ctx) { return go_entry(ctx, LIB_ID(ID)); }                        \
+    GO_ENTRY_ONLY_PROBES(ID)
+#ifdef USE_ATTACH_COOKIE
+/* one set: the work in place (a program loaded for uprobe-multi links cannot tail-call) */
+#define GO_ENTRY_ONLY_PROBES(ID)                                                                     \
+    int go_close_##ID(struct pt_regs *ctx) {                                                         \
+        return close_conn(GO_PARM1(ctx), FN_GO_CLOSE, LIB_ID(ID), STACK_GO);                          \
+    }                                                                                                \
+    int go_client_hs_##ID(struct pt_regs *ctx) { return go_client_handshake(ctx, LIB_ID(ID)); }      \
+    int go_server_hs_##ID(struct pt_regs *ctx) {                                                     \
+        return open_conn(GO_PARM1(ctx), FN_GO_SERVER_HANDSHAKE, LIB_ID(ID), STACK_GO);                \
+    }
+#else
+#define GO_ENTRY_ONLY_PROBES(ID)                                                                     \
     int go_close_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_CLOSE); }        \
     int go_client_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_CLIENT_HS); } \
     int go_server_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_SERVER_HS); }
+#endif

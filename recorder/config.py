@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 _SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 KUBERNETES_METADATA_MODES = ("off", "kubelet", "apiserver", "auto")
-ATTACH_MODES = ("auto", "links", "slots")
+ATTACH_MODES = ("auto", "multi", "links", "slots")
 # lib_id is a u16 in every record (bpf/tls_capture.h)
 MAX_LIBRARY_FILES = 65535
 
@@ -52,8 +52,9 @@ class RecorderConfig:
     # With BPF links (Linux 5.15+) a file costs a few fds and no compile; on older kernels each file
     # takes a slot compiled into the BPF program, and at most MAX_COMPILED_SLOTS are compiled.
     max_library_files: int = 4096
-    # How probes are attached: "links" (BPF links with cookies, Linux 5.15+), "slots" (bcc, a copy of
-    # the entry programs per file, compiled at start), or "auto" (links when the kernel has them).
+    # How probes are attached: "multi" (uprobe-multi BPF links, Linux 6.6+), "links" (perf-event BPF
+    # links, 5.15+; slow to detach: about 0.2 s a probe), "slots" (bcc, a copy of the entry programs per
+    # file compiled at start, at most 64 files), or "auto" (the first the kernel has).
     attach_mode: str = "auto"
     # Full rescan of /proc for TLS libraries; exec events trigger a check of the new process at once.
     rescan_interval_seconds: float = 10.0

@@ -1,8 +1,9 @@
 """What is probed in a TLS library file, and the two ways of attaching it.
 
 - LinkAttacher (Linux 5.15+): the kernel's BPF links, each probe carrying the file's lib_id as its
-  cookie (uprobe_links.py). One set of programs serves every file: no cap on files, no compile when a
-  file comes, and attaching is two system calls per probe at file offsets the recorder computed.
+  cookie (uprobe_links.py): uprobe-multi links (6.6+, one per program and function) or perf-event
+  links (one per probe). One set of programs serves every file: no cap on files, no compile when a
+  file comes, and attaching is a few system calls at file offsets the recorder computed.
 - SlotAttacher (older kernels, or `attach_mode: slots`): bcc's attach_uprobe, the entry programs of
   the file's slot (a copy per slot, compiled at start) telling the lib_id.
 
@@ -48,6 +49,7 @@ GO_PROBES = {
     gb.SERVER_NAME: (None, "go_ret_sni"),  # its result, on the goroutine clientHandshake noted
 }
 GO_TAILS = ("go_close", "go_client_hs", "go_server_hs")  # by TAIL_GO_* index
+ENTRY_PROGRAMS = sorted({entry for _, entry, _ in PROBES} | {e for e, _ in GO_PROBES.values() if e})
 SHARED_RETURNS = sorted({fn for _, _, fn in PROBES if fn} | {fn for _, fn in GO_PROBES.values() if fn})
 # Without these a library is useless to us: nothing would be captured.
 ESSENTIAL = {"SSL_write", "SSL_read"} | set(gb.ESSENTIAL)
@@ -65,6 +67,7 @@ class AttachedLibrary:
     # Go programs (slots): every address probed, with the probe (entries and each RET instruction)
     go_probes: list[tuple[int, str]] = field(default_factory=list)
     links: list[uprobe_links.Link] = field(default_factory=list)  # BPF links (links)
+    points: int = 0  # instructions probed (links)
 
     @property
     def usable(self) -> bool:
@@ -72,7 +75,7 @@ class AttachedLibrary:
 
     @property
     def probe_count(self) -> int:
-        return len(self.links) or len(self.go_probes) or len(self.symbols)
+        return self.points or len(self.go_probes) or len(self.symbols)
 
     @property
     def path(self) -> str:
@@ -89,15 +92,37 @@ def _go_points(function: gb.GoFunction, entry_fn: str | None, ret_fn: str | None
 
 
 class LinkAttacher:
-    def __init__(self, bpf, kprobe_type: int):
-        self.bpf, self.kprobe_type = bpf, kprobe_type
-        self.events = uprobe_links.UprobeEvents()
+    def __init__(self, bpf, kprobe_type: int, multi: bool):
+        self.bpf, self.kprobe_type, self.multi = bpf, kprobe_type, multi
+        # programs for uprobe-multi links are loaded as such (their expected attach type)
+        self.attach_type = uprobe_links.BPF_TRACE_UPROBE_MULTI if multi else -1
+        self.events = None if multi else uprobe_links.UprobeEvents()
 
-    def _fd(self, program: str) -> int:
-        return self.bpf.load_func(program, self.kprobe_type).fd  # loaded once, then bcc's cache
+    def program_fd(self, program: str) -> int:
+        # loaded once, then bcc's cache (CaptureProgram loads them all at start, with this type)
+        return self.bpf.load_func(program, self.kprobe_type, attach_type=self.attach_type).fd
 
-    def _link(self, item: AttachedLibrary, program: str, offset: int, retprobe: bool) -> uprobe_links.Link:
-        return uprobe_links.attach(self._fd(program), self.events, item.path, offset, item.lib_id, retprobe)
+    def _links(self, item: AttachedLibrary, probes: list[tuple[int, str, bool]]) -> list[uprobe_links.Link]:
+        """The links of one function's probes: one per probe, or one per (program, kind) with multi.
+        On failure the ones made are closed and the error raised."""
+        if not self.multi:
+            groups = [([offset], program, ret) for offset, program, ret in probes]
+        else:
+            by: dict[tuple[str, bool], list[int]] = {}
+            for offset, program, ret in probes:
+                by.setdefault((program, ret), []).append(offset)
+            groups = [(offsets, program, ret) for (program, ret), offsets in by.items()]
+        done: list[uprobe_links.Link] = []
+        try:
+            for offsets, program, ret in groups:
+                fd = self.program_fd(program)
+                done.append(uprobe_links.attach_multi(fd, item.path, offsets, item.lib_id, ret)
+                            if self.multi else
+                            uprobe_links.attach(fd, self.events, item.path, offsets[0], item.lib_id, ret))
+        except OSError:
+            uprobe_links.detach_all(done, self.events)
+            raise
+        return done
 
     def attach_openssl(self, item: AttachedLibrary) -> None:
         offsets = file_offsets(item.path, exported_symbols(item.path, [p[0] for p in PROBES]))
@@ -120,23 +145,23 @@ class LinkAttacher:
 
     def _attach_all(self, item: AttachedLibrary, name: str, probes: list[tuple[int, str, bool]]) -> None:
         """Every probe of one function, or none."""
-        done: list[uprobe_links.Link] = []
         try:
-            for offset, program, retprobe in probes:
-                done.append(self._link(item, program, offset, retprobe))
+            item.links.extend(self._links(item, probes))
+            item.points += len(probes)
         except OSError as exc:
             log.debug("%s: %s not attached: %s", item.library.display_path, name, exc)
-            for link in done:
-                uprobe_links.detach(link, self.events)
             item.missing.append(name)
             return
-        item.links.extend(done)
         item.symbols.append(name)
 
     def detach(self, item: AttachedLibrary) -> None:
-        for link in item.links:
-            uprobe_links.detach(link, self.events)
+        uprobe_links.detach_all(item.links, self.events)
         item.links.clear()
+
+    def detach_many(self, items: list[AttachedLibrary]) -> None:
+        uprobe_links.detach_all([link for item in items for link in item.links], self.events)
+        for item in items:
+            item.links.clear()
 
 
 class SlotAttacher:

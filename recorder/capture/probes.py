@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from recorder.capture.attachers import (
+    ENTRY_PROGRAMS,
     ESSENTIAL,
     GO_TAILS,
     LINK_SUFFIX,
@@ -54,13 +55,14 @@ def _kernel_at_least(version: tuple[int, int], release: str | None = None) -> bo
         return False
 
 
-def links_supported(release: str | None = None) -> bool:
-    """BPF cookies on perf-event links (bpf_get_attach_cookie for uprobes) came with Linux 5.15."""
-    return _kernel_at_least((5, 15), release)
-
-
-def use_links(cfg: RecorderConfig, release: str | None = None) -> bool:
-    return cfg.attach_mode == "links" or cfg.attach_mode == "auto" and links_supported(release)
+def attach_mode(cfg: RecorderConfig, release: str | None = None) -> str:
+    """multi, links or slots: uprobe-multi links came with Linux 6.6, BPF cookies on perf-event links
+    (bpf_get_attach_cookie for uprobes) with 5.15."""
+    if cfg.attach_mode != "auto":
+        return cfg.attach_mode
+    if _kernel_at_least((6, 6), release):
+        return "multi"
+    return "links" if _kernel_at_least((5, 15), release) else "slots"
 
 
 def task_storage_supported(release: str | None = None) -> bool:
@@ -92,23 +94,30 @@ class CaptureProgram:
 
     def __init__(self, bpf_cls, cfg: RecorderConfig):
         started = time.monotonic()
-        self.links = use_links(cfg)
+        self.mode = attach_mode(cfg)
+        self.links = self.mode != "slots"
         slots = None if self.links else min(cfg.max_library_files, MAX_COMPILED_SLOTS)
         self.bpf = bpf_cls(text=build_source(cfg, slots), cflags=[f"-I{BPF_DIR}", "-w"])
         self.slots = cfg.max_library_files if self.links else slots  # files probed at once, at most
-        how = ("BPF links: library files told apart by cookies" if self.links else
-               f"{slots} library slots (no BPF links: kernel {platform.release()} or attach_mode slots)")
+        how = {"multi": "uprobe-multi BPF links", "links": "perf-event BPF links"}.get(
+            self.mode, f"{slots} library slots, no BPF links (kernel {platform.release()})")
         log.info("compiled capture program in %.2f s (%s)", time.monotonic() - started, how)
         self.cfg = cfg
-        self.attacher = LinkAttacher(self.bpf, bpf_cls.KPROBE) if self.links else SlotAttacher(self.bpf)
-        # the shared programs Go's entry stubs tail-call (bpf/tls_capture.c, go_tail)
-        tails = self.bpf["go_tails"]
-        for index, name in enumerate(GO_TAILS):
-            tails[ctypes.c_int(index)] = ctypes.c_int(self.bpf.load_func(name, bpf_cls.KPROBE).fd)
-        # Loaded now, not at the first file that needs them: verifying their chunk loop took 40 ms,
-        # which a program attached after an exec would spend while it makes its first calls.
-        for name in SHARED_RETURNS:
-            self.bpf.load_func(name, bpf_cls.KPROBE)
+        if self.links:
+            self.attacher: LinkAttacher | SlotAttacher = LinkAttacher(self.bpf, bpf_cls.KPROBE,
+                                                                      self.mode == "multi")
+            # Loaded now, not at the first file that needs them: verifying the return programs' chunk
+            # loop took 40 ms, which a program attached after an exec would spend making its first calls.
+            for name in SHARED_RETURNS + [f"{p}_{LINK_SUFFIX}" for p in ENTRY_PROGRAMS]:
+                self.attacher.program_fd(name)
+        else:
+            self.attacher = SlotAttacher(self.bpf)
+            # the shared programs the Go entry stubs of each slot tail-call (bpf/tls_capture.c, go_tail)
+            tails = self.bpf["go_tails"]
+            for index, name in enumerate(GO_TAILS):
+                tails[ctypes.c_int(index)] = ctypes.c_int(self.bpf.load_func(name, bpf_cls.KPROBE).fd)
+            for name in SHARED_RETURNS:
+                self.bpf.load_func(name, bpf_cls.KPROBE)
         self.attached: dict[int, AttachedLibrary] = {}
         # Go programs with crypto/tls found but not probeable, by file (filled by discovery)
         self.unsupported_go: dict[tuple[int, int], str] = {}
@@ -193,8 +202,7 @@ class CaptureProgram:
 
     def close(self) -> None:
         if self.links:
-            for item in self.attached.values():
-                self.attacher.detach(item)
+            self.attacher.detach_many(list(self.attached.values()))
         self.bpf.cleanup()  # bcc's own probes (slots) and the programs
         for item in self.attached.values():
             os.close(item.fd)
