@@ -46,6 +46,8 @@ _HELP = {
     "quota_deleted_bytes": "bytes of segments deleted for the quota or a full disk",
     "go_programs_probed": "Go program files whose crypto/tls is probed",
     "go_programs_unsupported": "Go program files with crypto/tls that cannot be probed (logged once each)",
+    "tls_files_unsupported": "files with TLS code that cannot be probed, Go programs included (logged once "
+                             "each)",
 }
 
 

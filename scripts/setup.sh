@@ -19,6 +19,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v unshare >/dev/null || need+=(util-linux)
     command -v shellcheck >/dev/null || need+=(shellcheck)   # tests lint the deployment's scripts
     command -v go >/dev/null || need+=(golang-go)   # tests build Go programs to analyze their crypto/tls
+    command -v gcc >/dev/null || need+=(gcc libc6-dev)   # tests build a statically linked OpenSSL client
+    [ -f /usr/lib/x86_64-linux-gnu/libssl.a ] || need+=(libssl-dev)
     # Real containers (scripts/build_image.sh, tests/ebpf/test_containers.py): podman with runc (crun, the
     # other runtime it accepts, fails on hybrid cgroup hosts; both in one apt call so runc is chosen),
     # the CNI plugins for its bridge network, debootstrap for the base image (no registry reachable).

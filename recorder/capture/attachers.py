@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from recorder.capture import go_binaries as gb
 from recorder.capture import uprobe_links
-from recorder.capture.libraries import LibraryFile, exported_symbols, file_offsets
+from recorder.capture.libraries import LibraryFile, file_offsets, ssl_symbols
 
 log = logging.getLogger("oisp.record")
 
@@ -125,7 +125,7 @@ class LinkAttacher:
         return done
 
     def attach_openssl(self, item: AttachedLibrary) -> None:
-        offsets = file_offsets(item.path, exported_symbols(item.path, [p[0] for p in PROBES]))
+        offsets = file_offsets(item.path, ssl_symbols(item.path, [p[0] for p in PROBES]))
         for symbol, entry_fn, ret_fn in PROBES:
             if symbol not in offsets:
                 item.missing.append(symbol)
@@ -171,9 +171,9 @@ class SlotAttacher:
         self.bpf = bpf
 
     def attach_openssl(self, item: AttachedLibrary) -> None:
-        # Addresses from the hash table: bcc would walk the whole symbol table once per probe,
-        # which for node's 100 MB binary delays the attach by a second or more.
-        item.addresses = exported_symbols(item.path, [p[0] for p in PROBES])
+        # Addresses from the hash table (or .symtab): bcc would walk the whole symbol table once per
+        # probe, which for node's 100 MB binary delays the attach by a second or more.
+        item.addresses = ssl_symbols(item.path, [p[0] for p in PROBES])
         for symbol, entry_fn, ret_fn in PROBES:
             where = {"addr": item.addresses[symbol]} if symbol in item.addresses else {"sym": symbol}
             try:

@@ -54,7 +54,9 @@ class LibraryDiscovery:
         self.rescan_interval = rescan_interval
         self.proc = proc
         self.finder = LibraryFinder(proc)
-        program.unsupported_go = self.finder.unsupported_go  # counted in the program's totals
+        # counted in the program's totals
+        program.unsupported_go = self.finder.unsupported_go
+        program.unsupported_other = self.finder.unsupported_other
         self.by_file: dict[tuple[int, int], AttachedLibrary] = {}
         self._due: list[tuple[float, int]] = []  # (when, pid) rechecks after exec
         # (pid, comm, uid, cgroup id) of a process that just exec'd

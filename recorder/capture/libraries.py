@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ log = logging.getLogger("oisp.record")
 
 # libssl 3.x and 1.1 (Debian/Ubuntu, RHEL, Alpine names); not libssl3.so, which is NSS.
 LIBSSL_NAME = re.compile(r"(^|/)libssl\.so\.(3|1\.1)$")
+ESSENTIAL_SSL = {"SSL_write", "SSL_read"}
+# Source file names OpenSSL's libssl (1.1, 3.x) and BoringSSL's keep for their error reports.
+SSL_CODE_MARKERS = (b"ssl/statem/statem_clnt.c", b"ssl/handshake_client.cc")
+MAX_RODATA_SCAN = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,48 @@ def exported_symbols(path: str, names: list[str]) -> dict[str, int]:
     return found
 
 
+def symtab_symbols(path: str, names: list[str]) -> dict[str, int]:
+    """The addresses of those of `names` the ELF file's .symtab defines as functions: a program that
+    carries OpenSSL statically keeps its symbols there, not in its exports."""
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            symtab = elf.get_section_by_name(".symtab")
+            if symtab is None or symtab["sh_size"] > go_binaries.MAX_TABLE_BYTES:
+                return {}
+            strtab = elf.get_section(symtab["sh_link"])
+            if strtab["sh_size"] > go_binaries.MAX_TABLE_BYTES:
+                return {}
+            ranges = go_binaries.symtab_functions(symtab.data(), strtab.data(), names)
+    except (OSError, ELFError, ValueError, KeyError, AssertionError, struct.error):
+        return {}
+    return {name: start for name, (start, _end) in ranges.items()}
+
+
+def ssl_symbols(path: str, names: list[str]) -> dict[str, int]:
+    """The addresses of the SSL_* functions of `names`: from the exports, else from .symtab."""
+    found = exported_symbols(path, names)
+    if ESSENTIAL_SSL <= set(found):
+        return found
+    return symtab_symbols(path, names) or found
+
+
+def carries_ssl_code(path: str) -> bool:
+    """Whether the file holds OpenSSL's (or BoringSSL's) TLS code, by the source file names its error
+    reporting keeps in .rodata: how a stripped program with OpenSSL inside is recognized (libcrypto
+    alone has none of them). Reads at most MAX_RODATA_SCAN bytes."""
+    try:
+        with open(path, "rb") as f:
+            rodata = ELFFile(f).get_section_by_name(".rodata")
+            if rodata is None or rodata["sh_type"] == "SHT_NOBITS":
+                return False
+            f.seek(rodata["sh_offset"])
+            data = f.read(min(rodata["sh_size"], MAX_RODATA_SCAN))
+    except (OSError, ELFError, ValueError, KeyError, AssertionError):
+        return False
+    return any(marker in data for marker in SSL_CODE_MARKERS)
+
+
 def file_offsets(path: str, addresses: dict[str, int]) -> dict[str, int]:
     """Where in the file each virtual address (st_value) is: what a uprobe attaches to. Names whose
     address is in no loadable, executable segment are left out."""
@@ -83,6 +130,11 @@ def file_offsets(path: str, addresses: dict[str, int]) -> dict[str, int]:
 def exports_ssl(path: str) -> bool:
     """True if the ELF file defines and exports SSL_write and SSL_read."""
     return len(exported_symbols(path, ["SSL_write", "SSL_read"])) == 2
+
+
+def has_ssl_symbols(path: str) -> bool:
+    """True if the ELF file defines SSL_write and SSL_read, exported or in its .symtab."""
+    return ESSENTIAL_SSL <= set(ssl_symbols(path, sorted(ESSENTIAL_SSL)))
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -157,6 +209,8 @@ class LibraryFinder:
         self._verdict: dict[tuple[int, int], str | GoBinary | None] = {}
         # Go programs with crypto/tls that cannot be probed, by file: "path (go1.16, amd64): why"
         self.unsupported_go: dict[tuple[int, int], str] = {}
+        # other files with TLS code that cannot be probed (a stripped static OpenSSL): "path: why"
+        self.unsupported_other: dict[tuple[int, int], str] = {}
 
     def tls_files(self, pid: int) -> list[LibraryFile]:
         result = []
@@ -176,9 +230,14 @@ class LibraryFinder:
         return result
 
     def _judge(self, path: str, inside: str, ident: tuple[int, int]) -> str | GoBinary | None:
-        if LIBSSL_NAME.search(inside) or exports_ssl(path):
+        if LIBSSL_NAME.search(inside) or has_ssl_symbols(path):
             return "openssl"
         go = go_binaries.inspect(path)
+        if go is None and carries_ssl_code(path):
+            why = "carries OpenSSL's TLS code but no symbols for SSL_write and SSL_read (stripped)"
+            self.unsupported_other[ident] = f"{inside}: {why}"
+            log.warning("%s %s: not probed", inside, why)
+            return None
         if go is None or not go.has_tls:
             return None  # not Go, or a Go program that never uses TLS: left alone
         why = go_binaries.unsupported_reason(go)

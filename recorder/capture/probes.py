@@ -119,8 +119,9 @@ class CaptureProgram:
             for name in SHARED_RETURNS:
                 self.bpf.load_func(name, bpf_cls.KPROBE)
         self.attached: dict[int, AttachedLibrary] = {}
-        # Go programs with crypto/tls found but not probeable, by file (filled by discovery)
+        # files with TLS code found but not probeable, by file (filled by discovery): Go programs, others
         self.unsupported_go: dict[tuple[int, int], str] = {}
+        self.unsupported_other: dict[tuple[int, int], str] = {}
         # Freed ids go to the back, so a lib_id is reused as late as possible.
         self._free = list(range(self.slots))
         # Generations continue from the recorder's start time in microseconds, so a connection
@@ -185,6 +186,7 @@ class CaptureProgram:
         attached = list(self.attached.values())  # discovery attaches meanwhile
         totals["go_programs_probed"] = sum(1 for a in attached if a.library.go is not None and a.usable)
         totals["go_programs_unsupported"] = len(self.unsupported_go)
+        totals["tls_files_unsupported"] = len(self.unsupported_go) + len(self.unsupported_other)
         return totals
 
     def proc_events_fd(self) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_segments, start_recorder, stream_bytes
+from helpers.c_programs import build_static_client
 from helpers.go_programs import build
 from testbed.https_server import HttpsServer
 
@@ -127,3 +128,56 @@ def test_both_attach_modes_capture_openssl_and_go(mode, pki, tmp_path, tmp_path_
     sent = b"".join(r["data"] for r in go_rows if r["direction"] == "egress")
     assert sent.startswith(b"POST /v1/chat/completions HTTP/1.1") and len(sent) > 1 << 20
     assert json.dumps(rec.final_totals())  # totals logged at exit
+
+
+def _static_run(program: Path, server: HttpsServer, ca_file: Path, tmp_path: Path, path: str):
+    """Run the static client under a recorder that probes only it; (recorder, its answer)."""
+    proc = subprocess.Popen([str(program), str(server.port), str(ca_file), path], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        (tmp_path / "rec").mkdir()
+        rec = start_recorder(tmp_path / "rec", args=["--pid", str(proc.pid)])
+        out, _ = proc.communicate("go\n", timeout=60)
+        assert proc.returncode == 0
+        assert rec.stop() == 0, rec.log[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return rec, proc.pid, out.strip()
+
+
+def test_static_openssl_found_by_its_symbol_table(pki, tmp_path):
+    """OpenSSL linked into the program, named in .symtab only (no exports): probed and captured."""
+    program = build_static_client(tmp_path)["static"]
+    server = HttpsServer(pki.server_context())
+    try:
+        rec, pid, answer = _static_run(program, server, pki.ca_file, tmp_path, "/static/1")
+    finally:
+        server.close()
+    assert answer == "you asked for /static/1"
+    assert str(program) in {lib["path"] for lib in rec.ready["libraries"]}
+    table = read_segments(rec.segments_dir)
+    rows = [r for r in table.drop_columns(["ts_wall", "process_start"]).to_pylist() if r["pid"] == pid]
+    data = [r for r in rows if r["kind"] == "data"]
+    assert {(r["lib_path"], r["tls_stack"]) for r in data} == {(str(program), "openssl")}
+    (conn,) = {r["conn_id"] for r in data}
+    assert stream_bytes(table, conn, "egress") == server.exchanges[0].request
+    assert stream_bytes(table, conn, "ingress") == server.exchanges[0].response
+    assert {r["kind"] for r in rows} >= {"open", "sni", "socket", "close"}
+
+
+def test_stripped_static_openssl_is_reported_not_probed(pki, tmp_path):
+    """The same program stripped: nothing to attach to. Said once, by file and why, and counted."""
+    program = build_static_client(tmp_path)["stripped"]
+    server = HttpsServer(pki.server_context())
+    try:
+        rec, pid, answer = _static_run(program, server, pki.ca_file, tmp_path, "/static/2")
+    finally:
+        server.close()
+    assert answer == "you asked for /static/2"
+    said = [line for line in rec.log.splitlines() if "carries OpenSSL's TLS code but no symbols" in line]
+    assert len(said) == 1 and str(program) in said[0], rec.log[-3000:]
+    totals = rec.final_totals()
+    assert totals["tls_files_unsupported"] == 1 and totals["calls"] == 0
+    assert not list(rec.segments_dir.glob("*.parquet"))  # nothing was captured, so nothing written
