@@ -12,8 +12,10 @@ Return programs are shared either way: they read the lib_id the entry saved.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import resource
 from dataclasses import dataclass, field
 
 from recorder.capture import go_binaries as gb
@@ -97,6 +99,7 @@ class LinkAttacher:
         # programs for uprobe-multi links are loaded as such (their expected attach type)
         self.attach_type = uprobe_links.BPF_TRACE_UPROBE_MULTI if multi else -1
         self.events = None if multi else uprobe_links.UprobeEvents()
+        self.out_of_fds = False
 
     def program_fd(self, program: str) -> int:
         # loaded once, then bcc's cache (CaptureProgram loads them all at start, with this type)
@@ -149,6 +152,11 @@ class LinkAttacher:
             item.links.extend(self._links(item, probes))
             item.points += len(probes)
         except OSError as exc:
+            if exc.errno == errno.EMFILE and not self.out_of_fds:
+                self.out_of_fds = True  # said once: every later file fails the same way
+                log.warning("out of file descriptors (each probe is one; open files limit %d): raise the "
+                            "recorder's limit (ulimit -n, LimitNOFILE, the runtime's nofile) to probe "
+                            "more files", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
             log.debug("%s: %s not attached: %s", item.library.display_path, name, exc)
             item.missing.append(name)
             return
