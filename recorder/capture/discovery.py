@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ class LibraryDiscovery:
         self.on_exit: Callable[[int], None] = lambda pid: None
         self.execs_seen = 0
 
-    def attach(self, files: list[LibraryFile]) -> list[AttachedLibrary]:
+    def attach(self, files: Iterable[LibraryFile]) -> list[AttachedLibrary]:
         """Probe the files not probed yet (by device and inode)."""
         added = []
         for lib in files:
@@ -96,7 +96,7 @@ class LibraryDiscovery:
         for entry in os.scandir(self.proc):
             if not entry.name.isdigit() or not self.wanted(int(entry.name)):
                 continue
-            files = self.finder.tls_files(int(entry.name))
+            files = list(self.finder.tls_files(int(entry.name)))
             in_use.update((f.dev, f.ino) for f in files)
             self.attach(files)
         idle = [key for key, item in self.by_file.items()

@@ -14,6 +14,7 @@ import os
 import re
 import struct
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,8 +213,10 @@ class LibraryFinder:
         # other files with TLS code that cannot be probed (a stripped static OpenSSL): "path: why"
         self.unsupported_other: dict[tuple[int, int], str] = {}
 
-    def tls_files(self, pid: int) -> list[LibraryFile]:
-        result = []
+    def tls_files(self, pid: int) -> Iterator[LibraryFile]:
+        """The process's TLS files, each handed out as soon as it is judged (its program first): a file
+        can be probed before the process's other files are looked at, which takes a while the first
+        time (every file is read once)."""
         for inside in mapped_files(pid, self.proc):
             path = f"{self.proc}/{pid}/root{inside}"
             ident = file_identity(path)
@@ -226,8 +229,7 @@ class LibraryFinder:
                 continue
             go = verdict if isinstance(verdict, GoBinary) else None
             static = not LIBSSL_NAME.search(inside)
-            result.append(LibraryFile(path, inside, ident[0], ident[1], f"maps of pid {pid}", static, go))
-        return result
+            yield LibraryFile(path, inside, ident[0], ident[1], f"maps of pid {pid}", static, go)
 
     def _judge(self, path: str, inside: str, ident: tuple[int, int]) -> str | GoBinary | None:
         if LIBSSL_NAME.search(inside) or has_ssl_symbols(path):

@@ -265,11 +265,11 @@ def test_finder_probes_go_programs_and_says_once_which_it_cannot(built, tmp_path
     old = _with_version(built["client"], tmp_path / "aiclient-old", "go1.16.8")
     proc = _fake_proc(tmp_path, {10: built["client"], 11: built["notls"], 12: old, 13: old})
     finder = libraries.LibraryFinder(proc)
-    (found,) = finder.tls_files(10)
+    (found,) = list(finder.tls_files(10))
     assert found.go is not None and found.tls_stack == "go" and found.display_path == str(built["client"])
-    assert finder.tls_files(11) == []  # Go without crypto/tls: left alone, without a word
+    assert list(finder.tls_files(11)) == []  # Go without crypto/tls: left alone, without a word
     with caplog.at_level("WARNING", logger="oisp.record"):
-        assert finder.tls_files(12) == [] and finder.tls_files(13) == [] and finder.tls_files(12) == []
+        assert [list(finder.tls_files(pid)) for pid in (12, 13, 12)] == [[], [], []]
     said = [r.getMessage() for r in caplog.records if "cannot be probed" in r.getMessage()]
     arch = found.go.arch
     assert said == [f"Go program {old} (go1.16.8, {arch}) uses crypto/tls but cannot be probed: go1.16.8 "

@@ -123,7 +123,7 @@ def test_tls_libraries_found_by_exports_not_only_by_name(tmp_path):
     # the finder sees this very process's libssl through /proc/self/root when it is mapped
     import ssl  # noqa: F401  (maps libssl into this process)
 
-    found = LibraryFinder().tls_files(os.getpid())
+    found = list(LibraryFinder().tls_files(os.getpid()))
     assert any(f.display_path.endswith("libssl.so.3") and not f.static for f in found)
 
 
