@@ -48,6 +48,9 @@ class RecorderConfig:
     # Library files to probe besides those discovered (e.g. a binary that links OpenSSL statically).
     extra_libraries: list[str] = field(default_factory=list)
     discover_libraries: bool = True
+    # Probe the libssl of every container image layer on the node before a container maps it (when
+    # discovering and capturing everything: with capture filters only the filtered processes count).
+    scan_image_layers: bool = True
     # Library files probed at once; files no process maps any more are detached and their id reused.
     # With BPF links (Linux 5.15+) a file costs a few fds and no compile; on older kernels each file
     # takes a slot compiled into the BPF program, and at most MAX_COMPILED_SLOTS are compiled.
@@ -127,7 +130,7 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
             raise ConfigError(f"config key '{key}' must be a positive number, not {value!r}")
         return float(value)
-    if key == "discover_libraries":
+    if key in ("discover_libraries", "scan_image_layers"):
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}' must be true or false")
         return value

@@ -92,8 +92,10 @@ def _attach_libraries(cfg: RecorderConfig, program: CaptureProgram,
                       lib_paths: dict[int, str]) -> tuple[LibraryDiscovery, int]:
     """Probe the TLS libraries there are now; returns the discovery that probes later ones and how
     many libraries are usable."""
+    layers = cfg.scan_image_layers and cfg.discover_libraries and not (cfg.pids or cfg.comms or cfg.cgroups)
     discovery = LibraryDiscovery(program, lib_paths, cfg.rescan_interval_seconds,
-                                 wanted=capture_filter(cfg.pids, cfg.comms, cfg.cgroups))
+                                 wanted=capture_filter(cfg.pids, cfg.comms, cfg.cgroups),
+                                 layer_root=Path("/proc/1/root") if layers else None)
     # configured files and the loader cache's; then running processes (those the filters let through),
     # by name or by the SSL_* symbols they export (node carries OpenSSL itself)
     discovery.attach(libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries, maps=False))

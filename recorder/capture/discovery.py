@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recorder.capture import image_layers
 from recorder.capture.libraries import LibraryFile, LibraryFinder, file_identity
 from recorder.capture.probes import AttachedLibrary, CaptureProgram
 from recorder.capture.records import HEADER_DTYPE, HEADER_SIZE, K_EXEC, K_EXIT, K_LIBOPEN
@@ -40,12 +41,23 @@ log = logging.getLogger("oisp.record")
 # maps only when the program loads it.
 RECHECK_DELAYS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 POLL_INTERVAL_SECONDS = 0.005
+# At an exec, new image layers are looked for at most this often (a directory listing per store).
+LAYER_SCAN_MIN_INTERVAL = 0.05
 
 
 class LibraryDiscovery:
     def __init__(self, program: CaptureProgram, lib_paths: dict[int, str], rescan_interval: float,
-                 proc: Path = Path("/proc"), wanted: Callable[[int], bool] = lambda pid: True):
+                 proc: Path = Path("/proc"), wanted: Callable[[int], bool] = lambda pid: True,
+                 layer_root: Path | None = None):
         self.program = program
+        # image layers (image_layers.py): probed before any container maps them; None: not looked at
+        self.layer_root = layer_root
+        self._layers_seen: set[str] = set()
+        self._last_layer_scan = 0.0
+        # (inode, size, mtime) of the layer files probed: the same files seen through a container's
+        # root have the overlay's device, not the layer's, so they are recognized by these
+        self._layer_files: set[tuple[int, int, int]] = set()
+        self._layer_views: set[tuple[int, int]] = set()  # (dev, ino) of such views: already probed
         # processes outside the capture filters are not looked at: their libraries would only
         # take slots, their bytes are never recorded
         self.wanted = wanted
@@ -69,7 +81,7 @@ class LibraryDiscovery:
         added = []
         for lib in files:
             key = (lib.dev, lib.ino)
-            if key in self.by_file:
+            if key in self.by_file or key in self._layer_views or self._seen_in_layer(lib):
                 continue
             if not self.program.free_slots:
                 if key not in self._no_slot:  # said once per file, not at every recheck
@@ -85,6 +97,39 @@ class LibraryDiscovery:
             added.append(item)
         return added
 
+    def _seen_in_layer(self, lib: LibraryFile) -> bool:
+        """Whether the file is an image layer's file already probed, seen through a container."""
+        if not self._layer_files or lib.found_by == image_layers.FOUND_BY:
+            return False
+        try:
+            st = os.stat(lib.path)
+        except OSError:
+            return False
+        if (st.st_ino, st.st_size, st.st_mtime_ns) in self._layer_files:
+            self._layer_views.add((lib.dev, lib.ino))
+            return True
+        return False
+
+    def scan_layers(self, now: float = 0.0) -> None:
+        """Probe the libssl files of image layers not looked at yet (all of them the first time)."""
+        if self.layer_root is None:
+            return
+        self._last_layer_scan = now
+        for layer in image_layers.layer_dirs(self.layer_root):
+            if layer in self._layers_seen:
+                continue
+            self._layers_seen.add(layer)
+            for found in image_layers.tls_files(layer):
+                try:
+                    st = os.stat(found.path)
+                except OSError:
+                    continue
+                lib = LibraryFile(found.path, found.inside, st.st_dev, st.st_ino, image_layers.FOUND_BY)
+                if self.attach([lib]):
+                    self._layer_files.add((st.st_ino, st.st_size, st.st_mtime_ns))
+                    log.info("probed %s of image layer %s before any container maps it", found.inside,
+                             Path(layer).parent.name[:12])
+
     def check_pid(self, pid: int) -> list[AttachedLibrary]:
         if not self.wanted(pid):
             return []
@@ -92,6 +137,7 @@ class LibraryDiscovery:
 
     def rescan(self) -> None:
         """Scan every process; detach files that were found in maps and that no process maps now."""
+        self.scan_layers(time.monotonic())  # first: a process's view of a layer file is then known
         in_use: set[tuple[int, int]] = set()
         for entry in os.scandir(self.proc):
             if not entry.name.isdigit() or not self.wanted(int(entry.name)):
@@ -100,7 +146,8 @@ class LibraryDiscovery:
             in_use.update((f.dev, f.ino) for f in files)
             self.attach(files)
         idle = [key for key, item in self.by_file.items()
-                if key not in in_use and item.library.found_by not in ("config", "loader cache")]
+                if key not in in_use and item.library.found_by not in ("config", "loader cache",
+                                                                        image_layers.FOUND_BY)]
         low_water = max(1, self.program.slots // 4)
         for key in idle[:max(0, low_water - self.program.free_slots)]:
             self.program.detach(self.by_file.pop(key).lib_id)
@@ -113,6 +160,8 @@ class LibraryDiscovery:
         for i, (kind, pid) in enumerate(zip(h["kind"].tolist(), h["pid"].tolist(), strict=True)):
             if kind == K_EXEC:
                 self.execs_seen += 1
+                if now - self._last_layer_scan >= LAYER_SCAN_MIN_INTERVAL:
+                    self.scan_layers(now)  # a container of a new image may be starting
                 comm = h["comm"][i].split(b"\0", 1)[0].decode("utf-8", "replace")
                 self.on_exec(pid, comm, int(h["uid"][i]), int(h["cgroup_id"][i]))
                 self._recheck(pid)

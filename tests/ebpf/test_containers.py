@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,10 @@ from conftest import BIN, REPO
 from helpers.deploy_manifests import split_pending
 from helpers.go_programs import build
 from helpers.sensor_containers import (
+    BASE_IMAGE,
     CONTAINER_LIBSSL,
     NODE_NAME,
+    RUN_OPTS,
     GoWorkload,
     Pod,
     Sampler,
@@ -36,6 +39,7 @@ from helpers.sensor_containers import (
     bridge_gateway,
     build_image,
     daemonset,
+    podman,
     quantity_bytes,
     read_events,
     unavailable_reason,
@@ -291,6 +295,53 @@ def test_stripped_go_program_in_a_container_is_captured(sensor, provider, worklo
     assert not calls  # each call once
     text = json.dumps(found)
     assert GO_API_KEY not in text and GO_API_KEY[3:] not in text
+
+
+ONE_CALL = """
+import json, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile="/app/ca.pem")
+body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": sys.argv[2]}]})
+req = urllib.request.Request(sys.argv[1], body.encode(), {"Content-Type": "application/json",
+                                                           "Authorization": "Bearer sk-fresh-image-key"})
+print(json.loads(urllib.request.urlopen(req, context=ctx).read())["choices"][0]["message"]["content"])
+"""
+
+
+@pytest.mark.ebpf
+def test_first_call_of_a_fresh_image_is_captured(sensor, provider, tmp_path):
+    """An image built after the sensor started, with its own libssl in a new layer: its containers each
+    make one call as soon as they start and exit (a CronJob). The layer's libssl is probed when the
+    layer appears, before any container maps it, so the first container's call is captured too."""
+    server, ca_file = provider
+    marker = uuid.uuid4().hex
+    (tmp_path / "Containerfile").write_text(
+        f"FROM {BASE_IMAGE}\n"
+        f"RUN echo {marker} > /marker && "
+        "cp /usr/lib/x86_64-linux-gnu/libssl.so.3 /usr/local/lib/libssl.so.3\n"
+        "ENV LD_LIBRARY_PATH=/usr/local/lib\n")
+    image = f"localhost/oisp-fresh-{marker[:12]}"
+    podman("build", *RUN_OPTS, "-t", image, str(tmp_path), timeout=300)
+    shutil.copy(ca_file, tmp_path / "ca.pem")
+    try:
+        cids = []
+        for i in range(3):
+            cidfile = tmp_path / f"cid{i}"
+            out = podman("run", "--rm", *RUN_OPTS, "--cidfile", str(cidfile), "--add-host",
+                         f"api.openai.com:{server.host}", "--volume", f"{tmp_path / 'ca.pem'}:/app/ca.pem:ro",
+                         image, "python3", "-c", ONE_CALL,
+                         f"https://api.openai.com:{server.port}/v1/chat/completions", f"fresh call {i}")
+            assert out.stdout.strip() == fake_providers.ANSWER
+            cids.append(cidfile.read_text().strip())
+        for i, cid in enumerate(cids):
+            found = reported_on_host(sensor, cid, 2, tmp_path / f"events{i}.jsonl")
+            assert [e["event_type"] for e in found] == ["ai.request", "ai.response"], i
+            assert found[0]["data"]["messages"][0]["content"] == f"fresh call {i}"
+            assert found[0]["attrs"]["tls_library"] == "/usr/local/lib/libssl.so.3"
+            assert found[1]["data"]["choices"][0]["message"]["content"] == fake_providers.ANSWER
+    finally:
+        podman("rmi", "-f", image, check=False)
+    log = sensor.containers["recorder"].logs()
+    assert "probed /usr/local/lib/libssl.so.3 of image layer" in log
 
 
 @pytest.mark.ebpf
