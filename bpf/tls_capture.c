@@ -759,6 +759,10 @@ static __always_inline int tail_is(const char *buf, long n, const char *suffix, 
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    /* a library is loaded read-only: a file opened for writing is being made (a copy, an image
+     * layer being extracted), incomplete until closed; it is found once complete, when loaded */
+    if (args->flags & 3) /* O_WRONLY | O_RDWR */
+        return 0;
     u32 zero = 0;
     struct path_event_t *e = path_scratch.lookup(&zero);
     if (!e)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from contract.metrics_server import MetricsServer
-from recorder.capture import libraries, preflight, ringbuf
+from recorder.capture import image_layers, libraries, preflight, ringbuf
 from recorder.capture.discovery import LibraryDiscovery, capture_filter, run_in_thread
 from recorder.capture.probes import AttachedLibrary, CaptureProgram, raise_open_files_limit
 from recorder.capture.records import RecordDecoder, warm_up
@@ -88,14 +88,24 @@ def _open_program(bpf_cls, cfg: RecorderConfig) -> CaptureProgram:
     return program
 
 
+def _layer_root(cfg: RecorderConfig) -> Path | None:
+    """Where image layers are looked for (the host's root), or None: not looked for."""
+    if not cfg.scan_image_layers or not cfg.discover_libraries or cfg.pids or cfg.comms or cfg.cgroups:
+        return None
+    root = image_layers.host_root()
+    if root is None:
+        log.warning("image layers: the host's root cannot be read (/proc/1/root, /proc/2/root): "
+                    "containers' libraries are probed when they are opened, not before")
+    return root
+
+
 def _attach_libraries(cfg: RecorderConfig, program: CaptureProgram,
                       lib_paths: dict[int, str]) -> tuple[LibraryDiscovery, int]:
     """Probe the TLS libraries there are now; returns the discovery that probes later ones and how
     many libraries are usable."""
-    layers = cfg.scan_image_layers and cfg.discover_libraries and not (cfg.pids or cfg.comms or cfg.cgroups)
     discovery = LibraryDiscovery(program, lib_paths, cfg.rescan_interval_seconds,
                                  wanted=capture_filter(cfg.pids, cfg.comms, cfg.cgroups),
-                                 layer_root=Path("/proc/1/root") if layers else None)
+                                 layer_root=_layer_root(cfg))
     # configured files and the loader cache's; then running processes (those the filters let through),
     # by name or by the SSL_* symbols they export (node carries OpenSSL itself)
     discovery.attach(libraries.discover(cfg.extra_libraries, scan=cfg.discover_libraries, maps=False))

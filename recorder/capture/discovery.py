@@ -43,6 +43,8 @@ RECHECK_DELAYS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 POLL_INTERVAL_SECONDS = 0.005
 # At an exec, new image layers are looked for at most this often (a directory listing per store).
 LAYER_SCAN_MIN_INTERVAL = 0.05
+# A layer without libssl is looked into again for this long after it appears: it may be half written.
+LAYER_SETTLE_SECONDS = 60.0
 
 
 class LibraryDiscovery:
@@ -52,12 +54,14 @@ class LibraryDiscovery:
         self.program = program
         # image layers (image_layers.py): probed before any container maps them; None: not looked at
         self.layer_root = layer_root
-        self._layers_seen: set[str] = set()
+        self._layers_done: set[str] = set()  # layers not to look into again
+        self._layers_first: dict[str, float] = {}  # when each layer was first seen
         self._last_layer_scan = 0.0
-        # (inode, size, mtime) of the layer files probed: the same files seen through a container's
-        # root have the overlay's device, not the layer's, so they are recognized by these
-        self._layer_files: set[tuple[int, int, int]] = set()
-        self._layer_views: set[tuple[int, int]] = set()  # (dev, ino) of such views: already probed
+        # (inode, size, mtime) of every file probed: one file seen through containers' roots has the
+        # device of each container's overlay, not its own, so it is recognized by these
+        self._content: dict[tuple[int, int, int], tuple[int, int]] = {}
+        self._views: set[tuple[int, int]] = set()  # (dev, ino) of views of files already probed
+        self._layer_probes = 0
         # processes outside the capture filters are not looked at: their libraries would only
         # take slots, their bytes are never recorded
         self.wanted = wanted
@@ -81,7 +85,11 @@ class LibraryDiscovery:
         added = []
         for lib in files:
             key = (lib.dev, lib.ino)
-            if key in self.by_file or key in self._layer_views or self._seen_in_layer(lib):
+            content = _content_key(lib.path)
+            if key in self.by_file or key in self._views or content is None:
+                continue
+            if content in self._content:
+                self._views.add(key)  # the same file through another root: already probed
                 continue
             if not self.program.free_slots:
                 if key not in self._no_slot:  # said once per file, not at every recheck
@@ -93,42 +101,54 @@ class LibraryDiscovery:
             if item is None:
                 continue
             self.by_file[key] = item
+            self._content[content] = key
             self.lib_paths[item.lib_id] = lib.display_path
             added.append(item)
         return added
-
-    def _seen_in_layer(self, lib: LibraryFile) -> bool:
-        """Whether the file is an image layer's file already probed, seen through a container."""
-        if not self._layer_files or lib.found_by == image_layers.FOUND_BY:
-            return False
-        try:
-            st = os.stat(lib.path)
-        except OSError:
-            return False
-        if (st.st_ino, st.st_size, st.st_mtime_ns) in self._layer_files:
-            self._layer_views.add((lib.dev, lib.ino))
-            return True
-        return False
 
     def scan_layers(self, now: float = 0.0) -> None:
         """Probe the libssl files of image layers not looked at yet (all of them the first time)."""
         if self.layer_root is None:
             return
         self._last_layer_scan = now
+        first = not self._layers_first
         for layer in image_layers.layer_dirs(self.layer_root):
-            if layer in self._layers_seen:
+            if layer in self._layers_done:
                 continue
-            self._layers_seen.add(layer)
-            for found in image_layers.tls_files(layer):
-                try:
-                    st = os.stat(found.path)
-                except OSError:
+            seen = self._layers_first.setdefault(layer, now)
+            state = self._probe_layer(layer)
+            # a layer is looked at again while it may still be being written (extracted, committed)
+            if state == "probed" or state == "none" and (first or now - seen > LAYER_SETTLE_SECONDS):
+                self._layers_done.add(layer)
+        if first:
+            log.info("image layers: %d under %s, %d libssl files probed in them", len(self._layers_first),
+                     self.layer_root, self._layer_probes)
+
+    def _probe_layer(self, layer: str) -> str:
+        """Probe a layer's libssl files: "probed" (or already were), "none" (it has none, yet), or
+        "incomplete" (one is not usable yet: a layer being written, a build's scratch layer)."""
+        state = "none"
+        for found in image_layers.tls_files(layer):
+            ident = file_identity(found.path)
+            if ident is None:
+                continue
+            state = "probed" if state == "none" else state  # already probed under another path, at least
+            for item in self.attach([LibraryFile(found.path, found.inside, *ident, image_layers.FOUND_BY)]):
+                if not item.usable:
+                    self.forget(item)
+                    state = "incomplete"
                     continue
-                lib = LibraryFile(found.path, found.inside, st.st_dev, st.st_ino, image_layers.FOUND_BY)
-                if self.attach([lib]):
-                    self._layer_files.add((st.st_ino, st.st_size, st.st_mtime_ns))
-                    log.info("probed %s of image layer %s before any container maps it", found.inside,
-                             Path(layer).parent.name[:12])
+                self._layer_probes += 1
+                log.info("probed %s of image layer %s before any container maps it", found.inside,
+                         Path(layer).parent.name[:12])
+        return state
+
+    def forget(self, item: AttachedLibrary) -> None:
+        """Detach a file and forget it, so that it is looked at again."""
+        key = (item.library.dev, item.library.ino)
+        self.by_file.pop(key, None)
+        self._content = {c: k for c, k in self._content.items() if k != key}
+        self.program.detach(item.lib_id)
 
     def check_pid(self, pid: int) -> list[AttachedLibrary]:
         if not self.wanted(pid):
@@ -150,7 +170,7 @@ class LibraryDiscovery:
                                                                         image_layers.FOUND_BY)]
         low_water = max(1, self.program.slots // 4)
         for key in idle[:max(0, low_water - self.program.free_slots)]:
-            self.program.detach(self.by_file.pop(key).lib_id)
+            self.forget(self.by_file[key])
 
     def handle_events(self, raws: list[bytes], now: float) -> None:
         if not raws:
@@ -193,6 +213,15 @@ class LibraryDiscovery:
         while self._due and self._due[0][0] <= now:
             _, pid = heapq.heappop(self._due)
             self._recheck(pid)
+
+
+def _content_key(path: str) -> tuple[int, int, int] | None:
+    """(inode, size, modification time) of a file: the same for every path to it, overlays included."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def capture_filter(pids: list[int], comms: list[str], cgroups: list[str],

@@ -5,8 +5,9 @@ A uprobe belongs to a file, and a container's process maps its libraries from th
 itself (overlayfs hands the mapping the real file of the layer): a libssl probed in its layer is
 captured from a container's very first call, with no race between the container's start and
 discovery. The layers of containerd, CRI-O and podman (containers/storage) and Docker are looked at
-where those keep them, through /proc/1/root (the host's root from a pod with the host's PID
-namespace); only a few paths per layer, where images keep libssl, are checked.
+where those keep them, through the host's root as a process of the host shows it (a pod with the
+host's PID namespace sees it there); only a few paths per layer, where images keep libssl, are
+checked.
 """
 
 from __future__ import annotations
@@ -37,7 +38,20 @@ class LayerFile:
     layer: str
 
 
-def layer_dirs(root: Path = Path("/proc/1/root")) -> Iterator[str]:
+def host_root(proc: Path = Path("/proc")) -> Path | None:
+    """The host's root directory: /proc/1/root, or kthreadd's (/proc/2/root: kernel threads share
+    init's root) where PID 1 refuses to be looked into (a non-dumpable init); None if neither opens."""
+    for pid in ("1", "2"):
+        root = proc / pid / "root"
+        try:
+            os.listdir(root)
+            return root
+        except OSError:
+            continue
+    return None
+
+
+def layer_dirs(root: Path) -> Iterator[str]:
     """Every layer directory of every store on the node."""
     for store, files in LAYER_STORES:
         try:

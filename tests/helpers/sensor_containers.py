@@ -370,8 +370,17 @@ class ContainerWorkload:
         self.pid = self.container.pid  # the program is the container's first process: its host pid
 
     def go(self, recorder: PodContainer) -> None:
-        """Start calling once the recorder has probed the container's TLS file (its log says so)."""
+        """Start calling once the recorder has probed the container's TLS file (its log says so): when
+        the process opened it, or before, under another path to the same file (the image layer the
+        container's file comes from, or another container's view of it): by its inode."""
         probed = re.compile(rf"new TLS library (\S+) (?:opened by|in) pid {self.pid}\b")
+        inodes = {}
+        for lib in self.libraries:
+            try:
+                inodes[os.stat(f"/proc/{self.pid}/root{lib}").st_ino] = lib
+            except OSError:
+                pass
+        same_file = re.compile(r"INFO probed \S+ \([^)]*inode (\d+), lib_id \d+\) in \d+ ms: SSL_write")
         refused = re.compile(rf"library \S+ \((?:opened by|maps of) pid {self.pid}\): essential symbols")
 
         def attached():
@@ -382,7 +391,8 @@ class ContainerWorkload:
                     f"user probes that file with another reference-counter offset (docs/recorder.md, "
                     f"Capabilities, bcc 0.26); other recorders running here: {other_recorders(recorder)}")
             m = probed.search(log)
-            return m and m.group(1)
+            same = [inodes[int(i)] for i in same_file.findall(log) if int(i) in inodes]
+            return m.group(1) if m else same[0] if same else None
 
         self.library = wait_for(attached, f"the recorder probing the TLS file of pid {self.pid}", timeout=30,
                                 interval=0.1)
