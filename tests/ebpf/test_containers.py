@@ -297,6 +297,7 @@ def test_stripped_go_program_in_a_container_is_captured(sensor, provider, worklo
     assert GO_API_KEY not in text and GO_API_KEY[3:] not in text
 
 
+CRONJOB_RUNS = 20  # containers of the fresh image, each one call at start then exit
 ONE_CALL = """
 import json, ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile="/app/ca.pem")
@@ -324,7 +325,7 @@ def test_first_call_of_a_fresh_image_is_captured(sensor, provider, tmp_path):
     shutil.copy(ca_file, tmp_path / "ca.pem")
     try:
         cids = []
-        for i in range(3):
+        for i in range(CRONJOB_RUNS):
             cidfile = tmp_path / f"cid{i}"
             out = podman("run", "--rm", *RUN_OPTS, "--cidfile", str(cidfile), "--add-host",
                          f"api.openai.com:{server.host}", "--volume", f"{tmp_path / 'ca.pem'}:/app/ca.pem:ro",
