@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import resource
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from recorder.capture import go_binaries as gb
@@ -84,6 +85,17 @@ class AttachedLibrary:
         return f"/proc/{os.getpid()}/fd/{self.fd}"
 
 
+def _go_functions(item: AttachedLibrary) -> Iterator[tuple[str, gb.GoFunction, str | None, str | None]]:
+    """(name, function, entry program prefix, return program) of each Go function the program has;
+    the others are noted missing."""
+    for name, (entry_fn, ret_fn) in GO_PROBES.items():
+        function = item.library.go.functions.get(name)
+        if function is None:
+            item.missing.append(name)
+            continue
+        yield name, function, entry_fn, ret_fn
+
+
 def _go_points(function: gb.GoFunction, entry_fn: str | None, ret_fn: str | None,
                entry_name) -> list[tuple[int, int, str]]:
     """(virtual address, file offset, program) of each probe of a Go function, returns first: a call
@@ -137,12 +149,7 @@ class LinkAttacher:
                              + ([(offsets[symbol], ret_fn, True)] if ret_fn else []))
 
     def attach_go(self, item: AttachedLibrary) -> None:
-        go = item.library.go
-        for name, (entry_fn, ret_fn) in GO_PROBES.items():
-            function = go.functions.get(name)
-            if function is None:
-                item.missing.append(name)
-                continue
+        for name, function, entry_fn, ret_fn in _go_functions(item):
             points = _go_points(function, entry_fn, ret_fn, lambda fn: f"{fn}_{LINK_SUFFIX}")
             self._attach_all(item, name, [(offset, program, False) for _, offset, program in points])
 
@@ -194,12 +201,7 @@ class SlotAttacher:
                 log.debug("%s: %s not attached: %s", item.library.display_path, symbol, exc)
 
     def attach_go(self, item: AttachedLibrary) -> None:
-        go = item.library.go
-        for name, (entry_fn, ret_fn) in GO_PROBES.items():
-            function = go.functions.get(name)
-            if function is None:
-                item.missing.append(name)
-                continue
+        for name, function, entry_fn, ret_fn in _go_functions(item):
             points = _go_points(function, entry_fn, ret_fn, lambda fn: f"{fn}_{item.lib_id}")
             done: list[tuple[int, str]] = []
             try:
