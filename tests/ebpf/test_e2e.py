@@ -16,6 +16,7 @@ import pytest
 
 from analyzer.ai.schema import validation_errors
 from conftest import BIN
+from helpers.ai_calls import pairs
 from testbed import e2e_run
 from testbed.e2e_workload import KEY
 from testbed.fake_providers import ANSWER
@@ -32,25 +33,6 @@ def e2e(tmp_path_factory):
                     "--duckdb", str(work / "audit.duckdb")], check=True, capture_output=True)
     events = [json.loads(line) for line in out.read_text().splitlines()]
     return run, events, out
-
-
-def marker_of(event: dict) -> str | None:
-    for m in event["data"].get("messages") or []:
-        content = m.get("content") or ""
-        if content.startswith("[") and "]" in content:
-            return content[:content.index("]") + 1]
-    return None
-
-
-def pairs(events: list[dict]) -> dict[str, tuple[dict, dict | None]]:
-    responses = {e["data"]["request_id"]: e for e in events if e["event_type"] == "ai.response"}
-    out = {}
-    for e in events:
-        if e["event_type"] == "ai.request":
-            key = marker_of(e) or e["data"].get("request_type")
-            assert key not in out, f"two requests for {key}"
-            out[key] = (e, responses.get(e["data"]["request_id"]))
-    return out
 
 
 def response_text(resp: dict) -> str | None:

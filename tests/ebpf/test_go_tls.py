@@ -21,6 +21,7 @@ import pytest
 
 from analyzer.ai.schema import validation_errors
 from conftest import BIN, read_segments, start_recorder
+from helpers.ai_calls import pairs
 from helpers.go_programs import build, with_go_version
 from testbed import e2e_run, fake_providers
 from testbed.hypercorn_server import HypercornServer
@@ -43,25 +44,6 @@ def analyze(segments: Path, out_dir: Path) -> tuple[list[dict], list[dict]]:
     assert res.returncode == 0, res.stderr[-3000:]
     return ([json.loads(line) for line in events.read_text().splitlines()],
             [json.loads(line) for line in exchanges.read_text().splitlines()])
-
-
-def marker_of(event: dict) -> str | None:
-    for m in event["data"].get("messages") or []:
-        content = m.get("content") or ""
-        if content.startswith("[") and "]" in content:
-            return content[:content.index("]") + 1]
-    return None
-
-
-def pairs(events: list[dict]) -> dict[str, tuple[dict, dict | None]]:
-    responses = {e["data"]["request_id"]: e for e in events if e["event_type"] == "ai.response"}
-    out = {}
-    for e in events:
-        if e["event_type"] == "ai.request":
-            key = marker_of(e)
-            assert key not in out, f"two requests for {key}"
-            out[key] = (e, responses.get(e["data"]["request_id"]))
-    return out
 
 
 @pytest.fixture(scope="module")
