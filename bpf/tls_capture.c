@@ -318,16 +318,19 @@ static __always_inline int on_entry(struct pt_regs *ctx, int has_len_ptr, u16 li
 #if defined(bpf_target_x86)
 #define GO_PARM1(x) ((x)->ax)
 #define GO_PARM2(x) ((x)->bx)
+#define GO_PARM3(x) ((x)->cx)
 #define GO_RET1(x) ((x)->ax)
 #define GO_G(x) ((x)->r14)
 #elif defined(bpf_target_arm64)
 #define GO_PARM1(x) ((x)->regs[0])
 #define GO_PARM2(x) ((x)->regs[1])
+#define GO_PARM3(x) ((x)->regs[2])
 #define GO_RET1(x) ((x)->regs[0])
 #define GO_G(x) ((x)->regs[28])
 #else
 #define GO_PARM1(x) 0
 #define GO_PARM2(x) 0
+#define GO_PARM3(x) 0
 #define GO_RET1(x) 0
 #define GO_G(x) 0
 #endif
@@ -573,9 +576,9 @@ static __always_inline int on_free(struct pt_regs *ctx, u16 lib_id) {
     return close_conn(PT_REGS_PARM1(ctx), FN_SSL_FREE, lib_id, STACK_OPENSSL);
 }
 
-/* Go's crypto/tls: Read and Write are probed at entry (the *tls.Conn and the buffer) and at each of
- * their RET instructions (n, the bytes moved), never with a uretprobe, which breaks Go's movable
- * stacks. Between the two the call is keyed by its goroutine, not its thread: a goroutine blocked in
+/* Go's crypto/tls: Read is probed at entry (the *tls.Conn and the buffer) and at each of its RET
+ * instructions (n, the bytes read), never with a uretprobe, which breaks Go's movable stacks; Write at
+ * entry only (go_write below). Between the two the call is keyed by its goroutine, not its thread: a goroutine blocked in
  * Read resumes on whichever thread the scheduler picks. LRU: a goroutine that never returns (the
  * program was killed mid-call) cannot fill the map. */
 struct go_call_key_t {
@@ -589,6 +592,21 @@ struct go_call_t {
     u64 lib_id;
 };
 BPF_TABLE("lru_hash", struct go_call_key_t, struct go_call_t, go_calls, 16384);
+
+/* crypto/tls.(*Conn).Write(b []byte) is captured at its entry, all of b (pointer RBX, length RCX):
+ * it writes all of b or fails. At its return the bytes are long on the wire, and the goroutine that
+ * made the write system call may wait for a thread before it gets there: a short-lived program can
+ * get its answer and exit first, and the request would be lost (measured: 1 to 6 of 20 concurrent
+ * Go clients on this 2-core VM). Read must wait for its return: only then is it known what was read. */
+static __always_inline int go_write(struct pt_regs *ctx, u16 lib_id) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!wanted(pid_tgid >> 32))
+        return 0;
+    s64 n = (s64)GO_PARM3(ctx);
+    if (!GO_PARM1(ctx) || n <= 0)
+        return 0;
+    return capture_call(GO_PARM1(ctx), GO_PARM2(ctx), (u64)n, DIR_EGRESS, FN_GO_WRITE, lib_id, 1);
+}
 
 static __always_inline int go_entry(struct pt_regs *ctx, u16 lib_id) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -636,7 +654,8 @@ static __always_inline int go_client_handshake(struct pt_regs *ctx, u16 lib_id) 
 #define TAIL_GO_CLOSE 0
 #define TAIL_GO_CLIENT_HS 1
 #define TAIL_GO_SERVER_HS 2
-BPF_PROG_ARRAY(go_tails, 3);
+#define TAIL_GO_WRITE 3
+BPF_PROG_ARRAY(go_tails, 4);
 BPF_PERCPU_ARRAY(tail_lib_id, u32, 1);
 
 static __always_inline int go_tail(struct pt_regs *ctx, u32 lib_id, int idx) {
@@ -656,6 +675,7 @@ static __always_inline u16 tail_lib(void) {
 }
 
 int go_close(struct pt_regs *ctx) { return close_conn(GO_PARM1(ctx), FN_GO_CLOSE, tail_lib(), STACK_GO); }
+int go_write_shared(struct pt_regs *ctx) { return go_write(ctx, tail_lib()); }
 int go_client_hs(struct pt_regs *ctx) { return go_client_handshake(ctx, tail_lib()); }
 int go_server_hs(struct pt_regs *ctx) {
     return open_conn(GO_PARM1(ctx), FN_GO_SERVER_HANDSHAKE, tail_lib(), STACK_GO);
@@ -784,7 +804,6 @@ int ret_write(struct pt_regs *ctx) { return on_return(ctx, DIR_EGRESS, FN_SSL_WR
 int ret_write_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_EGRESS, FN_SSL_WRITE_EX); }
 int ret_read(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL_READ); }
 int ret_read_ex(struct pt_regs *ctx) { return on_return(ctx, DIR_INGRESS, FN_SSL_READ_EX); }
-int go_ret_write(struct pt_regs *ctx) { return go_return(ctx, DIR_EGRESS, FN_GO_WRITE); }
 int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_READ); }
 
 /* Entry probes. With BPF links (USE_ATTACH_COOKIE, Linux 5.15+) there is one set, and each probe's
@@ -809,7 +828,7 @@ int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_
     int entry_free_##ID(struct pt_regs *ctx) { return on_free(ctx, LIB_ID(ID)); }                    \
     int entry_ctrl_##ID(struct pt_regs *ctx) { return on_ctrl(ctx, LIB_ID(ID)); }                    \
     int entry_set_fd_##ID(struct pt_regs *ctx) { return on_set_fd(ctx, FN_SSL_SET_FD, LIB_ID(ID)); } \
-    int go_rw_##ID(struct pt_regs *ctx) { return go_entry(ctx, LIB_ID(ID)); }                        \
+    int go_read_##ID(struct pt_regs *ctx) { return go_entry(ctx, LIB_ID(ID)); }                     \
     GO_ENTRY_ONLY_PROBES(ID)
 #ifdef USE_ATTACH_COOKIE
 /* one set: the work in place (a program loaded for uprobe-multi links cannot tail-call) */
@@ -820,10 +839,12 @@ int go_ret_read(struct pt_regs *ctx) { return go_return(ctx, DIR_INGRESS, FN_GO_
     int go_client_hs_##ID(struct pt_regs *ctx) { return go_client_handshake(ctx, LIB_ID(ID)); }      \
     int go_server_hs_##ID(struct pt_regs *ctx) {                                                     \
         return open_conn(GO_PARM1(ctx), FN_GO_SERVER_HANDSHAKE, LIB_ID(ID), STACK_GO);                \
-    }
+    }                                                                                                \
+    int go_write_##ID(struct pt_regs *ctx) { return go_write(ctx, LIB_ID(ID)); }
 #else
 #define GO_ENTRY_ONLY_PROBES(ID)                                                                     \
     int go_close_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_CLOSE); }        \
     int go_client_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_CLIENT_HS); } \
-    int go_server_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_SERVER_HS); }
+    int go_server_hs_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_SERVER_HS); } \
+    int go_write_##ID(struct pt_regs *ctx) { return go_tail(ctx, LIB_ID(ID), TAIL_GO_WRITE); }
 #endif

@@ -44,14 +44,14 @@ PROBES = [
 # Go's crypto/tls, per function: (entry program prefix or None, shared program for each RET or None).
 # Returns are probed at every return instruction, never with a uretprobe (go_binaries.py).
 GO_PROBES = {
-    gb.WRITE: ("go_rw", "go_ret_write"),
-    gb.READ: ("go_rw", "go_ret_read"),
+    gb.WRITE: ("go_write", None),  # at entry, all of b: bpf/tls_capture.c, go_write
+    gb.READ: ("go_read", "go_ret_read"),
     gb.CLOSE: ("go_close", None),
     gb.CLIENT_HANDSHAKE: ("go_client_hs", None),
     gb.SERVER_HANDSHAKE: ("go_server_hs", None),
     gb.SERVER_NAME: (None, "go_ret_sni"),  # its result, on the goroutine clientHandshake noted
 }
-GO_TAILS = ("go_close", "go_client_hs", "go_server_hs")  # by TAIL_GO_* index
+GO_TAILS = ("go_close", "go_client_hs", "go_server_hs", "go_write_shared")  # by TAIL_GO_* index
 ENTRY_PROGRAMS = sorted({entry for _, entry, _ in PROBES} | {e for e, _ in GO_PROBES.values() if e})
 SHARED_RETURNS = sorted({fn for _, _, fn in PROBES if fn} | {fn for _, fn in GO_PROBES.values() if fn})
 # Without these a library is useless to us: nothing would be captured.
