@@ -742,8 +742,93 @@ static __always_inline void emit_proc_event(u8 kind) {
     proc_events.ringbuf_output(&h, sizeof(h), 0);
 }
 
+#ifdef HOLD_NEW_FILES
+/* Holding a process at a file nobody has judged yet: probing a file takes the recorder 10-40 ms
+ * after the exec or mapping that shows it, and a program can make its first TLS call sooner. So a
+ * wanted process that execs, or maps executable, a file not in judged_files is stopped (SIGSTOP,
+ * delivered before it runs another instruction) and a HELD record sent; the recorder judges the
+ * file, probes it if it is TLS, adds it to judged_files and resumes the process (SIGCONT). Each file
+ * costs one hold, the first time; every later process runs untouched. Files are keyed by inode
+ * number and size, which a container's overlay shows unchanged, so one image's files are judged
+ * once however many containers run them. held_pids lets the recorder (and its watchdog, should the
+ * recorder die) resume whoever is held.
+ *
+ * Kernel structures are read at the offsets the recorder found in the running kernel's BTF
+ * (OFF_* defines, recorder/capture/kernel_btf.py), not at those of the headers bcc compiles with. */
+struct file_key_t {
+    u64 ino;
+    u64 size;
+};
+BPF_TABLE("lru_hash", struct file_key_t, u8, judged_files, 65536);
+BPF_HASH(held_pids, u32, u64, 4096);
+BPF_ARRAY(hold_enabled, u32, 1);
+#define OISP_SIGSTOP 19
+
+static __always_inline u64 read_ptr(u64 base, u32 off) {
+    u64 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
+    return v;
+}
+
+static __always_inline u32 read_u32(u64 base, u32 off) {
+    u32 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
+    return v;
+}
+
+static __always_inline void hold_at(u64 file, u8 where) {
+    u32 zero = 0;
+    u32 *on = hold_enabled.lookup(&zero);
+    if (!on || !*on)
+        return;
+    u64 inode = read_ptr(file, OFF_FILE_F_INODE);
+    if (!inode)
+        return;
+    struct file_key_t key = {};
+    key.ino = read_ptr(inode, OFF_INODE_I_INO);
+    key.size = read_ptr(inode, OFF_INODE_I_SIZE);
+    if (judged_files.lookup(&key))
+        return;
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (!wanted(pid))
+        return;
+    u64 task = (u64)bpf_get_current_task();
+    if (read_u32(read_ptr(task, OFF_TASK_STRUCT_REAL_PARENT), OFF_TASK_STRUCT_TGID) == RECORDER_PID)
+        return; /* the recorder's own helpers: it may be waiting for them */
+    u64 now = bpf_ktime_get_ns();
+    if (held_pids.update(&pid, &now) != 0)
+        return; /* no room to remember it: not held */
+    if (bpf_send_signal(OISP_SIGSTOP) != 0) {
+        held_pids.delete(&pid);
+        return;
+    }
+    struct record_header h = {};
+    fill_header(&h, 0, 0, KIND_HELD, 0, where, 0);
+    h.offset = key.ino;
+    h.call_len = key.size;
+    proc_events.ringbuf_output(&h, sizeof(h), 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+    if (!(args->prot & 4) || (s64)args->fd < 0) /* PROT_EXEC of a file */
+        return 0;
+    u64 fdt = read_ptr(read_ptr((u64)bpf_get_current_task(), OFF_TASK_STRUCT_FILES), OFF_FILES_STRUCT_FDT);
+    u32 fd = args->fd;
+    if (!fdt || fd >= read_u32(fdt, OFF_FDTABLE_MAX_FDS))
+        return 0;
+    hold_at(read_ptr(read_ptr(fdt, OFF_FDTABLE_FD), fd * 8), HOLD_MMAP);
+    return 0;
+}
+#endif
+
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     emit_proc_event(KIND_EXEC);
+#ifdef HOLD_NEW_FILES
+    hold_at(read_ptr(read_ptr((u64)bpf_get_current_task(), OFF_TASK_STRUCT_MM), OFF_MM_STRUCT_EXE_FILE),
+            HOLD_EXEC);
+#endif
     return 0;
 }
 

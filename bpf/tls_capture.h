@@ -20,6 +20,12 @@
 #define KIND_EXEC 7   /* the process (pid) completed an exec */
 #define KIND_EXIT 8   /* the process (pid) exited */
 #define KIND_LIBOPEN 9 /* the process opens a file named libssl.so.*: `len` bytes of its path follow */
+#define KIND_HELD 10   /* the process was stopped (SIGSTOP) at a file the recorder has not judged yet:
+                        * `offset` and `call_len` hold the file's inode number and size, `func` HOLD_* */
+
+/* where a process was held (the `func` byte of HELD records) */
+#define HOLD_EXEC 1 /* its exec of the program */
+#define HOLD_MMAP 2 /* its executable mapping of a file (the loader mapping a library) */
 
 /* gap reasons (in the `func` byte of GAP records) */
 #define GAP_RINGBUF_FULL 1  /* the ring buffer had no room for the chunk */

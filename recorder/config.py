@@ -51,6 +51,10 @@ class RecorderConfig:
     # Probe the libssl of every container image layer on the node before a container maps it (when
     # discovering and capturing everything: with capture filters only the filtered processes count).
     scan_image_layers: bool = True
+    # Stop (SIGSTOP) a wanted process at the exec or executable mapping of a file not judged yet, until
+    # that file is judged and, if TLS, probed (SIGCONT): its first TLS call is then captured however
+    # soon it comes. One hold per file (1-40 ms, longer for a large Go program), the first time.
+    hold_new_files: bool = True
     # Library files probed at once; files no process maps any more are detached and their id reused.
     # With BPF links (Linux 5.15+) a file costs a few fds and no compile; on older kernels each file
     # takes a slot compiled into the BPF program, and at most MAX_COMPILED_SLOTS are compiled.
@@ -130,7 +134,7 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
             raise ConfigError(f"config key '{key}' must be a positive number, not {value!r}")
         return float(value)
-    if key in ("discover_libraries", "scan_image_layers"):
+    if key in ("discover_libraries", "scan_image_layers", "hold_new_files"):
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}' must be true or false")
         return value

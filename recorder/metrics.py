@@ -48,6 +48,8 @@ _HELP = {
     "go_programs_unsupported": "Go program files with crypto/tls that cannot be probed (logged once each)",
     "tls_files_unsupported": "files with TLS code that cannot be probed, Go programs included (logged once "
                              "each)",
+    "processes_held": "processes stopped at a file not judged yet, then resumed (hold_new_files)",
+    "holds_expired": "held processes resumed by the time limit, not by discovery (should stay 0)",
 }
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from contract.metrics_server import MetricsServer
-from recorder.capture import image_layers, libraries, preflight, ringbuf
+from recorder.capture import holds, image_layers, libraries, preflight, ringbuf
 from recorder.capture.discovery import LibraryDiscovery, capture_filter, run_in_thread
 from recorder.capture.probes import AttachedLibrary, CaptureProgram, raise_open_files_limit
 from recorder.capture.records import RecordDecoder, warm_up
@@ -142,6 +143,30 @@ def _start_discovery(cfg: RecorderConfig, program: CaptureProgram, discovery: Li
     return run_in_thread(discovery, events, stop)
 
 
+def _start_holding(program: CaptureProgram) -> tuple[subprocess.Popen, int] | None:
+    """Hold processes at files not judged yet, with a watchdog that resumes them should the recorder
+    die holding one (recorder/capture/holds.py). None: not held (configured off, or an old kernel)."""
+    if not program.holding:
+        return None
+    watchdog = holds.start_watchdog(program.held_map_fd())
+    program.hold_new_files(True)
+    log.info("processes are held at the first exec or mapping of a file until it is judged "
+             "(hold_new_files; watchdog pid %d)", watchdog[0].pid)
+    return watchdog
+
+
+def _stop_holding(program: CaptureProgram, watchdog: subprocess.Popen, pipe: int) -> None:
+    program.hold_new_files(False)
+    for pid in program.held_pids():  # discovery stops next: nobody would resume them
+        holds.resume(pid)
+        program.unhold(pid)
+    os.close(pipe)  # the watchdog's signal to exit (it finds nobody held)
+    try:
+        watchdog.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
+
+
 def record(cfg: RecorderConfig) -> int:
     """Run until SIGINT/SIGTERM or cfg.duration; returns the exit code."""
     bpf_cls = preflight.run_all()
@@ -172,21 +197,27 @@ def record(cfg: RecorderConfig) -> int:
     writer.stats_provider = recorder.totals
     recorder.start_writer()
 
+    stop_discovery = threading.Event()
+    discovery_thread = _start_discovery(cfg, program, discovery, stop_discovery)
+    hold = _start_holding(program) if discovery_thread is not None else None
     recorder.update_metrics()
     metrics.ready = True
     if cfg.ready_file:
         _write_ready_file(cfg.ready_file, ready_info(os.getpid(), run_id, program.attached.values(),
                                                      metrics_server.port if metrics_server else None))
-    stop_discovery = threading.Event()
-    discovery_thread = _start_discovery(cfg, program, discovery, stop_discovery)
     log.info("recording to %s (run %s, %d libraries probed)", cfg.segments_dir, run_id, usable)
     try:
         recorder.run()
     finally:
         metrics.ready = False
+        if hold is not None:
+            _stop_holding(program, *hold)
         stop_discovery.set()
         if discovery_thread is not None:
             discovery_thread.join()
+        if program.holding:
+            log.info("held %d processes at files not judged yet (longest hold %.0f ms)",
+                     program.processes_held, discovery.hold_ms_max)
         recorder.update_metrics(recorder.finish())
         program.close()
         if metrics_server is not None:

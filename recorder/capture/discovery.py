@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.capture import image_layers
+from recorder.capture import holds, image_layers
 from recorder.capture.libraries import LibraryFile, LibraryFinder, file_identity
 from recorder.capture.probes import AttachedLibrary, CaptureProgram
-from recorder.capture.records import HEADER_DTYPE, HEADER_SIZE, K_EXEC, K_EXIT, K_LIBOPEN
+from recorder.capture.records import HEADER_DTYPE, HEADER_SIZE, K_EXEC, K_EXIT, K_HELD, K_LIBOPEN
 
 log = logging.getLogger("oisp.record")
 
@@ -45,6 +45,8 @@ POLL_INTERVAL_SECONDS = 0.005
 LAYER_SCAN_MIN_INTERVAL = 0.05
 # A layer without libssl is looked into again for this long after it appears: it may be half written.
 LAYER_SETTLE_SECONDS = 60.0
+# A process held at a file not judged yet is resumed after this long whatever happened to its event.
+HOLD_MAX_SECONDS = 2.0
 
 
 class LibraryDiscovery:
@@ -79,6 +81,7 @@ class LibraryDiscovery:
         self.on_exec: Callable[[int, str, int, int], None] = lambda pid, comm, uid, cgroup_id: None
         self.on_exit: Callable[[int], None] = lambda pid: None
         self.execs_seen = 0
+        self.hold_ms_max = 0.0  # the longest hold (processes_held: the program's totals)
 
     def attach(self, files: Iterable[LibraryFile]) -> list[AttachedLibrary]:
         """Probe the files not probed yet (by device and inode)."""
@@ -100,6 +103,7 @@ class LibraryDiscovery:
             item = self.program.attach(lib)
             if item is None:
                 continue
+            self.finder.judged.append((content[0], content[1]))
             self.by_file[key] = item
             self._content[content] = key
             self.lib_paths[item.lib_id] = lib.display_path
@@ -168,6 +172,7 @@ class LibraryDiscovery:
         idle = [key for key, item in self.by_file.items()
                 if key not in in_use and item.library.found_by not in ("config", "loader cache",
                                                                         image_layers.FOUND_BY)]
+        self.program.mark_judged(self.finder.take_judged())
         low_water = max(1, self.program.slots // 4)
         for key in idle[:max(0, low_water - self.program.free_slots)]:
             self.forget(self.by_file[key])
@@ -180,11 +185,11 @@ class LibraryDiscovery:
         for i, (kind, pid) in enumerate(zip(h["kind"].tolist(), h["pid"].tolist(), strict=True)):
             if kind == K_EXEC:
                 self.execs_seen += 1
-                if now - self._last_layer_scan >= LAYER_SCAN_MIN_INTERVAL:
-                    self.scan_layers(now)  # a container of a new image may be starting
                 comm = h["comm"][i].split(b"\0", 1)[0].decode("utf-8", "replace")
                 self.on_exec(pid, comm, int(h["uid"][i]), int(h["cgroup_id"][i]))
                 self._recheck(pid)
+                if now - self._last_layer_scan >= LAYER_SCAN_MIN_INTERVAL:
+                    self.scan_layers(now)  # a container of a new image may be starting
                 for delay in RECHECK_DELAYS:
                     heapq.heappush(self._due, (now + delay, pid))
             elif kind == K_EXIT:
@@ -193,6 +198,38 @@ class LibraryDiscovery:
                 raw = good[i]
                 name = raw[HEADER_SIZE:HEADER_SIZE + int(h["len"][i])].decode("utf-8", "replace")
                 self.library_opened(pid, name)
+            elif kind == K_HELD:
+                self.held(pid, int(h["tid"][i]), (int(h["offset"][i]), int(h["call_len"][i])))
+        self.program.mark_judged(self.finder.take_judged())
+
+    def held(self, pid: int, tid: int, file: tuple[int, int]) -> None:
+        """A process the capture program stopped at a file (inode, size) not judged yet: judge and probe
+        what it maps, then resume it, whatever happens meanwhile."""
+        started = time.monotonic()
+        try:
+            if holds.wait_stopped(pid, tid):  # its mapping is in its maps only once it has stopped
+                self._recheck(pid)
+        finally:
+            self.finder.judged.append(file)  # as the kernel saw it, should its maps not show it
+            self.program.mark_judged(self.finder.take_judged())
+            holds.resume(pid)
+            self.program.unhold(pid)
+            self.program.processes_held += 1
+            self.hold_ms_max = max(self.hold_ms_max, (time.monotonic() - started) * 1000)
+
+    def release_expired(self) -> None:
+        """Resume processes held longer than HOLD_MAX_SECONDS: their HELD record was lost (the events
+        ring buffer full) or its handling failed. A process must not stay stopped for a probe."""
+        if not self.program.holding:
+            return
+        now = time.monotonic_ns()
+        for pid, since in self.program.held_pids().items():
+            if now - since > HOLD_MAX_SECONDS * 1e9:
+                holds.resume(pid)
+                self.program.unhold(pid)
+                self.program.holds_expired += 1
+                log.warning("pid %d was held %.1f s at a file not judged yet: resumed", pid,
+                            (now - since) / 1e9)
 
     def library_opened(self, pid: int, name: str) -> None:
         if not self.wanted(pid):
@@ -213,6 +250,7 @@ class LibraryDiscovery:
         while self._due and self._due[0][0] <= now:
             _, pid = heapq.heappop(self._due)
             self._recheck(pid)
+        self.program.mark_judged(self.finder.take_judged())
 
 
 def _content_key(path: str) -> tuple[int, int, int] | None:
@@ -254,7 +292,7 @@ def run_in_thread(discovery: LibraryDiscovery, read_events: Callable[[list[bytes
     reader (architectures where the ring buffer cannot be read directly) only rescans run."""
 
     def loop() -> None:
-        last_rescan = time.monotonic()
+        last_rescan = last_expiry = time.monotonic()
         while not stop.wait(POLL_INTERVAL_SECONDS):
             now = time.monotonic()
             try:
@@ -263,6 +301,9 @@ def run_in_thread(discovery: LibraryDiscovery, read_events: Callable[[list[bytes
                     read_events(raws)
                     discovery.handle_events(raws, now)
                 discovery.run_due(now)
+                if now - last_expiry >= HOLD_MAX_SECONDS / 4:
+                    discovery.release_expired()
+                    last_expiry = now
                 if now - last_rescan >= discovery.rescan_interval:
                     discovery.rescan()
                     last_rescan = time.monotonic()

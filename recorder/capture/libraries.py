@@ -212,6 +212,10 @@ class LibraryFinder:
         self.proc = proc
         # (dev, ino) -> "openssl", a Go program with crypto/tls we can probe, or None (not TLS)
         self._verdict: dict[tuple[int, int], str | GoBinary | None] = {}
+        self._by_content: dict[tuple[int, int, int], str | GoBinary | None] = {}  # (ino, size, mtime)
+        # (inode, size) of the files judged since last taken: the capture program stops holding
+        # processes at them (probes.py, mark_judged)
+        self.judged: list[tuple[int, int]] = []
         # Go programs with crypto/tls that cannot be probed, by file: "path (go1.16, amd64): why"
         self.unsupported_go: dict[tuple[int, int], str] = {}
         # other files with TLS code that cannot be probed (a stripped static OpenSSL): "path: why"
@@ -223,17 +227,28 @@ class LibraryFinder:
         time (every file is read once)."""
         for inside in mapped_files(pid, self.proc):
             path = f"{self.proc}/{pid}/root{inside}"
-            ident = file_identity(path)
-            if ident is None:
+            try:
+                st = os.stat(path)
+            except OSError:
                 continue
+            ident = (st.st_dev, st.st_ino)
             if ident not in self._verdict:
-                self._verdict[ident] = self._judge(path, inside, ident)
+                # one file seen through each container's overlay (a device of its own) is judged once
+                content = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if content not in self._by_content:
+                    self._by_content[content] = self._judge(path, inside, ident)
+                    self.judged.append((st.st_ino, st.st_size))
+                self._verdict[ident] = self._by_content[content]
             verdict = self._verdict[ident]
             if verdict is None:
                 continue
             go = verdict if isinstance(verdict, GoBinary) else None
             static = not LIBSSL_NAME.search(inside)
             yield LibraryFile(path, inside, ident[0], ident[1], f"maps of pid {pid}", static, go)
+
+    def take_judged(self) -> list[tuple[int, int]]:
+        judged, self.judged = self.judged, []
+        return judged
 
     def _judge(self, path: str, inside: str, ident: tuple[int, int]) -> str | GoBinary | None:
         if LIBSSL_NAME.search(inside) or has_ssl_symbols(path):

@@ -22,6 +22,7 @@ log = logging.getLogger("oisp.record")
 # Capability bits (linux/capability.h)
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
+CAP_KILL = 5
 CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
 CAP_SYS_RESOURCE = 24

@@ -8,6 +8,7 @@ kernels (attachers.py), so every record names the library it came from.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -15,6 +16,7 @@ import resource
 import time
 from pathlib import Path
 
+from recorder.capture import kernel_btf, preflight
 from recorder.capture.attachers import (
     ENTRY_PROGRAMS,
     ESSENTIAL,
@@ -70,6 +72,53 @@ def task_storage_supported(release: str | None = None) -> bool:
     return _kernel_at_least((5, 11), release)
 
 
+# The kernel structure members the hold code follows (bpf/tls_capture.c, hold_at).
+HOLD_MEMBERS = {"task_struct": ["mm", "real_parent", "tgid", "files"], "mm_struct": ["exe_file"],
+                "file": ["f_inode"], "inode": ["i_ino", "i_size"], "files_struct": ["fdt"],
+                "fdtable": ["max_fds", "fd"]}
+
+
+def holds_supported(cfg: RecorderConfig, release: str | None = None) -> bool:
+    """Whether processes are held at files not judged yet: configured, with discovery running to
+    release them, and bpf_send_signal (Linux 5.3)."""
+    return cfg.hold_new_files and cfg.discover_libraries and _kernel_at_least((5, 3), release)
+
+
+def _can_resume_anyone() -> bool:
+    """CAP_KILL: resuming (SIGCONT) a process of another user needs it, and a process held must be
+    resumed whoever runs it."""
+    return bool(preflight.effective_capabilities() >> preflight.CAP_KILL & 1)
+
+
+@functools.cache
+def _btf_offsets() -> dict[str, int] | str:
+    try:
+        found = kernel_btf.member_offsets(HOLD_MEMBERS)
+    except kernel_btf.BtfError as exc:
+        return str(exc)
+    return {f"OFF_{s.upper()}_{m.upper()}": off for (s, m), off in found.items()}
+
+
+def hold_offsets(cfg: RecorderConfig) -> dict[str, int]:
+    """The OFF_* defines of the hold code, or none when processes are not held (said once why)."""
+    if not holds_supported(cfg):
+        return {}
+    offsets = _btf_offsets()
+    why = offsets if isinstance(offsets, str) else None
+    if why is None and not _can_resume_anyone():
+        why = "CAP_KILL is missing (to resume processes of other users)"
+    if why is not None:
+        _warn_once(f"processes are not held at new files (hold_new_files): {why}; a program's first "
+                   "TLS calls may come before its file is probed")
+        return {}
+    return offsets
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning("%s", message)
+
+
 def build_source(cfg: RecorderConfig, slots: int | None) -> str:
     """The program's source; `slots` None: one set of entry probes told apart by their cookies."""
     defines = {
@@ -83,6 +132,10 @@ def build_source(cfg: RecorderConfig, slots: int | None) -> str:
         defines["USE_TASK_STORAGE"] = 1
     if slots is None:
         defines["USE_ATTACH_COOKIE"] = 1
+    offsets = hold_offsets(cfg)
+    if offsets:
+        defines["HOLD_NEW_FILES"] = 1
+        defines.update(offsets)
     head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     tail = f"DEFINE_PROBES({LINK_SUFFIX})\n" if slots is None else "".join(
         f"DEFINE_PROBES({i})\n" for i in range(slots))
@@ -103,6 +156,9 @@ class CaptureProgram:
             self.mode, f"{slots} library slots, no BPF links (kernel {platform.release()})")
         log.info("compiled capture program in %.2f s (%s)", time.monotonic() - started, how)
         self.cfg = cfg
+        self.holding = bool(hold_offsets(cfg))  # the program holds processes at files not judged yet
+        self.processes_held = 0  # counted by discovery
+        self.holds_expired = 0
         if self.links:
             self.attacher: LinkAttacher | SlotAttacher = LinkAttacher(self.bpf, bpf_cls.KPROBE,
                                                                       self.mode == "multi")
@@ -160,6 +216,34 @@ class CaptureProgram:
     def free_slots(self) -> int:
         return len(self._free)
 
+    def hold_new_files(self, enabled: bool) -> None:
+        """Start (or stop) holding processes at files not judged yet (bpf/tls_capture.c, hold_at)."""
+        self.bpf["hold_enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
+
+    def mark_judged(self, files: list[tuple[int, int]]) -> None:
+        """Files (inode, size) judged: processes are no longer held at them."""
+        if not files or not self.holding:
+            return
+        table = self.bpf["judged_files"]
+        one = ctypes.c_uint8(1)
+        for ino, size in files:
+            key = table.Key()
+            key.ino, key.size = ino, size
+            table[key] = one
+
+    def held_map_fd(self) -> int:
+        return self.bpf["held_pids"].map_fd
+
+    def held_pids(self) -> dict[int, int]:
+        """pid -> when it was held (bpf_ktime_get_ns, CLOCK_MONOTONIC)."""
+        return {k.value: v.value for k, v in self.bpf["held_pids"].items()}
+
+    def unhold(self, pid: int) -> None:
+        try:
+            del self.bpf["held_pids"][ctypes.c_uint32(pid)]
+        except KeyError:
+            pass
+
     def set_filters(self, pids: list[int], comms: list[str], cgroup_ids: list[int]) -> None:
         flags = 0
         one = ctypes.c_uint8(1)
@@ -187,6 +271,8 @@ class CaptureProgram:
         totals["go_programs_probed"] = sum(1 for a in attached if a.library.go is not None and a.usable)
         totals["go_programs_unsupported"] = len(self.unsupported_go)
         totals["tls_files_unsupported"] = len(self.unsupported_go) + len(self.unsupported_other)
+        totals["processes_held"] = self.processes_held
+        totals["holds_expired"] = self.holds_expired
         return totals
 
     def proc_events_fd(self) -> int:

@@ -34,7 +34,7 @@ HEADER_SIZE = HEADER_DTYPE.itemsize
 assert HEADER_SIZE == 88
 
 K_DATA, K_GAP, K_OPEN, K_CLOSE, K_SNI, K_SOCKET = 1, 2, 3, 4, 5, 6
-K_EXEC, K_EXIT, K_LIBOPEN = 7, 8, 9  # proc_events ring buffer only
+K_EXEC, K_EXIT, K_LIBOPEN, K_HELD = 7, 8, 9, 10  # proc_events ring buffer only
 # code -> string tables; index 0 ("?") is never a valid code, and never referenced by a row
 KINDS = ["?", sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE, sf.KIND_SNI, sf.KIND_SOCKET]
 DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]

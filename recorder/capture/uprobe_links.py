@@ -89,6 +89,11 @@ def _nr(table: dict[str, int]) -> int:
     return table[machine]
 
 
+def bpf(cmd: int, attr: ctypes.Structure) -> int:
+    """The bpf(2) system call; -1 with errno set on failure."""
+    return _libc.syscall(_nr(BPF_SYSCALL), cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
 def _fail(what: str) -> LinkError:
     errno = ctypes.get_errno()
     return LinkError(errno, f"{what}: {os.strerror(errno)}")
@@ -213,7 +218,7 @@ def attach(prog_fd: int, events: UprobeEvents, path: str, offset: int, cookie: i
     perf_fd, event = events.open(path, offset, retprobe)
     error = None
     attr = _LinkCreateAttr(prog_fd=prog_fd, target_fd=perf_fd, attach_type=BPF_PERF_EVENT, bpf_cookie=cookie)
-    link_fd = _libc.syscall(_nr(BPF_SYSCALL), BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    link_fd = bpf(BPF_LINK_CREATE, attr)
     if link_fd < 0:
         error = _fail(f"BPF link at {path}+{offset:#x}")
     elif _libc.ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0) < 0:
@@ -237,7 +242,7 @@ def attach_multi(prog_fd: int, path: str, offsets: list[int], cookie: int, retpr
                             path=ctypes.addressof(name), offsets=ctypes.addressof(offs),
                             cookies=ctypes.addressof(cookies), cnt=len(offsets),
                             multi_flags=BPF_F_UPROBE_MULTI_RETURN if retprobe else 0)
-    fd = _libc.syscall(_nr(BPF_SYSCALL), BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    fd = bpf(BPF_LINK_CREATE, attr)
     if fd < 0:
         raise _fail(f"uprobe-multi link at {path}+{','.join(hex(o) for o in offsets)}")
     return Link(fd)

@@ -51,7 +51,7 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 STANDARD_LABELS = {"app.kubernetes.io/name": "oisp-sensor", "app.kubernetes.io/instance": "oisp-sensor",
                    "app.kubernetes.io/part-of": "oisp", "app.kubernetes.io/managed-by": "kustomize",
                    "app.kubernetes.io/component": "sensor"}
-RECORDER_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE"]
+RECORDER_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "KILL"]
 
 
 def k8s_objects(overlay: str):
@@ -187,7 +187,7 @@ def test_scc_admits_the_sensor_pod_and_grants_nothing_more():
     # the check itself refuses what it should
     assert scc_refusals({**policy, "allowHostPID": False}, spec) == ["hostPID"]
     assert scc_refusals({**policy, "allowedCapabilities": ["BPF", "PERFMON"]}, spec) == [
-        "recorder: capability SYS_PTRACE"]
+        "recorder: capability SYS_PTRACE", "recorder: capability KILL"]
     assert scc_refusals({**policy, "seLinuxContext": {"type": "MustRunAs"}}, spec) == [
         "recorder: seLinuxOptions", "analyzer: seLinuxOptions"]
 
@@ -276,7 +276,7 @@ def test_recorder_has_the_documented_capabilities_and_no_more(overlay):
     assert sc["privileged"] is False and sc["runAsUser"] == 0 and sc["allowPrivilegeEscalation"] is False
     # docs/recorder.md shows the same securityContext
     caps_doc = (REPO / "docs" / "recorder.md").read_text().split("## Capabilities", 1)[1]
-    assert "add: [BPF, PERFMON, SYS_PTRACE]" in caps_doc and "drop: [ALL]" in caps_doc
+    assert "add: [BPF, PERFMON, SYS_PTRACE, KILL]" in caps_doc and "drop: [ALL]" in caps_doc
     ana = container(spec, "analyzer")["securityContext"]
     assert ana["capabilities"] == {"drop": ["ALL"]} and ana["privileged"] is False
     for c in spec["containers"]:
