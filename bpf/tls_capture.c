@@ -232,6 +232,33 @@ static __always_inline u8 emit_chunk(struct record_header *h, u32 n, const void 
     return GAP_OVER_LIMIT; /* not reached: n <= CHUNK_SIZE */
 }
 
+/* Kernel memory at an offset the recorder read from the running kernel's BTF (OFF_* defines,
+ * recorder/capture/kernel_btf.py), never from the headers bcc compiles with, which may belong to
+ * another kernel. 0 when the base is 0 or the read fails. */
+static __always_inline u64 read_ptr(u64 base, u32 off) {
+    u64 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
+    return v;
+}
+
+static __always_inline u32 read_u32(u64 base, u32 off) {
+    u32 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
+    return v;
+}
+
+#ifdef OFF_FDTABLE_FD
+/* The struct file of one of the current process's descriptors (0: none). */
+static __always_inline u64 fd_file(u32 fd) {
+    u64 fdt = read_ptr(read_ptr((u64)bpf_get_current_task(), OFF_TASK_STRUCT_FILES), OFF_FILES_STRUCT_FDT);
+    if (!fdt || fd >= read_u32(fdt, OFF_FDTABLE_MAX_FDS))
+        return 0;
+    return read_ptr(read_ptr(fdt, OFF_FDTABLE_FD), fd * 8);
+}
+#endif
+
 /* Peer addresses from connect(), keyed by (tgid << 32 | fd), and the last connect() of each thread
  * for libraries that are never told the fd (memory BIOs). LRU: entries of sockets never wrapped in
  * TLS age out. */
@@ -249,6 +276,45 @@ BPF_TABLE("lru_hash", u32, struct thread_connect_t, thread_connects, 65536);
 
 #define AF_INET_ 2
 #define AF_INET6_ 10
+
+#ifdef PLAIN_CAPTURE
+/* Plaintext HTTP to in-cluster model servers: sockets whose server port is in scope (plain_ports,
+ * from the configuration) are tracked from connect() (client end) or accept() (server end); their
+ * bytes are captured from the read/write family of system calls once the request direction's
+ * first bytes are an HTTP/1.x method or the HTTP/2 preface, and never otherwise (TLS on an in-scope
+ * port, another protocol: the socket is dropped at its first bytes). Every other read or write on
+ * the node costs one hash lookup. Records are those of TLS capture: the connection key is
+ * PLAIN_KEY(fd), lib_id PLAIN_LIB_ID, stack STACK_PLAIN. */
+#define PLAIN_LIB_ID 65535
+#define PLAIN_KEY(fd) ((1ULL << 63) | (u32)(fd))
+#define PLAIN_UNDECIDED 0
+#define PLAIN_HTTP 1
+#define PLAIN_OTHER 2
+#define SIDE_CLIENT 1
+#define SIDE_SERVER 2
+BPF_HASH(plain_ports, u16, u8, 1024);
+/* server addresses in scope (IPv4 as IPv4-mapped IPv6), when plain_flags[0] bit 0 says there are any */
+struct plain_prefix_t {
+    u32 prefixlen;
+    u8 addr[16];
+};
+BPF_LPM_TRIE(plain_addresses, struct plain_prefix_t, u8, 1024);
+BPF_ARRAY(plain_flags, u32, 1);
+struct plain_sock_t {
+    u8 state;
+    u8 side;
+};
+BPF_TABLE("lru_hash", u64, struct plain_sock_t, plain_socks, 65536);
+
+static __always_inline void plain_track(u32 fd, u8 side) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
+    struct plain_sock_t sock = {.state = PLAIN_UNDECIDED, .side = side};
+    plain_socks.update(&key, &sock);
+    struct conn_key_t ck = {.ssl = PLAIN_KEY(fd), .pid = pid_tgid >> 32};
+    conns.delete(&ck); /* a descriptor number reused: a new connection */
+}
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -274,10 +340,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     struct thread_connect_t tc = {.fd = (s32)args->fd, .peer = p};
     u32 tid = (u32)pid_tgid;
     thread_connects.update(&tid, &tc);
+#ifdef PLAIN_CAPTURE
+    if (plain_ports.lookup(&p.port))
+        plain_track(args->fd, SIDE_CLIENT);
+#endif
     return 0;
 }
 
-static __always_inline void emit_socket(struct record_header *h, s32 fd, struct peer_t *peer, u8 source) {
+static __always_inline void emit_socket(struct record_header *h, s32 fd, struct peer_t *peer, u8 source,
+                                        struct peer_t *local) {
     struct {
         struct record_header h;
         struct socket_info s;
@@ -291,6 +362,10 @@ static __always_inline void emit_socket(struct record_header *h, s32 fd, struct 
         r.s.family = peer->family;
         r.s.port = peer->port;
         __builtin_memcpy(r.s.addr, peer->addr, 16);
+    }
+    if (local) {
+        r.s.local_port = local->port;
+        __builtin_memcpy(r.s.local_addr, local->addr, 16);
     }
     if (records.ringbuf_output(&r, sizeof(r), BPF_RB_NO_WAKEUP) == 0)
         count(CTR_RECORDS, 1);
@@ -355,14 +430,14 @@ static __always_inline void go_socket(struct record_header *h, u64 conn, u64 pid
     struct peer_t copy = {};
     if (p)
         copy = *p;
-    emit_socket(h, (s32)fd, p ? &copy : 0, SOCK_SRC_GO_CONN);
+    emit_socket(h, (s32)fd, p ? &copy : 0, SOCK_SRC_GO_CONN, 0);
 }
 
 /* Copy what one call moved (`total` bytes at `buf`) into the ring buffer, chunk by chunk, each with
  * its stream offset. Shared by OpenSSL's return probes and Go's: one copy of the loop the verifier
  * works hardest on. `go` says whose connection `ssl` is: a Go *tls.Conn learns its socket from the
  * Conn itself, an OpenSSL SSL* without an fd from the thread's last connect(). */
-static __always_inline int capture_call(u64 ssl, u64 buf, u64 total, u8 dir, u8 func, u16 lib_id, int go) {
+static __always_inline int capture_call(u64 ssl, u64 buf, u64 total, u8 dir, u8 func, u16 lib_id, u8 stack) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     int created;
     struct conn_t *c = conn_get(ssl, pid_tgid >> 32, &created);
@@ -374,12 +449,12 @@ static __always_inline int capture_call(u64 ssl, u64 buf, u64 total, u8 dir, u8 
     u32 zero = 0;
     struct record_header h = {};
     fill_header(&h, ssl, gen, KIND_DATA, dir, func, lib_id);
-    h.stack = go ? STACK_GO : STACK_OPENSSL;
+    h.stack = stack;
     if (!c->socket_seen) {
-        c->socket_seen = 1;
-        if (go) {
+        c->socket_seen = 1; /* plaintext: written when the connection was recognized as HTTP */
+        if (stack == STACK_GO) {
             go_socket(&h, ssl, pid_tgid);
-        } else {
+        } else if (stack == STACK_OPENSSL) {
             /* the library was never given an fd (memory BIOs: Node, asyncio, curl's own BIO): the
              * socket is the one this thread connect()ed last, an inference the record says it is */
             u32 tid = (u32)pid_tgid;
@@ -387,7 +462,7 @@ static __always_inline int capture_call(u64 ssl, u64 buf, u64 total, u8 dir, u8 
             if (tc) {
                 struct thread_connect_t copy = *tc;
                 thread_connects.delete(&tid);
-                emit_socket(&h, copy.fd, &copy.peer, SOCK_SRC_THREAD_CONNECT);
+                emit_socket(&h, copy.fd, &copy.peer, SOCK_SRC_THREAD_CONNECT, 0);
             }
         }
     }
@@ -459,7 +534,7 @@ static __always_inline int on_return(struct pt_regs *ctx, u8 dir, u8 func) {
     }
     if (total == 0)
         return 0;
-    return capture_call(a.ssl, a.buf, total, dir, func, (u16)a.lib_id, 0);
+    return capture_call(a.ssl, a.buf, total, dir, func, (u16)a.lib_id, STACK_OPENSSL);
 }
 
 /* A handshake entry point: the connection is seen from its first byte. */
@@ -509,7 +584,7 @@ static __always_inline int on_set_fd(struct pt_regs *ctx, u8 func, u16 lib_id) {
     if (tc && tc->fd == fd)
         thread_connects.delete(&tid); /* claimed: not for another connection's fallback */
     c->socket_seen = 1;
-    emit_socket(&h, fd, p ? &copy : 0, SOCK_SRC_SET_FD);
+    emit_socket(&h, fd, p ? &copy : 0, SOCK_SRC_SET_FD, 0);
     return 0;
 }
 
@@ -576,10 +651,252 @@ static __always_inline int on_free(struct pt_regs *ctx, u16 lib_id) {
     return close_conn(PT_REGS_PARM1(ctx), FN_SSL_FREE, lib_id, STACK_OPENSSL);
 }
 
+#ifdef PLAIN_CAPTURE
+/* The call in flight on a tracked socket, from the system call's entry to its exit, per thread. */
+#define HOW_BUFFER 0
+#define HOW_IOVEC 1  /* ptr: struct iovec[count] */
+#define HOW_MSGHDR 2 /* ptr: struct user_msghdr */
+struct plain_call_t {
+    u64 ptr;
+    u32 fd;
+    u32 count;
+    u8 how;
+    u8 dir;
+    u8 func;
+};
+BPF_HASH(plain_calls, u64, struct plain_call_t, 16384);
+/* What the copying program (plain_copy, reached by tail call) is to copy: one buffer, or the iovecs
+ * of a vectored call one per tail call (the chunk loop is compiled once, not once per syscall). */
+struct plain_work_t {
+    u64 key;
+    u64 buf;
+    u64 iov;
+    u64 left;
+    u32 n_iov;
+    u32 idx;
+    u8 dir;
+    u8 func;
+};
+BPF_PERCPU_ARRAY(plain_work, struct plain_work_t, 1);
+BPF_PROG_ARRAY(plain_tail, 1);
+#define MAX_IOVECS 32 /* tail calls per system call; bytes of further iovecs become a gap */
+
+static __always_inline int plain_enter(u32 fd, u64 ptr, u64 count, u8 how, u8 dir, u8 func) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
+    struct plain_sock_t *sock = plain_socks.lookup(&key);
+    if (!sock || sock->state == PLAIN_OTHER)
+        return 0; /* every other read and write on the node ends here */
+    struct plain_call_t call = {.ptr = ptr, .fd = fd, .count = (u32)count, .how = how, .dir = dir, .func = func};
+    plain_calls.update(&pid_tgid, &call);
+    return 0;
+}
+
+/* The request direction's first four bytes: an HTTP/1.x method, or the h2c preface "PRI ". */
+#define W4(a, b, c, d) ((u32)(a) | (u32)(b) << 8 | (u32)(c) << 16 | (u32)(d) << 24)
+static __always_inline int http_start(u32 w) {
+    return w == W4('G', 'E', 'T', ' ') || w == W4('P', 'O', 'S', 'T') || w == W4('P', 'U', 'T', ' ') ||
+           w == W4('H', 'E', 'A', 'D') || w == W4('D', 'E', 'L', 'E') || w == W4('P', 'A', 'T', 'C') ||
+           w == W4('O', 'P', 'T', 'I') || w == W4('P', 'R', 'I', ' ');
+}
+
+/* Both ends of a socket from the kernel's struct sock_common. Returns the family (0: unknown). */
+static __always_inline u16 sock_ends(u32 fd, struct peer_t *peer, struct peer_t *local) {
+    u64 sk = read_ptr(read_ptr(fd_file(fd), OFF_FILE_PRIVATE_DATA), OFF_SOCKET_SK);
+    if (!sk)
+        return 0;
+    u64 common = sk + OFF_SOCK___SK_COMMON;
+    u16 family = 0, dport = 0, num = 0;
+    bpf_probe_read_kernel(&family, 2, (void *)(common + OFF_SOCK_COMMON_SKC_FAMILY));
+    bpf_probe_read_kernel(&dport, 2, (void *)(common + OFF_SOCK_COMMON_SKC_DPORT));
+    bpf_probe_read_kernel(&num, 2, (void *)(common + OFF_SOCK_COMMON_SKC_NUM));
+    peer->family = family;
+    local->family = family;
+    peer->port = (dport >> 8) | ((dport & 0xff) << 8);
+    local->port = num;
+    if (family == AF_INET_) {
+        bpf_probe_read_kernel(peer->addr, 4, (void *)(common + OFF_SOCK_COMMON_SKC_DADDR));
+        bpf_probe_read_kernel(local->addr, 4, (void *)(common + OFF_SOCK_COMMON_SKC_RCV_SADDR));
+    } else if (family == AF_INET6_) {
+        bpf_probe_read_kernel(peer->addr, 16, (void *)(common + OFF_SOCK_COMMON_SKC_V6_DADDR));
+        bpf_probe_read_kernel(local->addr, 16, (void *)(common + OFF_SOCK_COMMON_SKC_V6_RCV_SADDR));
+    } else {
+        return 0;
+    }
+    return family;
+}
+
+/* Whether the server's address is in scope (plain_addresses; any when none is configured). */
+static __always_inline int server_in_scope(struct peer_t *server) {
+    u32 zero = 0;
+    u32 *flags = plain_flags.lookup(&zero);
+    if (!flags || !(*flags & 1))
+        return 1;
+    struct plain_prefix_t key = {.prefixlen = 128};
+    if (server->family == AF_INET_) {
+        key.addr[10] = 0xff;
+        key.addr[11] = 0xff;
+        __builtin_memcpy(&key.addr[12], server->addr, 4);
+    } else {
+        __builtin_memcpy(key.addr, server->addr, 16);
+    }
+    return plain_addresses.lookup(&key) != 0;
+}
+
+/* The connection was just recognized as HTTP: its open record, then its socket (both ends). */
+static __always_inline void plain_open(u32 fd, u8 side, struct peer_t *peer, struct peer_t *local) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    int created;
+    struct conn_t *c = conn_get(PLAIN_KEY(fd), pid_tgid >> 32, &created);
+    if (!c)
+        return;
+    c->opened = 1;
+    c->socket_seen = 1;
+    struct record_header h = {};
+    fill_header(&h, PLAIN_KEY(fd), c->gen, KIND_OPEN, 0, side == SIDE_CLIENT ? FN_SYS_CONNECT : FN_SYS_ACCEPT,
+                PLAIN_LIB_ID);
+    h.stack = STACK_PLAIN;
+    emit_meta(&h);
+    emit_socket(&h, (s32)fd, peer, SOCK_SRC_SYSCALL, local);
+}
+
+static __always_inline int plain_exit(void *ctx, long ret) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct plain_call_t *p = plain_calls.lookup(&pid_tgid);
+    if (!p)
+        return 0;
+    struct plain_call_t call = *p;
+    plain_calls.delete(&pid_tgid);
+    if (ret <= 0)
+        return 0;
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | call.fd;
+    struct plain_sock_t *sock = plain_socks.lookup(&key);
+    if (!sock)
+        return 0;
+    u64 buf = 0, iov = 0;
+    u32 n_iov = 0;
+    if (call.how == HOW_BUFFER) {
+        buf = call.ptr;
+    } else if (call.how == HOW_IOVEC) {
+        iov = call.ptr;
+        n_iov = call.count;
+    } else {
+        u64 len = 0; /* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 */
+        bpf_probe_read_user(&iov, 8, (void *)(call.ptr + 16));
+        bpf_probe_read_user(&len, 8, (void *)(call.ptr + 24));
+        n_iov = (u32)len;
+    }
+    if (sock->state == PLAIN_UNDECIDED) {
+        /* decided by the request's first bytes: the client's first write, the server's first read */
+        if (call.dir != (sock->side == SIDE_CLIENT ? DIR_EGRESS : DIR_INGRESS))
+            return 0;
+        u64 first = buf;
+        if (!first && iov)
+            bpf_probe_read_user(&first, 8, (void *)iov);
+        u32 head = 0;
+        if (ret < 4 || bpf_probe_read_user(&head, 4, (void *)first) != 0 || !http_start(head)) {
+            sock->state = PLAIN_OTHER;
+            return 0;
+        }
+        struct peer_t peer = {}, local = {};
+        if (!sock_ends(call.fd, &peer, &local) ||
+            !server_in_scope(sock->side == SIDE_CLIENT ? &peer : &local)) {
+            sock->state = PLAIN_OTHER;
+            return 0;
+        }
+        sock->state = PLAIN_HTTP;
+        plain_open(call.fd, sock->side, &peer, &local);
+    }
+    if (sock->state != PLAIN_HTTP)
+        return 0;
+    u32 zero = 0;
+    struct plain_work_t *w = plain_work.lookup(&zero);
+    if (!w)
+        return 0;
+    w->key = PLAIN_KEY(call.fd);
+    w->buf = buf;
+    w->iov = iov;
+    w->left = (u64)ret;
+    w->n_iov = n_iov;
+    w->idx = 0;
+    w->dir = call.dir;
+    w->func = call.func;
+    plain_tail.call(ctx, 0);
+    return 0;
+}
+
+/* Copies the next buffer of plain_work (reached by tail call from the exit tracepoints). */
+int plain_copy(void *ctx) {
+    u32 zero = 0;
+    struct plain_work_t *w = plain_work.lookup(&zero);
+    if (!w || !w->left)
+        return 0;
+    u64 buf = w->buf, len = w->left;
+    if (w->iov) {
+        struct {
+            u64 base;
+            u64 len;
+        } v = {};
+        if (w->idx >= w->n_iov || w->idx >= MAX_IOVECS ||
+            bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + (u64)w->idx * 16)) != 0) {
+            buf = 0; /* the rest cannot be reached: a gap, through the copy's own failure path */
+        } else {
+            buf = v.base;
+            len = v.len < w->left ? v.len : w->left;
+            w->idx += 1;
+        }
+    }
+    w->left -= len;
+    u64 left = w->left;
+    capture_call(w->key, buf, len, w->dir, w->func, PLAIN_LIB_ID, STACK_PLAIN);
+    if (left)
+        plain_tail.call(ctx, 0);
+    return 0;
+}
+
+static __always_inline int plain_accepted(long ret) {
+    if (ret < 0 || !wanted(bpf_get_current_pid_tgid() >> 32))
+        return 0;
+    struct peer_t peer = {}, local = {};
+    if (sock_ends((u32)ret, &peer, &local) && plain_ports.lookup(&local.port))
+        plain_track((u32)ret, SIDE_SERVER);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return plain_accepted(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return plain_accepted(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | (u32)args->fd;
+    struct plain_sock_t *sock = plain_socks.lookup(&key);
+    if (!sock)
+        return 0;
+    if (sock->state == PLAIN_HTTP)
+        close_conn(PLAIN_KEY(args->fd), FN_SYS_CLOSE, PLAIN_LIB_ID, STACK_PLAIN);
+    plain_socks.delete(&key);
+    return 0;
+}
+
+#define PLAIN_SYSCALL(name, ptr, count, how, dir, func)                                             \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name) {                                                   \
+        return plain_enter((u32)args->fd, (u64)(ptr), (u64)(count), how, dir, func);                 \
+    }                                                                                                \
+    TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return plain_exit(args, args->ret); }
+PLAIN_SYSCALL(write, args->buf, args->count, HOW_BUFFER, DIR_EGRESS, FN_SYS_WRITE)
+PLAIN_SYSCALL(read, args->buf, args->count, HOW_BUFFER, DIR_INGRESS, FN_SYS_READ)
+PLAIN_SYSCALL(sendto, args->buff, args->len, HOW_BUFFER, DIR_EGRESS, FN_SYS_SENDTO)
+PLAIN_SYSCALL(recvfrom, args->ubuf, args->size, HOW_BUFFER, DIR_INGRESS, FN_SYS_RECVFROM)
+PLAIN_SYSCALL(writev, args->vec, args->vlen, HOW_IOVEC, DIR_EGRESS, FN_SYS_WRITEV)
+PLAIN_SYSCALL(readv, args->vec, args->vlen, HOW_IOVEC, DIR_INGRESS, FN_SYS_READV)
+PLAIN_SYSCALL(sendmsg, args->msg, 0, HOW_MSGHDR, DIR_EGRESS, FN_SYS_SENDMSG)
+PLAIN_SYSCALL(recvmsg, args->msg, 0, HOW_MSGHDR, DIR_INGRESS, FN_SYS_RECVMSG)
+#endif
+
 /* Go's crypto/tls: Read is probed at entry (the *tls.Conn and the buffer) and at each of its RET
- * instructions (n, the bytes read), never with a uretprobe, which breaks Go's movable stacks; Write at
- * entry only (go_write below). Between the two the call is keyed by its goroutine, not its thread: a goroutine blocked in
- * Read resumes on whichever thread the scheduler picks. LRU: a goroutine that never returns (the
+ * instructions (n, the bytes read), never with a uretprobe, which breaks Go's movable stacks; Write
+ * at entry only (go_write below). Between the two the call is keyed by its goroutine, not its
+ * thread: a goroutine blocked in Read resumes on whichever thread the scheduler picks. LRU: a goroutine that never returns (the
  * program was killed mid-call) cannot fill the map. */
 struct go_call_key_t {
     u64 g;
@@ -605,7 +922,7 @@ static __always_inline int go_write(struct pt_regs *ctx, u16 lib_id) {
     s64 n = (s64)GO_PARM3(ctx);
     if (!GO_PARM1(ctx) || n <= 0)
         return 0;
-    return capture_call(GO_PARM1(ctx), GO_PARM2(ctx), (u64)n, DIR_EGRESS, FN_GO_WRITE, lib_id, 1);
+    return capture_call(GO_PARM1(ctx), GO_PARM2(ctx), (u64)n, DIR_EGRESS, FN_GO_WRITE, lib_id, STACK_GO);
 }
 
 static __always_inline int go_entry(struct pt_regs *ctx, u16 lib_id) {
@@ -728,7 +1045,7 @@ static __always_inline int go_return(struct pt_regs *ctx, u8 dir, u8 func) {
     s64 n = (s64)GO_RET1(ctx); /* (n int, err error): n counts the bytes moved, even with an error */
     if (n <= 0)
         return 0;
-    return capture_call(call.conn, call.buf, (u64)n, dir, func, (u16)call.lib_id, 1);
+    return capture_call(call.conn, call.buf, (u64)n, dir, func, (u16)call.lib_id, STACK_GO);
 }
 
 /* Process starts and ends, for the recorder's library discovery and process identity. Header-only
@@ -763,20 +1080,6 @@ BPF_TABLE("lru_hash", struct file_key_t, u8, judged_files, 65536);
 BPF_HASH(held_pids, u32, u64, 4096);
 BPF_ARRAY(hold_enabled, u32, 1);
 #define OISP_SIGSTOP 19
-
-static __always_inline u64 read_ptr(u64 base, u32 off) {
-    u64 v = 0;
-    if (base)
-        bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
-    return v;
-}
-
-static __always_inline u32 read_u32(u64 base, u32 off) {
-    u32 v = 0;
-    if (base)
-        bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + off));
-    return v;
-}
 
 static __always_inline void hold_at(u64 file, u8 where) {
     u32 zero = 0;
@@ -814,11 +1117,7 @@ static __always_inline void hold_at(u64 file, u8 where) {
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
     if (!(args->prot & 4) || (s64)args->fd < 0) /* PROT_EXEC of a file */
         return 0;
-    u64 fdt = read_ptr(read_ptr((u64)bpf_get_current_task(), OFF_TASK_STRUCT_FILES), OFF_FILES_STRUCT_FDT);
-    u32 fd = args->fd;
-    if (!fdt || fd >= read_u32(fdt, OFF_FDTABLE_MAX_FDS))
-        return 0;
-    hold_at(read_ptr(read_ptr(fdt, OFF_FDTABLE_FD), fd * 8), HOLD_MMAP);
+    hold_at(fd_file(args->fd), HOLD_MMAP);
     return 0;
 }
 #endif

@@ -7,7 +7,7 @@
 #ifndef OISP_TLS_CAPTURE_H
 #define OISP_TLS_CAPTURE_H
 
-#define RECORD_LAYOUT_VERSION 3
+#define RECORD_LAYOUT_VERSION 4
 
 /* record kinds */
 #define KIND_DATA 1  /* plaintext bytes follow the header */
@@ -55,16 +55,30 @@
 #define FN_GO_CLOSE 15            /* crypto/tls.(*Conn).Close */
 #define FN_GO_CLIENT_HANDSHAKE 16 /* crypto/tls.(*Conn).clientHandshake */
 #define FN_GO_SERVER_HANDSHAKE 17 /* crypto/tls.(*Conn).serverHandshake */
+/* plaintext sockets (PLAIN_CAPTURE): the system call that moved the bytes or marked the connection */
+#define FN_SYS_WRITE 18
+#define FN_SYS_READ 19
+#define FN_SYS_SENDTO 20
+#define FN_SYS_RECVFROM 21
+#define FN_SYS_WRITEV 22
+#define FN_SYS_READV 23
+#define FN_SYS_SENDMSG 24
+#define FN_SYS_RECVMSG 25
+#define FN_SYS_CONNECT 26 /* open: the process connected (client end) */
+#define FN_SYS_ACCEPT 27  /* open: the process accepted (server end) */
+#define FN_SYS_CLOSE 28
 
 /* which TLS implementation a record comes from (the `stack` byte) */
 #define STACK_OPENSSL 1 /* the OpenSSL API: a libssl, or a program exporting SSL_read/SSL_write */
 #define STACK_GO 2      /* Go's crypto/tls */
+#define STACK_PLAIN 3   /* no TLS: plaintext HTTP read and written by system calls on a TCP socket */
 
 /* where a SOCKET record's fd and peer address come from */
 #define SOCK_SRC_SET_FD 1         /* SSL_set_fd/rfd/wfd named the fd; peer from its connect() */
 #define SOCK_SRC_THREAD_CONNECT 2 /* no fd given to the library (memory BIOs: Node, asyncio): the
                                    * last connect() of the thread that started the handshake */
 #define SOCK_SRC_GO_CONN 3        /* the fd of the net.Conn a Go *tls.Conn wraps; peer from its connect() */
+#define SOCK_SRC_SYSCALL 4        /* the fd of the system calls; both ends from the kernel's socket */
 
 struct socket_info {
     s32 fd;       /* -1: unknown */
@@ -72,7 +86,9 @@ struct socket_info {
     u16 port;     /* peer port, host byte order */
     u8 addr[16];  /* peer address; IPv4 in the first 4 bytes */
     u8 source;    /* SOCK_SRC_* */
-    u8 pad[7];
+    u8 pad[5];
+    u16 local_port;     /* 0: the local end is not known here (the recorder looks it up) */
+    u8 local_addr[16];  /* same family as the peer's */
 };
 
 struct record_header {

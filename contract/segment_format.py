@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"
 # Versions the analyzer reads: 1 lacks the identity columns, 1 and 2 lack tls_stack (they read as nulls).
-READABLE_VERSIONS = ("1", "2", "3")
+READABLE_VERSIONS = ("1", "2", "3", "4")
 # Parquet footer (key-value metadata) keys
 META_VERSION = b"oisp.segment.version"
 META_NODE = b"oisp.segment.node"
@@ -36,9 +36,11 @@ KIND_PROCESS = "process"  # who a pid is: one row per pid per segment (no conn_i
 SOCKET_SOURCE_SET_FD = "set_fd"  # SSL_set_fd named the fd: exact
 SOCKET_SOURCE_THREAD_CONNECT = "thread_connect"  # the handshaking thread's last connect(): inferred
 SOCKET_SOURCE_GO_CONN = "go_conn"  # the fd under a Go *tls.Conn, read from the program's memory
+SOCKET_SOURCE_SYSCALL = "syscall"  # (version 4) plaintext: the system calls' fd, both ends from the kernel
 
 TLS_STACK_OPENSSL = "openssl"  # the OpenSSL API (SSL_read/SSL_write): a libssl, or a program carrying it
 TLS_STACK_GO = "go"  # Go's crypto/tls, compiled into the program
+TLS_STACK_PLAINTEXT = "plaintext"  # (version 4) no TLS: HTTP read and written by system calls on a socket
 
 DIRECTION_EGRESS = "egress"  # the application wrote these bytes (SSL_write*)
 DIRECTION_INGRESS = "ingress"  # the application read these bytes (SSL_read*)

@@ -7,6 +7,7 @@ are errors, reported with the key's name, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import socket
@@ -55,6 +56,14 @@ class RecorderConfig:
     # that file is judged and, if TLS, probed (SIGCONT): its first TLS call is then captured however
     # soon it comes. One hold per file (1-40 ms, longer for a large Go program), the first time.
     hold_new_files: bool = True
+    # Plaintext HTTP (no TLS) to in-cluster model servers: connections to (or accepted on) these ports,
+    # whose first bytes are an HTTP/1.x request or the HTTP/2 preface, optionally only with these
+    # server addresses (CIDRs; empty: any). Defaults: KServe/gateways (80), LM Studio (1234), TGI's
+    # router (3000), LiteLLM proxy (4000), vLLM and most OpenAI-compatible servers (8000), TGI, LocalAI
+    # and KServe (8080), Ollama (11434).
+    plaintext_capture: bool = True
+    plaintext_ports: list[int] = field(default_factory=lambda: [80, 1234, 3000, 4000, 8000, 8080, 11434])
+    plaintext_addresses: list[str] = field(default_factory=list)
     # Library files probed at once; files no process maps any more are detached and their id reused.
     # With BPF links (Linux 5.15+) a file costs a few fds and no compile; on older kernels each file
     # takes a slot compiled into the BPF program, and at most MAX_COMPILED_SLOTS are compiled.
@@ -87,10 +96,15 @@ class RecorderConfig:
     metrics_port: int | None = None  # None: no endpoint; 0: any free port (in the log and the ready file)
     metrics_address: str = "0.0.0.0"
 
+    def plaintext_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The server addresses whose plaintext HTTP is captured (none: any)."""
+        return [ipaddress.ip_network(a, strict=False) for a in self.plaintext_addresses]
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RecorderConfig)}
 _PATH_KEYS = {"segments_dir", "ready_file", "kubernetes_token_file", "kubernetes_ca_file"}
-_LIST_KEYS = {"pids": int, "comms": str, "cgroups": str, "extra_libraries": str}
+_LIST_KEYS = {"pids": int, "comms": str, "cgroups": str, "extra_libraries": str, "plaintext_ports": int,
+              "plaintext_addresses": str}
 _INT_KEYS = {"segment_max_bytes", "chunk_size", "max_chunks_per_call", "ringbuf_bytes", "max_library_files"}
 _FLOAT_KEYS = {
     "duration", "segment_max_seconds", "flush_interval_seconds", "stats_interval_seconds",
@@ -115,6 +129,15 @@ def _coerce(key: str, value: Any) -> Any:
             isinstance(v, kind) and not isinstance(v, bool) for v in value
         ):
             raise ConfigError(f"config key '{key}' must be a list of {kind.__name__}")
+        if key == "plaintext_ports" and not all(0 < v <= 65535 for v in value):
+            raise ConfigError(f"config key 'plaintext_ports' must be port numbers (1-65535), not {value!r}")
+        if key == "plaintext_addresses":
+            for v in value:
+                try:
+                    ipaddress.ip_network(v, strict=False)
+                except ValueError:
+                    raise ConfigError(f"config key 'plaintext_addresses': {v!r} is not an address or a "
+                                      "network (10.0.0.0/8, fd00::/8, 10.1.2.3)") from None
         return list(value)
     if key in _INT_KEYS:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -134,7 +157,7 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
             raise ConfigError(f"config key '{key}' must be a positive number, not {value!r}")
         return float(value)
-    if key in ("discover_libraries", "scan_image_layers", "hold_new_files"):
+    if key in ("discover_libraries", "scan_image_layers", "hold_new_files", "plaintext_capture"):
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}' must be true or false")
         return value

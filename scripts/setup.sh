@@ -17,6 +17,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v capsh >/dev/null || need+=(libcap2-bin)   # the reduced-capability test
     command -v node >/dev/null || need+=(nodejs)         # the node client tests
     command -v unshare >/dev/null || need+=(util-linux)
+    command -v ip >/dev/null || need+=(iproute2)   # the plaintext tests build a network namespace pair
     command -v shellcheck >/dev/null || need+=(shellcheck)   # tests lint the deployment's scripts
     command -v go >/dev/null || need+=(golang-go)   # tests build Go programs to analyze their crypto/tls
     command -v gcc >/dev/null || need+=(gcc libc6-dev)   # tests build a statically linked OpenSSL client

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import ipaddress
 import logging
 import os
 import platform
@@ -76,6 +77,11 @@ def task_storage_supported(release: str | None = None) -> bool:
 HOLD_MEMBERS = {"task_struct": ["mm", "real_parent", "tgid", "files"], "mm_struct": ["exe_file"],
                 "file": ["f_inode"], "inode": ["i_ino", "i_size"], "files_struct": ["fdt"],
                 "fdtable": ["max_fds", "fd"]}
+# ... and those the plaintext capture follows (fd -> file -> socket -> sock: both ends of a connection)
+PLAIN_MEMBERS = {"task_struct": ["files"], "files_struct": ["fdt"], "fdtable": ["max_fds", "fd"],
+                 "file": ["private_data"], "socket": ["sk"], "sock": ["__sk_common"],
+                 "sock_common": ["skc_family", "skc_dport", "skc_num", "skc_daddr", "skc_rcv_saddr",
+                                 "skc_v6_daddr", "skc_v6_rcv_saddr"]}
 
 
 def holds_supported(cfg: RecorderConfig, release: str | None = None) -> bool:
@@ -91,25 +97,41 @@ def _can_resume_anyone() -> bool:
 
 
 @functools.cache
-def _btf_offsets() -> dict[str, int] | str:
+def _btf_offsets(members: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, int] | str:
     try:
-        found = kernel_btf.member_offsets(HOLD_MEMBERS)
+        found = kernel_btf.member_offsets({name: list(fields) for name, fields in members})
     except kernel_btf.BtfError as exc:
         return str(exc)
     return {f"OFF_{s.upper()}_{m.upper()}": off for (s, m), off in found.items()}
+
+
+def _offsets(members: dict[str, list[str]]) -> dict[str, int] | str:
+    return _btf_offsets(tuple((name, tuple(fields)) for name, fields in sorted(members.items())))
 
 
 def hold_offsets(cfg: RecorderConfig) -> dict[str, int]:
     """The OFF_* defines of the hold code, or none when processes are not held (said once why)."""
     if not holds_supported(cfg):
         return {}
-    offsets = _btf_offsets()
+    offsets = _offsets(HOLD_MEMBERS)
     why = offsets if isinstance(offsets, str) else None
     if why is None and not _can_resume_anyone():
         why = "CAP_KILL is missing (to resume processes of other users)"
     if why is not None:
         _warn_once(f"processes are not held at new files (hold_new_files): {why}; a program's first "
                    "TLS calls may come before its file is probed")
+        return {}
+    return offsets
+
+
+def plain_offsets(cfg: RecorderConfig) -> dict[str, int]:
+    """The OFF_* defines of the plaintext capture, or none when it is off (said once why)."""
+    if not cfg.plaintext_capture or not cfg.plaintext_ports:
+        return {}
+    offsets = _offsets(PLAIN_MEMBERS)
+    if isinstance(offsets, str):
+        _warn_once(f"plaintext HTTP is not captured (plaintext_capture): the kernel's BTF is needed and "
+                   f"{offsets}")
         return {}
     return offsets
 
@@ -136,6 +158,10 @@ def build_source(cfg: RecorderConfig, slots: int | None) -> str:
     if offsets:
         defines["HOLD_NEW_FILES"] = 1
         defines.update(offsets)
+    offsets = plain_offsets(cfg)
+    if offsets:
+        defines["PLAIN_CAPTURE"] = 1
+        defines.update(offsets)
     head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     tail = f"DEFINE_PROBES({LINK_SUFFIX})\n" if slots is None else "".join(
         f"DEFINE_PROBES({i})\n" for i in range(slots))
@@ -158,6 +184,9 @@ class CaptureProgram:
         self.cfg = cfg
         self.holding = bool(hold_offsets(cfg))  # the program holds processes at files not judged yet
         self.processes_held = 0  # counted by discovery
+        self.plaintext = bool(plain_offsets(cfg))
+        if self.plaintext:
+            self._scope_plaintext(bpf_cls, cfg)
         self.holds_expired = 0
         if self.links:
             self.attacher: LinkAttacher | SlotAttacher = LinkAttacher(self.bpf, bpf_cls.KPROBE,
@@ -215,6 +244,27 @@ class CaptureProgram:
     @property
     def free_slots(self) -> int:
         return len(self._free)
+
+    def _scope_plaintext(self, bpf_cls, cfg: RecorderConfig) -> None:
+        """The ports and server addresses whose plaintext HTTP is captured, and the copying program
+        the system call exits tail-call (bpf/tls_capture.c, PLAIN_CAPTURE)."""
+        ports = self.bpf["plain_ports"]
+        for port in cfg.plaintext_ports:
+            ports[ctypes.c_uint16(port)] = ctypes.c_uint8(1)
+        prefixes = self.bpf["plain_addresses"]
+        for network in cfg.plaintext_networks():
+            key = prefixes.Key()
+            mapped = network if network.version == 6 else ipaddress.IPv6Network(
+                f"::ffff:{network.network_address}/{96 + network.prefixlen}")
+            key.prefixlen = mapped.prefixlen
+            key.addr = (ctypes.c_uint8 * 16)(*mapped.network_address.packed)
+            prefixes[key] = ctypes.c_uint8(1)
+        if cfg.plaintext_addresses:
+            self.bpf["plain_flags"][ctypes.c_int(0)] = ctypes.c_uint32(1)
+        self.bpf["plain_tail"][ctypes.c_int(0)] = ctypes.c_int(
+            self.bpf.load_func("plain_copy", bpf_cls.TRACEPOINT).fd)
+        log.info("plaintext HTTP captured on ports %s%s", ", ".join(map(str, cfg.plaintext_ports)),
+                 f" of {', '.join(cfg.plaintext_addresses)}" if cfg.plaintext_addresses else "")
 
     def hold_new_files(self, enabled: bool) -> None:
         """Start (or stop) holding processes at files not judged yet (bpf/tls_capture.c, hold_at)."""

@@ -41,11 +41,17 @@ DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]
 FUNCS = ["?", "SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_free", "SSL_do_handshake",
          "SSL_connect", "SSL_accept", "SSL_ctrl", "SSL_set_fd", "SSL_set_rfd", "SSL_set_wfd",
          "crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Close",
-         "crypto/tls.(*Conn).clientHandshake", "crypto/tls.(*Conn).serverHandshake"]
-STACKS = ["?", sf.TLS_STACK_OPENSSL, sf.TLS_STACK_GO]
-# struct socket_info: s32 fd, u16 family, u16 port, u8 addr[16], u8 source, u8 pad[7]
-SOCKET_INFO = struct.Struct("<iHH16sB7x")
-SOCKET_SOURCES = {1: sf.SOCKET_SOURCE_SET_FD, 2: sf.SOCKET_SOURCE_THREAD_CONNECT, 3: sf.SOCKET_SOURCE_GO_CONN}
+         "crypto/tls.(*Conn).clientHandshake", "crypto/tls.(*Conn).serverHandshake",
+         # plaintext (the system call)
+         "write", "read", "sendto", "recvfrom", "writev", "readv", "sendmsg", "recvmsg", "connect", "accept",
+         "close"]
+STACKS = ["?", sf.TLS_STACK_OPENSSL, sf.TLS_STACK_GO, sf.TLS_STACK_PLAINTEXT]
+PLAIN_LIB_ID = 65535  # plaintext records: no library (bpf/tls_capture.c)
+# struct socket_info: s32 fd, u16 family, u16 port, u8 addr[16], u8 source, u8 pad[5], u16 local_port,
+# u8 local_addr[16]
+SOCKET_INFO = struct.Struct("<iHH16sB5xH16s")
+SOCKET_SOURCES = {1: sf.SOCKET_SOURCE_SET_FD, 2: sf.SOCKET_SOURCE_THREAD_CONNECT, 3: sf.SOCKET_SOURCE_GO_CONN,
+                  4: sf.SOCKET_SOURCE_SYSCALL}
 AF_INET, AF_INET6 = 2, 10
 # (pid, fd) -> (local ip, local port, peer ip, peer port) from the socket tables, or None
 SocketResolver = Callable[[int, int], tuple[str, int, str, int] | None]
@@ -53,15 +59,22 @@ SocketResolver = Callable[[int, int], tuple[str, int, str, int] | None]
 
 def parse_socket_info(payload: bytes) -> dict:
     """The socket columns of a SOCKET record's payload."""
-    fd, family, port, addr, source = SOCKET_INFO.unpack_from(payload)
-    peer_ip = None
-    if family == AF_INET:
-        peer_ip = str(ipaddress.IPv4Address(addr[:4]))
-    elif family == AF_INET6:
-        ip6 = ipaddress.IPv6Address(addr)
-        peer_ip = str(ip6.ipv4_mapped or ip6)
-    return {"fd": fd if fd >= 0 else None, "peer_ip": peer_ip, "peer_port": port if peer_ip else None,
+    fd, family, port, addr, source, local_port, local_addr = SOCKET_INFO.unpack_from(payload)
+    peer_ip = _ip(family, addr)
+    info = {"fd": fd if fd >= 0 else None, "peer_ip": peer_ip, "peer_port": port if peer_ip else None,
             "socket_source": SOCKET_SOURCES.get(source)}
+    if local_port:  # the kernel's own view of the local end (plaintext)
+        info["local_ip"], info["local_port"] = _ip(family, local_addr), local_port
+    return info
+
+
+def _ip(family: int, addr: bytes) -> str | None:
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(addr[:4]))
+    if family == AF_INET6:
+        ip6 = ipaddress.IPv6Address(addr)
+        return str(ip6.ipv4_mapped or ip6)
+    return None
 GAP_REASONS = [sf.GAP_UNEXPLAINED, sf.GAP_RINGBUF_FULL, sf.GAP_OVER_LIMIT, sf.GAP_READ_FAULT]
 
 # How many streams' expected offsets to remember (oldest forgotten first).
@@ -77,8 +90,11 @@ def _dict_column(codes: np.ndarray, table: list, valid: np.ndarray | None = None
 def _dict_from_values(values: np.ndarray, to_str) -> pa.Array:
     """A dictionary array from raw values, converting only the distinct ones to strings."""
     uniq, inverse = np.unique(values, return_inverse=True)
-    return pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)),
-                                          pa.array([to_str(u) for u in uniq], pa.string()))
+    names = [to_str(u) for u in uniq]
+    indices = inverse.astype(np.int32)
+    missing = np.array([n is None for n in names])[indices] if None in names else None  # null rows
+    return pa.DictionaryArray.from_arrays(pa.array(indices, mask=missing),
+                                          pa.array([n or "" for n in names], pa.string()))
 
 
 class RecordDecoder:
@@ -205,7 +221,8 @@ class RecordDecoder:
             "gap_reason": _dict_column(gap_codes, GAP_REASONS, is_gap),
             "egress_bytes": pa.array(h["offset"], mask=~is_close),
             "ingress_bytes": pa.array(h["call_len"], mask=~is_close),
-            "lib_path": _dict_from_values(h["lib_id"], lambda i: lib_paths.get(int(i), f"lib#{int(i)}")),
+            "lib_path": _dict_from_values(h["lib_id"], lambda i: None if i == PLAIN_LIB_ID
+                                          else lib_paths.get(int(i), f"lib#{int(i)}")),
             "tls_stack": _dict_column(np.where(stack_valid, h["stack"], 0), STACKS, stack_valid),
         }
         cols.update(self._identity_columns(h, data, meta, n))
@@ -224,7 +241,7 @@ class RecordDecoder:
                 cols["server_name"][i] = payload.decode("utf-8", "replace")
                 continue
             info = parse_socket_info(payload)
-            if info["fd"] is not None and self.resolve_socket is not None:
+            if info["fd"] is not None and self.resolve_socket is not None and "local_port" not in info:
                 found = self.resolve_socket(int(h["pid"][i]), info["fd"])
                 if found:
                     info["local_ip"], info["local_port"] = found[0], found[1]

@@ -11,7 +11,7 @@ import pytest
 
 from contract import segment_format as sf
 from contract import segment_names
-from recorder.capture.records import HEADER_SIZE, RecordDecoder
+from recorder.capture.records import HEADER_SIZE, PLAIN_LIB_ID, SOCKET_INFO, RecordDecoder
 from recorder.store.writer import SegmentWriter
 
 SSL, GEN, PID = 0x5555AAAA0000, 7, 4242
@@ -19,9 +19,9 @@ HEADER = struct.Struct("<6Q4IH4B2x16s")  # bpf/tls_capture.h, written out indepe
 assert HEADER.size == HEADER_SIZE
 
 
-def rec(kind, offset=0, length=0, direction=0, func=2, call_len=None, data=b"", stack=1):
+def rec(kind, offset=0, length=0, direction=0, func=2, call_len=None, data=b"", stack=1, lib_id=0):
     header = HEADER.pack(1_000 + offset, SSL, GEN, offset, call_len if call_len is not None else length,
-                         99, PID, PID + 1, 1000, length, 0, kind, direction, func, stack, b"client\0")
+                         99, PID, PID + 1, 1000, length, lib_id, kind, direction, func, stack, b"client\0")
     return header + data
 
 
@@ -45,7 +45,7 @@ def test_data_rows_carry_identity_and_bytes():
 
 
 def test_go_records_name_their_stack_functions_and_socket_source():
-    socket = struct.pack("<iHH16sB7x", 6, 2, 443, bytes([127, 0, 0, 1]) + bytes(12), 3)
+    socket = SOCKET_INFO.pack(6, 2, 443, bytes([127, 0, 0, 1]) + bytes(12), 3, 0, bytes(16))
     _, rows = decode(rec(3, func=16, stack=2), rec(6, length=len(socket), func=13, data=socket, stack=2),
                      rec(1, 0, 5, func=13, data=b"hello", stack=2), rec(1, 0, 2, direction=1, func=14,
                                                                       data=b"ok", stack=2),
@@ -57,6 +57,25 @@ def test_go_records_name_their_stack_functions_and_socket_source():
         ("data", "SSL_write_ex", None)]  # an unknown stack byte is null, not a guess
     assert (rows[1]["fd"], rows[1]["peer_ip"], rows[1]["peer_port"], rows[1]["socket_source"]) == (
         6, "127.0.0.1", 443, sf.SOCKET_SOURCE_GO_CONN)
+
+
+def test_plaintext_records_name_the_system_call_and_both_ends():
+    """Format 4: plaintext rows (stack 3) have no library, name the system call, and their socket row
+    carries the local end the kernel gave (no /proc lookup needed)."""
+    peer, local = bytes([10, 0, 0, 2]) + bytes(12), bytes([10, 0, 0, 1]) + bytes(12)
+    socket = SOCKET_INFO.pack(7, 2, 8000, peer, 4, 41234, local)
+    plain = {"stack": 3, "lib_id": PLAIN_LIB_ID}
+    _, rows = decode(rec(3, func=26, **plain), rec(6, length=len(socket), func=26, data=socket, **plain),
+                     rec(1, 0, 5, func=20, data=b"POST ", **plain),
+                     rec(1, 0, 2, direction=1, func=21, data=b"ok", **plain),
+                     rec(4, offset=5, call_len=2, func=28, **plain))
+    assert [(r["kind"], r["func"], r["tls_stack"]) for r in rows] == [
+        ("open", "connect", "plaintext"), ("socket", "connect", "plaintext"), ("data", "sendto", "plaintext"),
+        ("data", "recvfrom", "plaintext"), ("close", "close", "plaintext")]
+    assert {r["lib_path"] for r in rows} == {None}
+    s = rows[1]
+    assert (s["fd"], s["peer_ip"], s["peer_port"], s["local_ip"], s["local_port"], s["socket_source"]) == (
+        7, "10.0.0.2", 8000, "10.0.0.1", 41234, sf.SOCKET_SOURCE_SYSCALL)
 
 
 def test_offset_jump_becomes_unexplained_gap_and_late_kernel_gap_is_not_doubled():

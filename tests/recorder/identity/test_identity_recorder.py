@@ -42,7 +42,7 @@ def test_sni_and_socket_records_fill_their_columns():
         return ("10.0.0.2", 51234, "10.0.0.9", 443)
 
     decoder = RecordDecoder("node-a", 0, {0: "/usr/lib/libssl.so.3"}, resolve)
-    sock = SOCKET_INFO.pack(9, 2, 443, bytes([10, 0, 0, 9]) + bytes(12), 1)
+    sock = SOCKET_INFO.pack(9, 2, 443, bytes([10, 0, 0, 9]) + bytes(12), 1, 0, bytes(16))
     raws = [record(K_SNI, b"api.openai.com"), record(K_SOCKET, sock, func=10),
             record(K_DATA, b"POST / HTTP/1.1\r\n\r\n", offset=0)]
     rows = decoder.decode(raws).to_pylist()
@@ -150,12 +150,12 @@ def test_socket_table_addresses():
 
 
 def test_socket_record_payload():
-    v4 = SOCKET_INFO.pack(7, 2, 443, bytes([93, 184, 216, 34]) + bytes(12), 1)
+    v4 = SOCKET_INFO.pack(7, 2, 443, bytes([93, 184, 216, 34]) + bytes(12), 1, 0, bytes(16))
     assert parse_socket_info(v4) == {"fd": 7, "peer_ip": "93.184.216.34", "peer_port": 443,
                                      "socket_source": "set_fd"}
-    v6 = SOCKET_INFO.pack(-1, 10, 8443, bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 9]), 2)
+    v6 = SOCKET_INFO.pack(-1, 10, 8443, bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 9]), 2, 0, bytes(16))
     assert parse_socket_info(v6) == {"fd": None, "peer_ip": "10.0.0.9", "peer_port": 8443,
                                      "socket_source": "thread_connect"}
-    unknown = SOCKET_INFO.pack(3, 0, 0, bytes(16), 2)
+    unknown = SOCKET_INFO.pack(3, 0, 0, bytes(16), 2, 0, bytes(16))
     assert parse_socket_info(unknown)["peer_ip"] is None
-    assert SOCKET_INFO.size == struct.calcsize("<iHH16sB7x") == 32
+    assert SOCKET_INFO.size == struct.calcsize("<iHH16sB5xH16s") == 48  # struct socket_info, layout 4
