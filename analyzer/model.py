@@ -36,8 +36,11 @@ class ConnectionInfo:
     local_ip: str | None = None
     local_port: int | None = None
     socket_source: str | None = None  # set_fd (exact), thread_connect (inferred) or go_conn
-    tls_stack: str | None = None  # openssl or go (format version 3; None before)
+    tls_stack: str | None = None  # openssl or go (format version 3; None before), plaintext (4)
     process: ProcessIdentity | None = None
+    # plaintext (format 4): the other end of the same TCP connection, when it was captured too (both
+    # processes on the node): matched by addresses and ports (the client reports the calls)
+    counterpart: ConnectionInfo | None = field(default=None, repr=False, compare=False)
     # hostile or broken input: the budgets (Limits field names) it went over, and the type of the
     # exception a protocol parser raised on it (its exchanges so far were still handed out)
     limits_hit: list[str] = field(default_factory=list)

@@ -64,6 +64,22 @@ def connection_attrs(c: ConnectionInfo) -> dict:
         "container_runtime": c.process.container_runtime if c.process else None,
         "tls_stack": c.tls_stack,
         "identity_unknown": unknown_identity(c),
+        **server_end(c),
+    })
+
+
+def server_end(c: ConnectionInfo) -> dict:
+    """Plaintext, both ends captured (a client and a server pod on one node): who served the call,
+    for the client's events. Nothing otherwise (peer_address says where the server was)."""
+    srv = c.counterpart
+    if c.role != "client" or srv is None:
+        return {}
+    p = srv.process
+    return _drop_none({
+        "server_pid": srv.pid,
+        "server_process": srv.comm,
+        "server_pod": f"{p.pod_namespace}/{p.pod_name}" if p and p.pod_name else None,
+        "server_container_id": p.container_id if p else None,
     })
 
 
@@ -72,6 +88,8 @@ def unknown_identity(c: ConnectionInfo) -> list[str] | None:
     segments that name their TLS stack (format 3): older recordings' events stay as they were."""
     if c.tls_stack is None:
         return None
-    unknown = [name for name, value in (("server_name", c.server_name), ("peer_address", c.peer_ip),
-                                        ("socket_fd", c.fd)) if value is None]
+    known = (("peer_address", c.peer_ip), ("socket_fd", c.fd))
+    if c.tls_stack != "plaintext":  # no TLS, no server name to know
+        known = (("server_name", c.server_name), *known)
+    unknown = [name for name, value in known if value is None]
     return unknown or None

@@ -121,7 +121,9 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
         "host": host_context(c),
         "process": process_context(c),
         "source": {"collector": COLLECTOR, "collector_version": COLLECTOR_VERSION,
-                   "capture_method": "ebpf_uprobe", "capture_point": "ssl_read_write"},
+                   **({"capture_method": "ebpf_tracepoint", "capture_point": "socket_read_write"}
+                      if c.tls_stack == "plaintext" else
+                      {"capture_method": "ebpf_uprobe", "capture_point": "ssl_read_write"})},
         "confidence": confidence,
         "attrs": {"provider_id": match.provider, "api_format": match.api_format,
                   "provider_matched_by": match.matched_by, "connection_id": c.conn_id,
@@ -131,7 +133,8 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
 
 
 def _endpoint(x: Exchange) -> str:
-    return f"https://{x.authority or 'unknown'}{redact_path(x.path) or ''}"
+    scheme = "http" if x.connection.tls_stack == "plaintext" else "https"
+    return f"{scheme}://{x.authority or 'unknown'}{redact_path(x.path) or ''}"
 
 
 def _drop_none(d: dict) -> dict:

@@ -36,7 +36,7 @@ from analyzer.ai.providers import ProviderRegistry
 from analyzer.http.aws_eventstream import EventStreamError, decode
 from analyzer.http.bodies import SseParser, decode_body, split_ndjson
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
-from analyzer.model import Exchange, HttpMessage, Limits
+from analyzer.model import ConnectionInfo, Exchange, HttpMessage, Limits
 
 # path fragment -> parser module, the first match wins. Paths, not providers, decide: Ollama and
 # vLLM also speak OpenAI's /v1/chat/completions, gateways speak several formats.
@@ -139,9 +139,16 @@ def exchange_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions)
     return analyze_exchange(x, registry, opts).events
 
 
+def reported_here(c: ConnectionInfo) -> bool:
+    """Whether this end of a connection reports its calls: the client's; the server's only for
+    plaintext whose client end was not captured (a client off the node). When both ends are
+    captured, the client end reports (TLS: the server end is never reported)."""
+    return c.role == "client" or c.tls_stack == "plaintext" and c.counterpart is None
+
+
 def _fallback_events(x: Exchange, registry: ProviderRegistry, opts: EventOptions, error: str) -> list[dict]:
     """Events from what is known of an exchange whose bodies could not be turned into events."""
-    if x.connection.role != "client":
+    if not reported_here(x.connection):
         return []
     match = registry.classify(x.authority or x.connection.server_name, x.path or "")
     if match is None:
@@ -162,7 +169,7 @@ def _body_notes(body: object, which: str) -> list[str]:
 
 
 def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list[dict]:
-    if x.connection.role != "client":
+    if not reported_here(x.connection):
         return []  # the client end of the same call is reported instead (when both are captured)
     path = x.path or ""
     # the Host or :authority header names the service; the TLS server name stands in when the

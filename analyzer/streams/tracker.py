@@ -29,6 +29,7 @@ from contract.identity import ProcessIdentity
 
 DETECT_BYTES = 64  # bytes of either direction that settle the protocol
 MAX_RESUMABLE = 10_000  # expired connections remembered, in case their process speaks again
+MAX_PLAIN_ENDS = 100_000  # plaintext connection ends remembered for pairing client and server
 _DIRECTION = {"egress": "request", "ingress": "response"}
 _KINDS = {"process", "open", "sni", "socket", "close", "data", "gap"}
 
@@ -68,6 +69,9 @@ class ConnectionTracker:
         # connection -> exchanges numbered when it expired: if it speaks again, numbering goes on
         # (event ids hash the number, so a restart from 1 would reuse ids)
         self.resumable: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # plaintext connections by (node, local ip, local port, peer ip, peer port): the other end's
+        # lookup (_pair)
+        self.plain_ends: OrderedDict[tuple, ConnectionInfo] = OrderedDict()
 
     def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
         """Consume batches of segment rows; yield exchanges as their connections close."""
@@ -115,6 +119,21 @@ class ConnectionTracker:
             out.extend(self._close(key, closed=False))
         return out
 
+    def _pair(self, info: ConnectionInfo) -> None:
+        """Plaintext: link the two ends of one TCP connection when both were captured (a client and
+        a server pod on one node), by their addresses: each end's local is the other's peer."""
+        if info.local_port is None or info.peer_port is None:
+            return
+        here = (info.node, info.local_ip, info.local_port, info.peer_ip, info.peer_port)
+        there = (info.node, info.peer_ip, info.peer_port, info.local_ip, info.local_port)
+        other = self.plain_ends.get(there)
+        if other is not None and other is not info:
+            info.counterpart, other.counterpart = other, info
+        self.plain_ends[here] = info
+        self.plain_ends.move_to_end(here)
+        if len(self.plain_ends) > MAX_PLAIN_ENDS:
+            self.plain_ends.popitem(last=False)
+
     # ---- rows --------------------------------------------------------------------------------
     def _row(self, r: dict) -> list[Exchange] | None:
         piece = _piece(r)
@@ -150,6 +169,8 @@ class ConnectionTracker:
             return None
         if kind == "socket":
             _socket(c.info, r)
+            if c.info.tls_stack == "plaintext":
+                self._pair(c.info)
             return None
         if kind == "close":
             c.info.closed = True
