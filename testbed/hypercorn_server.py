@@ -1,4 +1,5 @@
-"""Run testbed.asgi_app under hypercorn with TLS on loopback, in a background thread."""
+"""Run testbed.asgi_app under hypercorn on loopback, in a background thread: with TLS, or plaintext
+(HTTP/1.1, and HTTP/2 by prior knowledge: h2c) when given no PKI."""
 
 from __future__ import annotations
 
@@ -15,11 +16,8 @@ from .pki import TestPKI
 
 
 class HypercornServer:
-    def __init__(self, pki: TestPKI, workdir: Path, app=app, port: int = 0,
+    def __init__(self, pki: TestPKI | None, workdir: Path, app=app, port: int = 0,
                  extra_ports: tuple[int, ...] = (), keep_alive_seconds: float = 5.0, host: str = "127.0.0.1"):
-        cert, key = workdir / "server.pem", workdir / "server.key"
-        pki.cert.private_key_pem.write_to_path(str(key))
-        pki.cert.cert_chain_pems[0].write_to_path(str(cert))
         if not port:
             sock = socket.socket()
             sock.bind((host, 0))
@@ -30,8 +28,13 @@ class HypercornServer:
         self.config = Config()
         self.host = host  # another loopback address lets two servers on port 443 run side by side
         self.config.bind = [f"{host}:{p}" for p in (self.port, *extra_ports)]
-        self.config.certfile, self.config.keyfile = str(cert), str(key)
-        self.config.alpn_protocols = ["h2", "http/1.1"]
+        self.tls = pki is not None
+        if pki is not None:
+            cert, key = workdir / "server.pem", workdir / "server.key"
+            pki.cert.private_key_pem.write_to_path(str(key))
+            pki.cert.cert_chain_pems[0].write_to_path(str(cert))
+            self.config.certfile, self.config.keyfile = str(cert), str(key)
+            self.config.alpn_protocols = ["h2", "http/1.1"]
         self.config.loglevel = "WARNING"
         self.config.keep_alive_timeout = keep_alive_seconds
         self._stop: asyncio.Event | None = None
@@ -43,7 +46,7 @@ class HypercornServer:
 
     @property
     def url(self) -> str:
-        return f"https://localhost:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{'localhost' if self.tls else self.host}:{self.port}"
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
