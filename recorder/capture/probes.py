@@ -74,7 +74,8 @@ def task_storage_supported(release: str | None = None) -> bool:
 
 
 # The kernel structure members the hold code follows (bpf/tls_capture.c, hold_at).
-HOLD_MEMBERS = {"task_struct": ["mm", "real_parent", "tgid", "files"], "mm_struct": ["exe_file"],
+HOLD_MEMBERS = {"task_struct": ["mm", "real_parent", "tgid", "files", "signal"], "mm_struct": ["exe_file"],
+                "signal_struct": ["tty"],
                 "file": ["f_inode"], "inode": ["i_ino", "i_size"], "files_struct": ["fdt"],
                 "fdtable": ["max_fds", "fd"]}
 # ... and those the plaintext capture follows (fd -> file -> socket -> sock: both ends of a connection)
@@ -262,7 +263,7 @@ class CaptureProgram:
         if cfg.plaintext_addresses:
             self.bpf["plain_flags"][ctypes.c_int(0)] = ctypes.c_uint32(1)
         self.bpf["plain_tail"][ctypes.c_int(0)] = ctypes.c_int(
-            self.bpf.load_func("plain_copy", bpf_cls.TRACEPOINT).fd)
+            self.bpf.load_func("plain_copy", bpf_cls.RAW_TRACEPOINT).fd)
         log.info("plaintext HTTP captured on ports %s%s", ", ".join(map(str, cfg.plaintext_ports)),
                  f" of {', '.join(cfg.plaintext_addresses)}" if cfg.plaintext_addresses else "")
 
