@@ -21,6 +21,7 @@ import pytest
 
 from analyzer.ai.schema import validation_errors
 from conftest import BIN, read_segments, start_recorder
+from contract import segment_format as sf
 from helpers.ai_calls import pairs
 from helpers.go_programs import build, with_go_version
 from testbed import e2e_run, fake_providers
@@ -135,7 +136,7 @@ def test_stripped_program_and_segment_rows(go_e2e):
         ("go_conn", "127.0.0.1", 443)}
     assert all(r["gap_reason"] is None for r in rows)
     meta = pq.read_metadata(next(run.segments.glob("*.parquet"))).metadata
-    assert meta[b"oisp.segment.version"] == b"3"
+    assert meta[b"oisp.segment.version"] == sf.FORMAT_VERSION.encode()
 
 
 def _python_client(url: str, ca_file: Path) -> subprocess.Popen:
