@@ -282,8 +282,8 @@ BPF_TABLE("lru_hash", u32, struct thread_connect_t, thread_connects, 65536);
  * from the configuration) are tracked from connect() (client end) or accept() (server end); their
  * bytes are captured from the read/write family of system calls once the request direction's
  * first bytes are an HTTP/1.x method or the HTTP/2 preface, and never otherwise (TLS on an in-scope
- * port, another protocol: the socket is dropped at its first bytes). Every other read or write on
- * the node costs one hash lookup. Records are those of TLS capture: the connection key is
+ * port, another protocol: the socket is dropped at its first bytes). A read or write of a process
+ * without tracked sockets costs one array lookup (plain_maybe). Records are those of TLS capture: the connection key is
  * PLAIN_KEY(fd), lib_id PLAIN_LIB_ID, stack STACK_PLAIN. */
 #define PLAIN_LIB_ID 65535
 #define PLAIN_KEY(fd) ((1ULL << 63) | (u32)(fd))
@@ -452,8 +452,9 @@ static __always_inline void go_socket(struct record_header *h, u64 conn, u64 pid
 
 /* Copy what one call moved (`total` bytes at `buf`) into the ring buffer, chunk by chunk, each with
  * its stream offset. Shared by OpenSSL's return probes and Go's: one copy of the loop the verifier
- * works hardest on. `go` says whose connection `ssl` is: a Go *tls.Conn learns its socket from the
- * Conn itself, an OpenSSL SSL* without an fd from the thread's last connect(). */
+ * works hardest on. `stack` says whose connection `ssl` is: a Go *tls.Conn learns its socket from the
+ * Conn itself, an OpenSSL SSL* without an fd from the thread's last connect(); a plaintext one wrote
+ * its socket when it was recognized as HTTP. */
 static __always_inline int capture_call(u64 ssl, u64 buf, u64 total, u8 dir, u8 func, u16 lib_id, u8 stack) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     int created;
@@ -698,10 +699,9 @@ BPF_PERCPU_ARRAY(plain_work, struct plain_work_t, 1);
 BPF_PROG_ARRAY(plain_tail, 1);
 #define MAX_IOVECS 32 /* tail calls per system call; bytes of further iovecs become a gap */
 
+/* Called once plain_maybe said the process may have a tracked socket. */
 static __always_inline int plain_enter(u32 fd, u64 ptr, u64 count, u8 how, u8 dir, u8 func) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!plain_maybe(pid_tgid))
-        return 0; /* every other read and write on the node ends here */
     u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
     struct plain_sock_t *sock = plain_socks.lookup(&key);
     if (!sock || sock->state == PLAIN_OTHER)
@@ -950,7 +950,7 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
     default: return 0;
     }
     if (!plain_maybe(bpf_get_current_pid_tgid()))
-        return 0;
+        return 0; /* every other read and write on the node ends here */
     struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
     u64 fd = 0, ptr = 0, count = 0;
     bpf_probe_read_kernel(&fd, sizeof(fd), SC_ARG0(regs));

@@ -158,8 +158,7 @@ def _start_holding(program: CaptureProgram) -> tuple[subprocess.Popen, int] | No
 def _stop_holding(program: CaptureProgram, watchdog: subprocess.Popen, pipe: int) -> None:
     program.hold_new_files(False)
     for pid in program.held_pids():  # discovery stops next: nobody would resume them
-        holds.resume(pid)
-        program.unhold(pid)
+        program.resume(pid)
     os.close(pipe)  # the watchdog's signal to exit (it finds nobody held)
     try:
         watchdog.wait(timeout=10)

@@ -212,8 +212,7 @@ class LibraryDiscovery:
         finally:
             self.finder.judged.append(file)  # as the kernel saw it, should its maps not show it
             self.program.mark_judged(self.finder.take_judged())
-            holds.resume(pid)
-            self.program.unhold(pid)
+            self.program.resume(pid)
             self.program.processes_held += 1
             self.hold_ms_max = max(self.hold_ms_max, (time.monotonic() - started) * 1000)
 
@@ -225,8 +224,7 @@ class LibraryDiscovery:
         now = time.monotonic_ns()
         for pid, since in self.program.held_pids().items():
             if now - since > HOLD_MAX_SECONDS * 1e9:
-                holds.resume(pid)
-                self.program.unhold(pid)
+                self.program.resume(pid)
                 self.program.holds_expired += 1
                 log.warning("pid %d was held %.1f s at a file not judged yet: resumed", pid,
                             (now - since) / 1e9)

@@ -17,7 +17,7 @@ import resource
 import time
 from pathlib import Path
 
-from recorder.capture import kernel_btf, preflight
+from recorder.capture import holds, kernel_btf, preflight
 from recorder.capture.attachers import (
     ENTRY_PROGRAMS,
     ESSENTIAL,
@@ -289,7 +289,9 @@ class CaptureProgram:
         """pid -> when it was held (bpf_ktime_get_ns, CLOCK_MONOTONIC)."""
         return {k.value: v.value for k, v in self.bpf["held_pids"].items()}
 
-    def unhold(self, pid: int) -> None:
+    def resume(self, pid: int) -> None:
+        """Resume a process the program held (SIGCONT) and forget it."""
+        holds.resume(pid)
         try:
             del self.bpf["held_pids"][ctypes.c_uint32(pid)]
         except KeyError:
