@@ -292,7 +292,35 @@ def connection_rows(rng: random.Random) -> list[dict]:
         victim[rng.choice(["direction", "stream_offset", "length", "data", "conn_id", "kind"])] = None
     if rng.random() < 0.05 and rows:
         rows.append(dict(rng.choice(rows)))  # a duplicated row
+    if rng.random() < 0.3:
+        rows = plaintext_rows(rng, rows)
     return rows
+
+
+def plaintext_rows(rng: random.Random, rows: list[dict]) -> list[dict]:
+    """The connection as plaintext capture writes it (format 4), with a socket row whose ends may be
+    anything (null, the same on both sides, a port out of range), and often the server's end of it too
+    (directions swapped, ends mirrored): the analyzer pairs ends by what these rows say."""
+    ports = [None, 0, 8000, 41000, 65535, 2**31 - 1]
+    ips = [None, "127.0.0.1", "10.0.0.1", "::1", "not-an-ip"]
+    local = (rng.choice(ips), rng.choice(ports))
+    peer = local if rng.random() < 0.2 else (rng.choice(ips), rng.choice(ports))
+    base = {"tls_stack": "plaintext", "lib_path": None}
+    plain = [{**r, **base} for r in rows]
+    socket = {**(plain[0] if plain else {"node": "n", "pid": 7, "tid": 7, "uid": 0, "comm": "fuzz",
+                                         "cgroup_id": 1, "conn_id": "7-0", **base}),
+              "kind": "socket", "ts_wall": 1_700_000_000_000_000_000, "fd": 5, "socket_source": "syscall",
+              "local_ip": local[0], "local_port": local[1], "peer_ip": peer[0], "peer_port": peer[1]}
+    for key in ("direction", "stream_offset", "length", "data"):
+        socket.pop(key, None)
+    plain.insert(0, socket)
+    if rng.random() < 0.6:  # the other end, on the same node
+        swap = {"egress": "ingress", "ingress": "egress"}
+        server = [{**r, "conn_id": f"{r.get('conn_id')}-srv", "pid": 8,
+                   "direction": swap.get(r.get("direction"), r.get("direction"))} for r in plain]
+        server[0].update(local_ip=peer[0], local_port=peer[1], peer_ip=local[0], peer_port=local[1])
+        plain += server
+    return plain
 
 
 def batch_of(rows: list[dict]) -> pa.RecordBatch:
