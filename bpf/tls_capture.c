@@ -276,6 +276,7 @@ BPF_TABLE("lru_hash", u32, struct thread_connect_t, thread_connects, 65536);
 
 #define AF_INET_ 2
 #define AF_INET6_ 10
+#define MSG_PEEK_ 2
 
 #ifdef PLAIN_CAPTURE
 /* Plaintext HTTP to in-cluster model servers: sockets whose server port is in scope (plain_ports,
@@ -670,7 +671,7 @@ static __always_inline int on_free(struct pt_regs *ctx, u16 lib_id) {
 }
 
 #ifdef PLAIN_CAPTURE
-/* The call in flight on a tracked socket, from the system call's entry to its exit, per thread. */
+/* A read or write on a tracked socket: the system call's descriptor and buffer argument(s). */
 #define HOW_BUFFER 0
 #define HOW_IOVEC 1  /* ptr: struct iovec[count] */
 #define HOW_MSGHDR 2 /* ptr: struct user_msghdr */
@@ -682,7 +683,6 @@ struct plain_call_t {
     u8 dir;
     u8 func;
 };
-BPF_HASH(plain_calls, u64, struct plain_call_t, 16384);
 /* What the copying program (plain_copy, reached by tail call) is to copy: one buffer, or the iovecs
  * of a vectored call one per tail call (the chunk loop is compiled once, not once per syscall). */
 struct plain_work_t {
@@ -698,18 +698,6 @@ struct plain_work_t {
 BPF_PERCPU_ARRAY(plain_work, struct plain_work_t, 1);
 BPF_PROG_ARRAY(plain_tail, 1);
 #define MAX_IOVECS 32 /* tail calls per system call; bytes of further iovecs become a gap */
-
-/* Called once plain_maybe said the process may have a tracked socket. */
-static __always_inline int plain_enter(u32 fd, u64 ptr, u64 count, u8 how, u8 dir, u8 func) {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
-    struct plain_sock_t *sock = plain_socks.lookup(&key);
-    if (!sock || sock->state == PLAIN_OTHER)
-        return 0;
-    struct plain_call_t call = {.ptr = ptr, .fd = fd, .count = (u32)count, .how = how, .dir = dir, .func = func};
-    plain_calls.update(&pid_tgid, &call);
-    return 0;
-}
 
 /* The request direction's first four bytes: an HTTP/1.x method, or the h2c preface "PRI ". */
 #define W4(a, b, c, d) ((u32)(a) | (u32)(b) << 8 | (u32)(c) << 16 | (u32)(d) << 24)
@@ -779,20 +767,14 @@ static __always_inline void plain_open(u32 fd, u8 side, struct peer_t *peer, str
     emit_socket(&h, (s32)fd, peer, SOCK_SRC_SYSCALL, local);
 }
 
-static __always_inline int plain_exit(void *ctx, long ret) {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!plain_maybe(pid_tgid))
-        return 0;
-    struct plain_call_t *p = plain_calls.lookup(&pid_tgid);
-    if (!p)
-        return 0;
-    struct plain_call_t call = *p;
-    plain_calls.delete(&pid_tgid);
+/* `ret` bytes moved by a read or write of the process's (pid_tgid's) descriptor call.fd: captured if
+ * it is a tracked socket recognized as HTTP (decided here, by the request's first bytes). */
+static __always_inline int plain_call(void *ctx, u64 pid_tgid, struct plain_call_t call, long ret) {
     if (ret <= 0)
         return 0;
     u64 key = (pid_tgid & 0xffffffff00000000ULL) | call.fd;
     struct plain_sock_t *sock = plain_socks.lookup(&key);
-    if (!sock)
+    if (!sock || sock->state == PLAIN_OTHER)
         return 0;
     u64 buf = 0, iov = 0;
     u32 n_iov = 0;
@@ -846,7 +828,7 @@ static __always_inline int plain_exit(void *ctx, long ret) {
     return 0;
 }
 
-/* Copies the next buffer of plain_work (reached by tail call from the exit tracepoints). */
+/* Copies the next buffer of plain_work (reached by tail call from plain_call's tracepoints). */
 int plain_copy(void *ctx) {
     u32 zero = 0;
     struct plain_work_t *w = plain_work.lookup(&zero);
@@ -906,10 +888,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     return 0;
 }
 
-/* The read/write family is hooked at the raw syscall tracepoints: the per-syscall tracepoints build
- * a record of the arguments for every call before the program runs (measured: +21% CPU on 4 KiB
- * file writes); the raw ones hand over the registers, and a call of a process with no tracked
- * socket ends at one array lookup. */
 #if defined(bpf_target_x86)
 #define NR_READ 0
 #define NR_WRITE 1
@@ -919,9 +897,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define SC_NR(r) (&(r)->orig_ax)
 #define SC_ARG0(r) (&(r)->di)
 #define SC_ARG1(r) (&(r)->si)
 #define SC_ARG2(r) (&(r)->dx)
+#define SC_ARG3(r) (&(r)->r10)
 #elif defined(bpf_target_arm64)
 #define NR_READ 63
 #define NR_WRITE 64
@@ -931,35 +911,110 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 #define NR_RECVFROM 207
 #define NR_SENDMSG 211
 #define NR_RECVMSG 212
-#define SC_ARG0(r) (&(r)->regs[0])
+#define SC_NR(r) (&(r)->syscallno)
+#define SC_ARG0(r) (&(r)->orig_x0)
 #define SC_ARG1(r) (&(r)->regs[1])
 #define SC_ARG2(r) (&(r)->regs[2])
+#define SC_ARG3(r) (&(r)->regs[3])
 #endif
 
-RAW_TRACEPOINT_PROBE(sys_enter) {
-    u8 how = HOW_BUFFER, dir = DIR_EGRESS, func = 0;
-    switch (ctx->args[1]) {
-    case NR_WRITE: func = FN_SYS_WRITE; break;
-    case NR_SENDTO: func = FN_SYS_SENDTO; break;
-    case NR_READ: func = FN_SYS_READ; dir = DIR_INGRESS; break;
-    case NR_RECVFROM: func = FN_SYS_RECVFROM; dir = DIR_INGRESS; break;
-    case NR_WRITEV: func = FN_SYS_WRITEV; how = HOW_IOVEC; break;
-    case NR_READV: func = FN_SYS_READV; how = HOW_IOVEC; dir = DIR_INGRESS; break;
-    case NR_SENDMSG: func = FN_SYS_SENDMSG; how = HOW_MSGHDR; break;
-    case NR_RECVMSG: func = FN_SYS_RECVMSG; how = HOW_MSGHDR; dir = DIR_INGRESS; break;
+/* Which call of the read/write family system call number `nr` is (0: none of them). */
+static __always_inline int plain_syscall(u64 nr, struct plain_call_t *call) {
+    call->how = HOW_BUFFER;
+    call->dir = DIR_EGRESS;
+    switch (nr) {
+    case NR_WRITE: call->func = FN_SYS_WRITE; break;
+    case NR_SENDTO: call->func = FN_SYS_SENDTO; break;
+    case NR_READ: call->func = FN_SYS_READ; call->dir = DIR_INGRESS; break;
+    case NR_RECVFROM: call->func = FN_SYS_RECVFROM; call->dir = DIR_INGRESS; break;
+    case NR_WRITEV: call->func = FN_SYS_WRITEV; call->how = HOW_IOVEC; break;
+    case NR_READV: call->func = FN_SYS_READV; call->how = HOW_IOVEC; call->dir = DIR_INGRESS; break;
+    case NR_SENDMSG: call->func = FN_SYS_SENDMSG; call->how = HOW_MSGHDR; break;
+    case NR_RECVMSG: call->func = FN_SYS_RECVMSG; call->how = HOW_MSGHDR; call->dir = DIR_INGRESS; break;
     default: return 0;
     }
-    if (!plain_maybe(bpf_get_current_pid_tgid()))
-        return 0; /* every other read and write on the node ends here */
-    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    return 1;
+}
+
+/* The descriptor and buffer arguments of the system call, read from `regs` (the caller's registers). */
+static __always_inline void plain_args(struct pt_regs *regs, struct plain_call_t *call) {
     u64 fd = 0, ptr = 0, count = 0;
     bpf_probe_read_kernel(&fd, sizeof(fd), SC_ARG0(regs));
     bpf_probe_read_kernel(&ptr, sizeof(ptr), SC_ARG1(regs));
     bpf_probe_read_kernel(&count, sizeof(count), SC_ARG2(regs));
-    return plain_enter((u32)fd, ptr, how == HOW_MSGHDR ? 0 : count, how, dir, func);
+    call->fd = (u32)fd;
+    call->ptr = ptr;
+    call->count = call->how == HOW_MSGHDR ? 0 : (u32)count;
 }
 
-RAW_TRACEPOINT_PROBE(sys_exit) { return plain_exit(ctx, (long)ctx->args[1]); }
+#ifdef PLAIN_SOCKET_TRACEPOINTS
+/* Sends and receives are seen at the socket layer's own tracepoints (sock_send_length and
+ * sock_recv_length, Linux 6.3), which fire after every sendmsg/recvmsg of a socket with its result:
+ * file and pipe I/O never reaches them, so it costs nothing. The call's descriptor and buffer are
+ * the system call's arguments, in the user registers saved at its entry; a send or receive made by
+ * other means (sendfile, splice, io_uring, sendmmsg) is not one of the family and is left alone. */
+static __always_inline int plain_socket_call(void *ctx, long ret, u64 flags, u8 dir) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (ret <= 0 || !plain_maybe(pid_tgid))
+        return 0;
+    if (flags & MSG_PEEK_)
+        return 0; /* the same bytes are read again */
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    u64 nr = 0;
+    bpf_probe_read_kernel(&nr, sizeof(nr), SC_NR(regs));
+    struct plain_call_t call = {};
+    if (!plain_syscall(nr, &call) || call.dir != dir)
+        return 0;
+    plain_args(regs, &call);
+    return plain_call(ctx, pid_tgid, call, ret);
+}
+
+RAW_TRACEPOINT_PROBE(sock_send_length) { return plain_socket_call(ctx, (int)ctx->args[1], ctx->args[2], DIR_EGRESS); }
+RAW_TRACEPOINT_PROBE(sock_recv_length) { return plain_socket_call(ctx, (int)ctx->args[1], ctx->args[2], DIR_INGRESS); }
+#else
+/* Before Linux 6.3 (no socket tracepoints) the read/write family is hooked at the raw syscall
+ * tracepoints, which every system call of the node passes: a call of a process with no tracked
+ * socket ends at one array lookup (the per-syscall tracepoints build a record of the arguments for
+ * every call first: +21% CPU on 4 KiB file writes, measured). The entry saves the arguments of a
+ * call on a tracked socket for the exit, which knows how many bytes moved. */
+BPF_HASH(plain_calls, u64, struct plain_call_t, 16384);
+
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    struct plain_call_t call = {};
+    if (!plain_syscall(ctx->args[1], &call))
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!plain_maybe(pid_tgid))
+        return 0; /* every other read and write on the node ends here */
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    plain_args(regs, &call);
+    u64 flags = 0; /* recvfrom(fd, buf, len, flags, ...), recvmsg(fd, msg, flags) */
+    if (call.func == FN_SYS_RECVFROM)
+        bpf_probe_read_kernel(&flags, sizeof(flags), SC_ARG3(regs));
+    else if (call.func == FN_SYS_RECVMSG)
+        bpf_probe_read_kernel(&flags, sizeof(flags), SC_ARG2(regs));
+    if (flags & MSG_PEEK_)
+        return 0; /* the same bytes are read again */
+    u64 key = (pid_tgid & 0xffffffff00000000ULL) | call.fd;
+    struct plain_sock_t *sock = plain_socks.lookup(&key);
+    if (!sock || sock->state == PLAIN_OTHER)
+        return 0;
+    plain_calls.update(&pid_tgid, &call);
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!plain_maybe(pid_tgid))
+        return 0;
+    struct plain_call_t *p = plain_calls.lookup(&pid_tgid);
+    if (!p)
+        return 0;
+    struct plain_call_t call = *p;
+    plain_calls.delete(&pid_tgid);
+    return plain_call(ctx, pid_tgid, call, (long)ctx->args[1]);
+}
+#endif
 #endif
 
 /* Go's crypto/tls: Read is probed at entry (the *tls.Conn and the buffer) and at each of its RET

@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 _SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 KUBERNETES_METADATA_MODES = ("off", "kubelet", "apiserver", "auto")
 ATTACH_MODES = ("auto", "multi", "links", "slots")
+PLAINTEXT_HOOKS = ("auto", "socket", "syscalls")
 # lib_id is a u16 in every record (bpf/tls_capture.h)
 MAX_LIBRARY_FILES = 65535
 
@@ -64,6 +65,10 @@ class RecorderConfig:
     plaintext_capture: bool = True
     plaintext_ports: list[int] = field(default_factory=lambda: [80, 1234, 3000, 4000, 8000, 8080, 11434])
     plaintext_addresses: list[str] = field(default_factory=list)
+    # Where plaintext reads and writes are seen: "socket" (the socket layer's tracepoints, Linux 6.3+:
+    # file and pipe I/O never passes them), "syscalls" (the raw system-call tracepoints, which every
+    # system call passes), or "auto" (socket where the kernel has it).
+    plaintext_hooks: str = "auto"
     # Library files probed at once; files no process maps any more are detached and their id reused.
     # With BPF links (Linux 5.15+) a file costs a few fds and no compile; on older kernels each file
     # takes a slot compiled into the BPF program, and at most MAX_COMPILED_SLOTS are compiled.
@@ -167,6 +172,8 @@ def _coerce(key: str, value: Any) -> Any:
         return value
     if key == "attach_mode" and value not in ATTACH_MODES:
         raise ConfigError(f"config key 'attach_mode' must be one of {', '.join(ATTACH_MODES)}")
+    if key == "plaintext_hooks" and value not in PLAINTEXT_HOOKS:
+        raise ConfigError(f"config key 'plaintext_hooks' must be one of {', '.join(PLAINTEXT_HOOKS)}")
     if key == "kubernetes_metadata" and value not in KUBERNETES_METADATA_MODES:
         modes = ", ".join(KUBERNETES_METADATA_MODES)
         raise ConfigError(f"config key 'kubernetes_metadata' must be one of {modes}")

@@ -1,6 +1,8 @@
 """AI calls over plaintext HTTP to a model server (tests/ebpf/test_plaintext.py): the openai SDK (plain
 and streamed), ollama's Python client (chat, streamed chat, generate), httpx with 20 concurrent calls,
-curl over HTTP/1.1 and over HTTP/2 by prior knowledge (h2c). Each prompt starts with a marker.
+curl over HTTP/1.1 and over HTTP/2 by prior knowledge (h2c), and a raw socket that sends its request
+as two buffers of one sendmsg and peeks at the answer (MSG_PEEK) before reading it with recvmsg into
+two buffers. Each prompt starts with a marker.
 
 Usage: python -m testbed.plain_workload BASE_URL [--only openai]
 Prints {"pid", "calls": [{"marker", "client", "model", "streaming", "text", "usage", "pid"}]} as JSON.
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import httpx
 import ollama
@@ -88,6 +92,27 @@ def curl_calls(base: str) -> list[dict]:
     return out
 
 
+def raw_socket_call(base: str) -> dict:
+    """The vectored and peeking calls no library here makes: each byte must be captured once."""
+    marker = "[plain-raw-socket]"
+    url = urlsplit(base)
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": f"{marker} {ASK}"}]}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    with socket.create_connection((url.hostname, url.port)) as s:
+        s.sendmsg([head, body])
+        assert s.recv(64, socket.MSG_PEEK)  # read again below: must not be recorded twice
+        first, rest, data = bytearray(100), bytearray(65536), b""
+        while True:
+            n, *_ = s.recvmsg_into([first, rest])
+            if not n:
+                break
+            data += (bytes(first) + bytes(rest))[:n]
+    answer = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    return call(marker, "raw-socket", MODEL, False, answer["choices"][0]["message"]["content"],
+                (answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]))
+
+
 def main() -> None:
     base = sys.argv[1].rstrip("/")
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
@@ -98,6 +123,7 @@ def main() -> None:
         calls += ollama_calls(base)
         calls += asyncio.run(httpx_calls(base))
         calls += curl_calls(base)
+        calls.append(raw_socket_call(base))
     print(json.dumps({"pid": os.getpid(), "calls": calls}))
 
 

@@ -68,6 +68,14 @@ def attach_mode(cfg: RecorderConfig, release: str | None = None) -> str:
     return "links" if _kernel_at_least((5, 15), release) else "slots"
 
 
+def plaintext_hooks(cfg: RecorderConfig, release: str | None = None) -> str:
+    """socket or syscalls: the socket layer's sock_send_length/sock_recv_length tracepoints came with
+    Linux 6.3 (bpf_task_pt_regs, to read the call's arguments there, with 5.15)."""
+    if cfg.plaintext_hooks != "auto":
+        return cfg.plaintext_hooks
+    return "socket" if _kernel_at_least((6, 3), release) else "syscalls"
+
+
 def task_storage_supported(release: str | None = None) -> bool:
     """Task-local storage for tracing programs came with Linux 5.11."""
     return _kernel_at_least((5, 11), release)
@@ -162,6 +170,8 @@ def build_source(cfg: RecorderConfig, slots: int | None) -> str:
     offsets = plain_offsets(cfg)
     if offsets:
         defines["PLAIN_CAPTURE"] = 1
+        if plaintext_hooks(cfg) == "socket":
+            defines["PLAIN_SOCKET_TRACEPOINTS"] = 1
         defines.update(offsets)
     head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     tail = f"DEFINE_PROBES({LINK_SUFFIX})\n" if slots is None else "".join(
@@ -264,8 +274,10 @@ class CaptureProgram:
             self.bpf["plain_flags"][ctypes.c_int(0)] = ctypes.c_uint32(1)
         self.bpf["plain_tail"][ctypes.c_int(0)] = ctypes.c_int(
             self.bpf.load_func("plain_copy", bpf_cls.RAW_TRACEPOINT).fd)
-        log.info("plaintext HTTP captured on ports %s%s", ", ".join(map(str, cfg.plaintext_ports)),
-                 f" of {', '.join(cfg.plaintext_addresses)}" if cfg.plaintext_addresses else "")
+        log.info("plaintext HTTP captured on ports %s%s (hooks: %s)",
+                 ", ".join(map(str, cfg.plaintext_ports)),
+                 f" of {', '.join(cfg.plaintext_addresses)}" if cfg.plaintext_addresses else "",
+                 plaintext_hooks(cfg))
 
     def hold_new_files(self, enabled: bool) -> None:
         """Start (or stop) holding processes at files not judged yet (bpf/tls_capture.c, hold_at)."""

@@ -88,9 +88,10 @@ with open(path, "wb") as f:
 """
 
 
-@pytest.fixture(scope="module")
-def loopback(tmp_path_factory):
-    """Both ends on the node: the server in this process, the clients in others."""
+@pytest.fixture(scope="module", params=["socket", "syscalls"])
+def loopback(request, tmp_path_factory):
+    """Both ends on the node: the server in this process, the clients in others. Run with each of the
+    recorder's two ways of seeing plaintext reads and writes (plaintext_hooks)."""
     work = tmp_path_factory.mktemp("plain")
     log = GroundTruthLog(work / "server-truth.jsonl")
     server = HypercornServer(None, work, app=recording(fake_providers.app, log))
@@ -100,7 +101,7 @@ def loopback(tmp_path_factory):
     echo = EchoServer()
     scope = [server.port, tls_server.port, echo.port]
     (work / "rec").mkdir()
-    rec = start_recorder(work / "rec", config={"plaintext_ports": scope})
+    rec = start_recorder(work / "rec", config={"plaintext_ports": scope, "plaintext_hooks": request.param})
     try:
         truth = run_workload(server.url)
         noise = subprocess.run([sys.executable, "-c", NOISE_CLIENT, noise_server.url, str(tls_server.port),
@@ -113,7 +114,7 @@ def loopback(tmp_path_factory):
             s.close()
     events = analyze(rec.segments_dir, work / "events.jsonl")
     return {"truth": truth, "events": events, "rec": rec, "server": server, "log": log.entries(),
-            "tls_port": tls_server.port, "echo_port": echo.port}
+            "tls_port": tls_server.port, "echo_port": echo.port, "hooks": request.param}
 
 
 def check_calls(truth: dict, events: list[dict]) -> dict:
@@ -141,8 +142,8 @@ def check_calls(truth: dict, events: list[dict]) -> dict:
 def test_every_plaintext_call_exact_and_once(loopback):
     truth = loopback["truth"]
     found = check_calls(truth, loopback["events"])
-    assert len(truth["calls"]) == 26 and {c["client"] for c in truth["calls"]} == {
-        "openai-sdk", "ollama", "httpx", "curl"}
+    assert len(truth["calls"]) == 27 and {c["client"] for c in truth["calls"]} == {
+        "openai-sdk", "ollama", "httpx", "curl", "raw-socket"}
     # the server's own log: one exchange per call, and what it sent is what the events say
     assert len(loopback["log"]) == len(truth["calls"])
     port = loopback["server"].port
@@ -154,6 +155,10 @@ def test_every_plaintext_call_exact_and_once(loopback):
     assert h2c["attrs"]["http_version"] == "2"
     ollama = found["[plain-ollama]"][0]
     assert ollama["attrs"]["api_format"] == "ollama" or "ollama" in ollama["attrs"]["provider_id"]
+
+
+def test_the_hooks_asked_for_are_the_ones_used(loopback):
+    assert f"(hooks: {loopback['hooks']})" in loopback["rec"].log
 
 
 def test_both_ends_on_the_node_are_one_event_naming_the_server(loopback):

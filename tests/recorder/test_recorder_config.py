@@ -42,3 +42,20 @@ def test_binary_config_file_is_refused(tmp_path):
     path.write_bytes(b"\xff\xfe\x00 not text")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         load_config(path, {})
+
+
+def test_plaintext_hooks_are_chosen_by_kernel_unless_set(tmp_path):
+    from recorder.capture.probes import plaintext_hooks
+
+    path = tmp_path / "config.yaml"
+    path.write_text("recorder:\n  segments_dir: /tmp/x\n")
+    cfg = load_config(path, {})
+    # the socket layer's tracepoints came with Linux 6.3
+    assert plaintext_hooks(cfg, "6.3.0-1-amd64") == "socket"
+    assert plaintext_hooks(cfg, "6.2.16") == "syscalls"
+    assert plaintext_hooks(cfg, "5.14.0-427.el9.x86_64") == "syscalls"
+    path.write_text("recorder:\n  segments_dir: /tmp/x\n  plaintext_hooks: syscalls\n")
+    assert plaintext_hooks(load_config(path, {}), "6.18.1") == "syscalls"
+    path.write_text("recorder:\n  segments_dir: /tmp/x\n  plaintext_hooks: kprobes\n")
+    with pytest.raises(ConfigError, match="'plaintext_hooks' must be one of auto, socket, syscalls"):
+        load_config(path, {})
