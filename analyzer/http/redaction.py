@@ -67,10 +67,31 @@ def _json_field(m: re.Match) -> str:
     return f"{m.group(1)}{REDACTED}\"" if m.group(3) and is_secret_name(m.group(2)) else m.group(0)
 
 
+# What one of the patterns above needs somewhere in the text: = or : (the name=value, URL, header and JSON
+# forms), _ or - (most key prefixes), the prefixes without either, "bearer" in any case. Text without any
+# of it holds nothing to redact; one scan of a character class is cheap where the patterns are not.
+_MAYBE_SECRET = re.compile(r"[=:_\-]|AIza|AKIA|ASIA|eyJ|[bB][eE][aA][rR][eE][rR]")
+# Short strings repeat from event to event (models, paths, header values): their redaction is kept, up to
+# _CACHE_SIZE of them (then forgotten all at once: a bound, not a policy).
+_CACHED_LENGTH = 256
+_CACHE_SIZE = 1 << 16
+_cache: dict[str, str] = {}
+
+
 def redact_text(text: str) -> str:
     """Text with every credential it visibly holds replaced by the marker."""
-    if not text:
-        return text
+    if len(text) > _CACHED_LENGTH:
+        return _redact_text(text) if _MAYBE_SECRET.search(text) else text
+    done = _cache.get(text)
+    if done is None:
+        done = _redact_text(text) if _MAYBE_SECRET.search(text) else text
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        _cache[text] = done
+    return done
+
+
+def _redact_text(text: str) -> str:
     if "=" in text or ":" in text:
         text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
         text = _PARAM.sub(_param, text)
@@ -176,8 +197,10 @@ def _content_path(path: tuple) -> bool:
     return tail in {("messages", "content"), ("choices", "message", "content"), ("tool_calls", "arguments")}
 
 
-def redact_tree(value, keep: Callable[[tuple], bool] = lambda path: False, path: tuple = ()):
+def redact_tree(value, keep: Callable[[tuple], bool] | None = None, path: tuple = ()):
     """A copy of a JSON-like value with every string redacted (redact_text), except where keep(path)."""
+    if keep is None:
+        return _redact_all(value)
     if isinstance(value, str):
         return value if keep(path) else redact_text(value)
     if isinstance(value, dict):
@@ -187,9 +210,62 @@ def redact_tree(value, keep: Callable[[tuple], bool] = lambda path: False, path:
     return value
 
 
+_CONTENT_TAILS = {("messages", "content"), ("choices", "message", "content"), ("tool_calls", "arguments")}
+_CONTENT_PREFIXES = {t[:n] for t in _CONTENT_TAILS for n in range(len(t))}
+
+
+_LEAVES = frozenset({int, float, bool, type(None)})
+
+
+def _redact_all(value):
+    """redact_tree without exceptions: no path to build at each node; the common types are told apart
+    by identity (the walk runs over every node of every event and exchange)."""
+    kind = type(value)
+    if kind is str:
+        return redact_text(value)
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            t = type(v)
+            out[k] = v if t in _LEAVES else redact_text(v) if t is str else _redact_all(v)
+        return out
+    if kind is list:
+        return [v if type(v) in _LEAVES else redact_text(v) if type(v) is str else _redact_all(v)
+                for v in value]
+    if kind in _LEAVES:
+        return value
+    if isinstance(value, str):  # subclasses
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v) for v in value]
+    return value
+
+
+def _redact_data(value, tail: tuple):
+    """The event's data with content kept: `tail` is the path below "data" less list indices (as
+    _content_path reads it); a subtree no content field lies under is redacted whole."""
+    if isinstance(value, str):
+        return value if tail in _CONTENT_TAILS else redact_text(value)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            below = tail if isinstance(k, int) else (*tail, k)
+            out[k] = _redact_data(v, below) if below in _CONTENT_PREFIXES or below in _CONTENT_TAILS \
+                else _redact_all(v)
+        return out
+    if isinstance(value, list):
+        return [_redact_data(v, tail) for v in value]
+    return value
+
+
 def redact_event(event: dict, content: str) -> dict:
-    """An event with every string redacted, the content fields excepted with content "full"."""
-    return redact_tree(event, _content_path if content == "full" else lambda path: False)
+    """An event with every string redacted, the content fields excepted with content "full" (the same
+    as redact_tree(event, _content_path), walked without building each node's path)."""
+    if content != "full" or not isinstance(event, dict):
+        return _redact_all(event) if content != "full" else redact_tree(event, _content_path)
+    return {k: _redact_data(v, ()) if k == "data" else _redact_all(v) for k, v in event.items()}
 
 
 # ---- terminal ---------------------------------------------------------------------------------------
