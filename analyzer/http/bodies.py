@@ -203,6 +203,8 @@ class SseParser:
         if self._saw_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]  # the LF of a CRLF split across two feeds
         self._saw_cr = chunk[-1:] == b"\r"
+        if not self._buf and not self._over and b"\r" not in chunk:
+            return self._feed_lf(chunk)
         events: list[SseEvent] = []
         start = 0
         for m in _LINE_END.finditer(chunk):
@@ -211,6 +213,22 @@ class SseParser:
                 events.append(ev)
             start = m.end()
         self._keep(chunk, start, len(chunk))
+        return events
+
+    def _feed_lf(self, chunk: bytes) -> list[SseEvent]:
+        """feed() of the usual chunk: nothing waiting, lines ending in LF only (what every provider
+        sends): split at once instead of line end by line end, with the same lines and events."""
+        lines = chunk.split(b"\n")
+        rest = lines.pop()  # the unfinished line (empty when the chunk ends a line)
+        events: list[SseEvent] = []
+        for raw in lines:
+            if len(raw) > self.max_line:  # as _whole cuts it
+                self.truncated_lines += 1
+                raw = raw[:self.max_line]
+            ev = self._line(raw)
+            if ev:
+                events.append(ev)
+        self._keep(chunk, len(chunk) - len(rest), len(chunk))
         return events
 
     def _keep(self, chunk: bytes, start: int, end: int) -> None:

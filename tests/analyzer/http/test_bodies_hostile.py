@@ -202,10 +202,26 @@ def test_sse_splitting_is_one_pass(monkeypatch):
             return real.finditer(chunk)
 
     monkeypatch.setattr(bodies, "_LINE_END", Counting())
-    body = b"data: x\n\n" * 20_000
+    body = b"data: x\r\n\r\n" * 20_000  # CR: the general path (LF-only chunks are split at once)
     p = SseParser()
     assert len(p.feed(body)) == 20_000
     assert sum(scanned) == len(body)
+
+
+def test_sse_lf_fast_path_gives_what_any_split_gives():
+    """A chunk of LF-ended lines with nothing waiting is split at once; fed in pieces (lines cut, so
+    the general path runs), the same body gives the same events and the same truncation count."""
+    body = (b": comment\nevent: delta\nid: 7\nretry: 1500\ndata: {\"a\": \"\xc3\xa9\xe2\x82\xac\"}\n\n"
+            b"data: two\ndata: lines\n\ndata: " + b"z" * 150 + b"\n\ndata: bad \xff\xfe\n\ndata: last")
+    def run(size: int) -> tuple[list, int, list]:
+        p = SseParser(max_line=100)
+        events = [e for i in range(0, len(body), size) for e in p.feed(body[i:i + size])]
+        tail, _ = p.finish()
+        return events, p.truncated_lines, tail
+    whole = run(len(body))
+    assert [e.data for e in whole[0]][-1] == "bad \ufffd\ufffd" and whole[1] == 1
+    for size in range(1, 40):
+        assert run(size) == whole, size
 
 
 def test_sse_line_budget_bounds_memory_and_flags():
