@@ -68,7 +68,7 @@ from analyzer.sinks import otlp_settings
 from analyzer.sinks.otlp_settings import OtlpSettings
 
 KEY_FILE = ".oisp-hash.key"  # the generated hash key, beside the first output file
-KNOWN_SECTIONS = {"recorder", "analyzer", "export"}
+KNOWN_SECTIONS = {"recorder", "analyzer", "export", "upload"}  # upload: oisp-ship (recorder/shipping)
 API_FORMATS = {"openai", "anthropic", "google", "bedrock", "cohere", "ollama", "replicate"}
 log = logging.getLogger("oisp.analyze")
 

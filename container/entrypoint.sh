@@ -1,5 +1,6 @@
 #!/bin/sh
-# The image's entrypoint: `oisp-record ARGS...` or `oisp-analyze ARGS...` (or any command, e.g. sh).
+# The image's entrypoint: `oisp-record ARGS...`, `oisp-analyze ARGS...` or `oisp-ship ARGS...` (or any
+# command, e.g. sh).
 # For the recorder it first finds kernel headers for bcc's compile at start, in this order:
 #   1. BCC_KERNEL_SOURCE, when the pod sets it;
 #   2. the host's: /lib/modules/$(uname -r)/build (bcc's own default; the DaemonSet mounts the host's
@@ -56,7 +57,7 @@ find_kernel_headers() {
 }
 
 if [ $# -eq 0 ]; then
-    say "usage: oisp-entrypoint oisp-record ARGS... | oisp-analyze ARGS... | COMMAND..."
+    say "usage: oisp-entrypoint oisp-record ARGS... | oisp-analyze ARGS... | oisp-ship ARGS... | COMMAND..."
     exit 2
 fi
 if [ "$1" = oisp-record ]; then

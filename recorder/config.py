@@ -116,7 +116,8 @@ _FLOAT_KEYS = {
     "kubernetes_refresh_seconds", "rescan_interval_seconds",
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-SECTIONS = {"recorder", "analyzer", "export"}  # export: the analyzer's OTLP block
+# export: the analyzer's OTLP block; upload: oisp-ship's (recorder/shipping)
+SECTIONS = {"recorder", "analyzer", "export", "upload"}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -217,7 +218,8 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> RecorderConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping of keys to values")
         # The same file is shared with the analyzer (one ConfigMap): our keys live under `recorder`,
-        # the analyzer's under `analyzer` and `export`; anything else is a mistake.
+        # the analyzer's under `analyzer` and `export`, oisp-ship's under `upload`; anything else is a
+        # mistake.
         if set(loaded) - SECTIONS:
             unknown = ", ".join(sorted(map(str, set(loaded) - SECTIONS)))
             raise ConfigError(f"config file {path}: unknown top-level key(s): {unknown}")

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import tomllib
+from pathlib import Path
 
 import click
 import jsonschema
@@ -18,6 +19,7 @@ import yaml
 
 from analyzer.ai.providers import ProviderRegistry
 from analyzer.config import load as load_analyzer_config
+from analyzer.live import checkpoint
 from analyzer.reports.expectations import check
 from conftest import REPO
 from helpers.deploy_manifests import (
@@ -189,7 +191,7 @@ def test_scc_admits_the_sensor_pod_and_grants_nothing_more():
     assert scc_refusals({**policy, "allowedCapabilities": ["BPF", "PERFMON"]}, spec) == [
         "recorder: capability SYS_PTRACE", "recorder: capability KILL"]
     assert scc_refusals({**policy, "seLinuxContext": {"type": "MustRunAs"}}, spec) == [
-        "recorder: seLinuxOptions", "analyzer: seLinuxOptions"]
+        "recorder: seLinuxOptions", "analyzer: seLinuxOptions", "shipper: seLinuxOptions"]
 
 
 def test_scc_is_bound_to_the_sensor_service_account_only():
@@ -263,9 +265,13 @@ def test_pod_runs_on_every_node_with_the_node_name(overlay):
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     # the numbers behind them: manifests/README.md, "Image size and resources"
     requests = {"recorder": {"memory": "384Mi", "cpu": "200m"},
-                "analyzer": {"memory": "256Mi", "cpu": "200m"}}
+                "analyzer": {"memory": "256Mi", "cpu": "200m"},
+                "shipper": {"memory": "128Mi", "cpu": "50m"}}
+    limits = {"recorder": {"memory": "1Gi", "cpu": "1"}, "analyzer": {"memory": "1Gi", "cpu": "1"},
+              "shipper": {"memory": "256Mi", "cpu": "500m"}}
+    assert [c["name"] for c in spec["containers"]] == ["recorder", "analyzer", "shipper"]
     for c in spec["containers"]:
-        assert c["resources"] == {"requests": requests[c["name"]], "limits": {"memory": "1Gi", "cpu": "1"}}
+        assert c["resources"] == {"requests": requests[c["name"]], "limits": limits[c["name"]]}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -277,21 +283,24 @@ def test_recorder_has_the_documented_capabilities_and_no_more(overlay):
     # docs/recorder.md shows the same securityContext
     caps_doc = (REPO / "docs" / "recorder.md").read_text().split("## Capabilities", 1)[1]
     assert "add: [BPF, PERFMON, SYS_PTRACE, KILL]" in caps_doc and "drop: [ALL]" in caps_doc
-    ana = container(spec, "analyzer")["securityContext"]
-    assert ana["capabilities"] == {"drop": ["ALL"]} and ana["privileged"] is False
+    for name in ("analyzer", "shipper"):
+        sc_other = container(spec, name)["securityContext"]
+        assert sc_other["capabilities"] == {"drop": ["ALL"]} and sc_other["privileged"] is False
     for c in spec["containers"]:
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["automountServiceAccountToken"] is False  # the token goes to the recorder only
     token = mount_for(spec, "recorder", "/var/run/secrets/kubernetes.io/serviceaccount/token")
     assert token and "serviceAccountToken" in token[1]["projected"]["sources"][0]
     assert mount_for(spec, "analyzer", "/var/run/secrets/kubernetes.io/serviceaccount/token") is None
+    assert mount_for(spec, "shipper", "/var/run/secrets/kubernetes.io/serviceaccount/token") is None
     apparmor = sc.get("appArmorProfile")
     assert apparmor == ({"type": "Unconfined"} if overlay == "kubernetes" else None)
 
 
 HOST_MOUNTS = {  # host path -> (container, mount path, read-only)
-    "/var/lib/oisp-sensor/segments": [("recorder", "/segments", False), ("analyzer", "/segments", True)],
-    "/var/log/oisp-sensor": [("analyzer", "/output", False)],
+    "/var/lib/oisp-sensor/segments": [("recorder", "/segments", False), ("analyzer", "/segments", True),
+                                      ("shipper", "/segments", False)],  # the shipper deletes uploaded ones
+    "/var/log/oisp-sensor": [("analyzer", "/output", False), ("shipper", "/output", True)],
     "/sys/kernel/tracing": [("recorder", "/sys/kernel/tracing", False)],
     "/sys/fs/bpf": [("recorder", "/sys/fs/bpf", True)],
     "/lib/modules": [("recorder", "/lib/modules", True)],
@@ -325,11 +334,13 @@ def containerfile_entrypoint() -> str:
 
 def test_pyproject_names_the_programs_the_manifests_run():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"oisp-record": "recorder.cli:main", "oisp-analyze": "analyzer.cli:main"}
+    assert scripts == {"oisp-record": "recorder.cli:main", "oisp-analyze": "analyzer.cli:main",
+                       "oisp-ship": "recorder.shipping.cli:main"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("name, program", [("recorder", "oisp-record"), ("analyzer", "oisp-analyze")])
+@pytest.mark.parametrize("name, program", [("recorder", "oisp-record"), ("analyzer", "oisp-analyze"),
+                                           ("shipper", "oisp-ship")])
 def test_container_commands_are_real_programs_with_real_options(overlay, name, program):
     c = container(pod_spec(overlay), name)
     assert c["command"] == [containerfile_entrypoint()]
@@ -344,17 +355,17 @@ def test_container_commands_are_real_programs_with_real_options(overlay, name, p
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probes_paths_and_ports_agree_with_the_arguments(overlay):
     spec = pod_spec(overlay)
-    rec, ana = container(spec, "recorder"), container(spec, "analyzer")
+    rec, ana, ship = container(spec, "recorder"), container(spec, "analyzer"), container(spec, "shipper")
     ready = option_value(rec["args"], "--ready-file")
     assert rec["readinessProbe"]["exec"]["command"] == ["test", "-f", ready]
     assert mount_for(spec, "recorder", ready)[1]["emptyDir"] is not None
-    for c in (rec, ana):
+    for c in (rec, ana, ship):
         port = int(option_value(c["args"], "--metrics-port"))
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports[c["livenessProbe"]["httpGet"]["port"]] == port
         # the analyzer's /healthz fails when it stalls (analyzer.stall_seconds); the recorder's /metrics
         # answers while it serves
-        assert c["livenessProbe"]["httpGet"]["path"] == ("/healthz" if c is ana else "/metrics")
+        assert c["livenessProbe"]["httpGet"]["path"] == ("/metrics" if c is rec else "/healthz")
         config = option_value(c["args"], "--config")
         m, v = mount_for(spec, c["name"], config)
         assert config == m["mountPath"] + "/config.yaml"
@@ -373,7 +384,17 @@ def test_probes_paths_and_ports_agree_with_the_arguments(overlay):
         "/var/log/oisp-sensor")
     policy = one(build(overlay), "NetworkPolicy", "oisp-sensor")
     assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {
-        int(option_value(c["args"], "--metrics-port")) for c in (rec, ana)}
+        int(option_value(c["args"], "--metrics-port")) for c in (rec, ana, ship)}
+    # the shipper works on the recorder's directory, and waits for the analyzer's checkpoint beside its output
+    assert mount_for(spec, "shipper", segments)[1] == mount_for(spec, "recorder", segments)[1]
+    upload = yaml.safe_load(config_text(overlay))["upload"]
+    assert upload["analyzer_checkpoint"] == str(checkpoint.path_for(Path(out)))
+    assert mount_for(spec, "shipper", upload["analyzer_checkpoint"])[1] == mount_for(spec, "analyzer", out)[1]
+    # the store's credentials: from the Secret manifests/README.md tells how to make, optional
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in ship["env"]}
+    secret = {"name": "oisp-sensor-upload", "optional": True}
+    assert env == {"AWS_ACCESS_KEY_ID": {**secret, "key": "access_key_id"},
+                   "AWS_SECRET_ACCESS_KEY": {**secret, "key": "secret_access_key"}}
 
 
 def ports_of(c: dict) -> dict:

@@ -55,7 +55,7 @@ def test_manifests_pass_checkov_or_say_why_not(tmp_path):
         assert len(reason) > 40, (s["check_id"], s["resource"], reason)
     # the skips are those of the sensor's DaemonSet (both overlays) and the test image's tag
     assert sorted({s["check_id"] for s in skipped}) == [
-        "CKV_K8S_15", "CKV_K8S_17", "CKV_K8S_23", "CKV_K8S_25", "CKV_K8S_40", "CKV_K8S_43"]
+        "CKV_K8S_15", "CKV_K8S_17", "CKV_K8S_23", "CKV_K8S_25", "CKV_K8S_35", "CKV_K8S_40", "CKV_K8S_43"]
 
 
 def test_containerfile_passes_checkov_or_says_why_not(tmp_path):

@@ -92,8 +92,10 @@ FLAGS = {"--follow"}  # options without a value
 def click_command(program: str) -> click.Command:
     from analyzer.cli import analyze_command
     from recorder.cli import main as record_command
+    from recorder.shipping.cli import main as ship_command
 
-    return {"oisp-record": record_command, "oisp-analyze": analyze_command}[program]
+    commands = {"oisp-record": record_command, "oisp-analyze": analyze_command, "oisp-ship": ship_command}
+    return commands[program]
 
 
 def split_pending(program: str, args: list[str]) -> tuple[list[str], list[str]]:
