@@ -225,6 +225,10 @@ class SseParser:
             if len(raw) > self.max_line:  # as _whole cuts it
                 self.truncated_lines += 1
                 raw = raw[:self.max_line]
+            if raw[:6] == b"data: ":  # most lines: _line's reading of them, inline
+                self._data.append(raw[6:].decode("utf-8", "replace"))
+                self._has_fields = True
+                continue
             ev = self._line(raw)
             if ev:
                 events.append(ev)
