@@ -4,6 +4,7 @@ ConfigMap for both), with `--content` on the command line overriding it.
     analyzer:
       content: full            # full | hash | none
       hash_key_file: /etc/oisp/hash.key   # secret for keyed hashes of API keys and content
+      prices_file: /etc/oisp/prices.yaml  # your own prices over the shipped table (analyzer/ai/pricing.py)
       endpoints:               # your own AI endpoints: host[:port] -> provider (and API format)
         vllm.ml.svc:8000: {provider: vllm}
         llm-gateway.corp.example: {provider: openai_compatible, api_format: openai}
@@ -63,6 +64,7 @@ from pathlib import Path
 
 import yaml
 
+from analyzer.ai.pricing import PricesError, PriceTable, bundle_table, load_prices
 from analyzer.model import Limits
 from analyzer.sinks import otlp_settings
 from analyzer.sinks.otlp_settings import OtlpSettings
@@ -82,6 +84,8 @@ class AnalyzerConfig:
     content: str = "full"
     hash_key: bytes | None = None
     endpoints: dict[str, dict] = field(default_factory=dict)
+    # prices: the bundle's, under analyzer.prices_file's (analyzer/ai/pricing.py)
+    prices: PriceTable = field(default_factory=bundle_table)
     otlp: OtlpSettings | None = None  # export.otlp (or analyzer.otlp): analyzer/sinks/otlp_export.py
     # live mode (--follow, analyzer/live/follow.py) and its metrics endpoint
     poll_interval_seconds: float = 1.0
@@ -183,6 +187,13 @@ def load(path: Path | None) -> AnalyzerConfig:
                 raise AnalyzerConfigError(f"analyzer.hash_key_file {value}: {exc.strerror}") from None
             if len(cfg.hash_key) < 16:
                 raise AnalyzerConfigError("analyzer.hash_key_file must hold at least 16 bytes of secret")
+        elif key == "prices_file":
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise AnalyzerConfigError(f"analyzer.prices_file must be the path of a file, not {value!r}")
+            try:
+                cfg.prices = load_prices(Path(value))
+            except PricesError as exc:
+                raise AnalyzerConfigError(f"analyzer.prices_file: {exc}") from None
         elif key == "endpoints":
             if not isinstance(value, dict):
                 raise AnalyzerConfigError("analyzer.endpoints must map host[:port] to {provider, api_format}")

@@ -8,6 +8,9 @@ from enum import Enum
 
 from contract.identity import ProcessIdentity  # shared with the recorder, which writes the rows
 
+# ConnectionInfo.order of the connections the end of the input closes: after every row position
+END_OF_INPUT = 1 << 62
+
 
 @dataclass
 class ConnectionInfo:
@@ -45,6 +48,10 @@ class ConnectionInfo:
     # exception a protocol parser raised on it (its exchanges so far were still handed out)
     limits_hit: list[str] = field(default_factory=list)
     parse_error: str | None = None
+    # parallel runs (analyzer/parallel/order.py): where the connection ended in the one-process order,
+    # which the workers' outputs are merged by: its close row's position (the batches' `_pos` column),
+    # or END_OF_INPUT plus its first row's when the input ended it. None without a `_pos` column.
+    order: int | None = field(default=None, repr=False, compare=False)
 
     def hit(self, limit: str) -> None:
         """Record that a budget was exceeded on this connection (once per budget)."""

@@ -25,7 +25,7 @@ from analyzer.streams.tracker import ConnectionTracker
 
 
 def event_options(cfg: AnalyzerConfig) -> EventOptions:
-    return EventOptions(content=cfg.content, limits=cfg.limits,
+    return EventOptions(content=cfg.content, limits=cfg.limits, prices=cfg.prices,
                         **({"hash_key": cfg.hash_key} if cfg.hash_key else {}))
 
 

@@ -1,18 +1,21 @@
-"""Analyzer throughput and memory on a generated corpus, against a plain pyarrow scan (the floor).
+"""Analyzer throughput and memory on three generated corpora, against a plain pyarrow scan (the floor).
 
-The corpus is built from the real-recorder fixtures (tests/fixtures/segments: an HTTP/1.1 keep-alive
-connection and an HTTP/2 connection with 24 multiplexed SSE streams and 1 MiB bodies) plus a
-synthetic HTTP/2 connection streaming 2,000 small SSE events, one TLS write each: copies of the three
-with new pids and connection ids, written as segments, until the captured payload reaches the size
-asked. Run at 1 GB and 2 GB: throughput should hold, and peak memory should not grow with the input.
+Corpora (CORPORA): large bodies (copies of the real-recorder fixtures in tests/fixtures/segments: an
+HTTP/1.1 keep-alive connection and an HTTP/2 connection with 24 multiplexed SSE streams and 1 MiB
+bodies), small SSE events (a synthetic HTTP/2 connection streaming 2,000 small SSE events, one TLS
+write each), short connections (one small chat completion each). Copies get new pids and connection
+ids, written as segments until the captured payload reaches the size asked; each corpus runs at a
+size and twice it: throughput should hold, and peak memory should not grow with the input.
 
-usage: python bench/analyzer_throughput.py [GB ...]   (default: 1 2)
+usage: python bench/analyzer_throughput.py [--before CHECKOUT] [--scale X]
+  --before: also run the analyzer of another checkout (e.g. a worktree of an earlier commit) and compare
+  --scale: multiply the corpus sizes (SIZES)
 """
 
 from __future__ import annotations
 
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,11 +38,44 @@ from contract import segment_format as sf  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SSE_EVENTS = 2000
+FILE_PAYLOAD = 50_000_000
+BLOCK_ROWS = 20_000
 
 
 def fixture_table(name: str) -> pa.Table:
     files = sorted((REPO / "tests/fixtures/segments" / name).glob("*.parquet"))
-    return pa.concat_tables(pq.read_table(f) for f in files).cast(sf.SCHEMA).replace_schema_metadata(None)
+    table = pa.concat_tables(pq.read_table(f) for f in files)
+    for field in sf.SCHEMA:  # columns of later format versions than the fixture's: null
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(sf.SCHEMA.names).cast(sf.SCHEMA).replace_schema_metadata(None)
+
+
+def _connection(like: pa.Table, egress: list[bytes], ingress: list[bytes]) -> pa.Table:
+    """One connection in segment rows: open, the egress chunks, then the ingress chunks (one row
+    each), close; identity columns as in `like`'s first row."""
+    ts_col = like.schema.get_field_index("ts_wall")
+    int_schema = sf.SCHEMA.set(ts_col, pa.field("ts_wall", pa.int64()))
+    base = like.slice(0, 1).set_column(ts_col, "ts_wall", like["ts_wall"].slice(0, 1).cast(pa.int64()))
+    base = base.to_pylist()[0]
+    rows, t = [], base["ts_wall"]
+    rows.append({**base, "kind": "open", "direction": None, "stream_offset": None, "length": None,
+                 "call_len": None, "data": None, "func": "SSL_do_handshake"})
+    for direction, chunks in (("egress", egress), ("ingress", ingress)):
+        off = 0
+        for c in chunks:
+            t += 1000
+            rows.append({**base, "kind": "data", "ts_wall": t, "direction": direction, "stream_offset": off,
+                         "length": len(c), "call_len": len(c), "data": c, "func": "SSL_write_ex"})
+            off += len(c)
+    rows.append({**base, "kind": "close", "direction": None, "stream_offset": None, "length": None,
+                 "call_len": None, "data": None, "func": "SSL_free", "ts_wall": t + 1000,
+                 "egress_bytes": sum(map(len, egress)), "ingress_bytes": sum(map(len, ingress))})
+    for r in rows:
+        r["gap_reason"] = None
+        if r["kind"] != "close":
+            r["egress_bytes"] = r["ingress_bytes"] = None
+    return pa.Table.from_pylist(rows, schema=int_schema).cast(sf.SCHEMA)
 
 
 def sse_template(like: pa.Table) -> pa.Table:
@@ -65,116 +101,165 @@ def sse_template(like: pa.Table) -> pa.Table:
         if i == SSE_EVENTS - 1:
             f.flags.add("END_STREAM")
         ingress.append(f.serialize())
-    ts_col = like.schema.get_field_index("ts_wall")
-    int_schema = sf.SCHEMA.set(ts_col, pa.field("ts_wall", pa.int64()))
-    base = like.slice(0, 1).set_column(ts_col, "ts_wall", like["ts_wall"].slice(0, 1).cast(pa.int64()))
-    base = base.to_pylist()[0]
-    rows, t = [], base["ts_wall"]
-    rows.append({**base, "kind": "open", "direction": None, "stream_offset": None, "length": None,
-                 "call_len": None, "data": None, "func": "SSL_do_handshake"})
-    for direction, chunks in (("egress", egress), ("ingress", ingress)):
-        off = 0
-        for c in chunks:
-            t += 1000
-            rows.append({**base, "kind": "data", "ts_wall": t, "direction": direction, "stream_offset": off,
-                         "length": len(c), "call_len": len(c), "data": c, "func": "SSL_write_ex"})
-            off += len(c)
-    rows.append({**base, "kind": "close", "direction": None, "stream_offset": None, "length": None,
-                 "call_len": None, "data": None, "func": "SSL_free", "ts_wall": t + 1000,
-                 "egress_bytes": sum(map(len, egress)), "ingress_bytes": sum(map(len, ingress))})
-    for r in rows:
-        for k in ("gap_reason",):
-            r[k] = None
-        if r["kind"] != "close":
-            r["egress_bytes"] = r["ingress_bytes"] = None
-    return pa.Table.from_pylist(rows, schema=int_schema).cast(sf.SCHEMA)
+    return _connection(like, egress, ingress)
 
 
-def generate(directory: Path, target_bytes: int) -> tuple[int, int]:
+def short_template(like: pa.Table) -> pa.Table:
+    """One short HTTP/1.1 connection: one small chat completion and its answer, a write each."""
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi."}]}).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\ncontent-type: application/json"
+               b"\r\nauthorization: Bearer sk-bench\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+    answer = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion",
+                         "model": "gpt-4o-mini-2024-07-18",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"},
+                                      "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}).encode()
+    response = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                % len(answer)) + answer
+    return _connection(like, [request], [response])
+
+
+# The three corpora: each a list of connection templates copied round after round.
+CORPORA = {
+    "large bodies": lambda h1, h2: [h1, h2],
+    "small SSE events": lambda h1, h2: [sse_template(h2)],
+    "short connections": lambda h1, h2: [short_template(h1)],
+    "mixed": lambda h1, h2: [h1, h2, sse_template(h2)],
+}
+
+
+def generate(directory: Path, target_bytes: int, corpus: str = "mixed") -> tuple[int, int]:
     h1, h2 = fixture_table("h1"), fixture_table("h2")
-    templates = [h1, h2, sse_template(h2)]
+    templates = CORPORA[corpus](h1, h2)
     payload_per_round = sum(pc.sum(t.filter(pc.equal(t["kind"], "data"))["length"]).as_py()
                             for t in templates)
     rounds = -(-target_bytes // payload_per_round)
     meta = sf.SCHEMA.with_metadata({sf.META_VERSION: sf.FORMAT_VERSION.encode(), sf.META_NODE: b"bench",
                                     sf.META_RUN: b"bench", sf.META_LIBRARIES: b"{}"})
+    # a file per FILE_PAYLOAD bytes of payload (as the recorder rotates by size), written BLOCK_ROWS rows at a
+    # time; each copy of a template gets its own pid and connection id
+    per_file = max(1, FILE_PAYLOAD // payload_per_round)
+    block = max(1, min(per_file, BLOCK_ROWS // sum(t.num_rows for t in templates)))
+    pid_field, conn_field = sf.SCHEMA.field("pid"), sf.SCHEMA.field("conn_id")
     rows = 0
-    writer = None
-    file_no = 0
-    for r in range(rounds):
-        if writer is None or r % 20 == 0:
-            if writer:
-                writer.close()
-            writer = pq.ParquetWriter(directory / f"bench-{file_no:05d}.parquet", meta,
-                                      compression="zstd", compression_level=1)
-            file_no += 1
-        for i, t in enumerate(templates):
-            pid = 100000 + r * 3 + i
-            n = t.num_rows
-            pid_field, conn_field = sf.SCHEMA.field("pid"), sf.SCHEMA.field("conn_id")
-            copy = t.set_column(t.schema.get_field_index("pid"), pid_field, pa.array([pid] * n, pa.int32()))
-            conn = pa.array([f"{pid}-bench-{r}"] * n).dictionary_encode().cast(conn_field.type)
-            copy = copy.set_column(copy.schema.get_field_index("conn_id"), conn_field, conn)
-            writer.write_table(copy.replace_schema_metadata(meta.metadata))
-            rows += n
-    writer.close()
+    for file_no, first in enumerate(range(0, rounds, per_file)):
+        last = min(first + per_file, rounds)
+        with pq.ParquetWriter(directory / f"bench-{file_no:05d}.parquet", meta, compression="zstd",
+                              compression_level=1) as writer:
+            for r0 in range(first, last, block):
+                r1 = min(r0 + block, last)
+                copies = pa.concat_tables([t for _ in range(r0, r1) for t in templates])
+                pids, conns = [], []
+                for r in range(r0, r1):
+                    for i, t in enumerate(templates):
+                        pid = 100000 + r * len(templates) + i
+                        pids += [pid] * t.num_rows
+                        conns += [f"{pid}-bench-{r}"] * t.num_rows
+                copies = copies.set_column(copies.schema.get_field_index("pid"), pid_field,
+                                           pa.array(pids, pa.int32()))
+                conn = pa.array(conns).dictionary_encode().cast(conn_field.type)
+                copies = copies.set_column(copies.schema.get_field_index("conn_id"), conn_field, conn)
+                writer.write_table(copies.replace_schema_metadata(meta.metadata))
+                rows += copies.num_rows
     return rounds * payload_per_round, rows
 
 
 def scan(directory: Path) -> float:
-    """The floor: read (decompress and decode) every column of every row group of every file."""
+    """The floor: read (decompress and decode) every column of every row group of every file, on one
+    thread (the analyzer reads on one)."""
     started = time.perf_counter()
     for f in sorted(directory.glob("*.parquet")):
         pf = pq.ParquetFile(f)
         for i in range(pf.num_row_groups):
-            pf.read_row_group(i)
+            pf.read_row_group(i, use_threads=False)
     return time.perf_counter() - started
 
 
-def analyze(directory: Path) -> tuple[float, int, str]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def analyze(directory: Path, out: Path, checkout: Path | None = None) -> tuple[float, int, str]:
+    """`oisp-analyze DIR --out EVENTS --exchanges EXCHANGES` (of `checkout`'s code if given): its wall
+    time, peak RSS (KB) and summary line."""
+    if checkout is None:
+        cmd = [str(BIN / "oisp-analyze")]
+    else:  # the same interpreter and packages, that checkout's analyzer
+        cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+               "sys.argv[0] = 'oisp-analyze'; from analyzer.cli import main; main()", str(checkout)]
+    cmd += [str(directory), "--out", str(out / "events.jsonl"), "--exchanges", str(out / "exchanges.jsonl")]
     started = time.perf_counter()
-    out = subprocess.run([str(BIN / "oisp-analyze"), str(directory), "--exchanges", "/dev/null"],
-                         capture_output=True, text=True, check=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    # this child's own peak (RUSAGE_CHILDREN would be the largest of every child so far)
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    assert peak_kb >= before
-    return elapsed, peak_kb, out.stderr.strip().splitlines()[-1]
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {err[-2000:]}")
+    return elapsed, usage.ru_maxrss, err.strip().splitlines()[-1]
+
+
+# captured payload per corpus, in GB: each run at that size and at twice it (memory must stay flat)
+SIZES = {"large bodies": 0.4, "small SSE events": 0.05, "short connections": 0.025}
 
 
 def main() -> None:
-    sizes = [float(a) for a in sys.argv[1:]] or [1.0, 2.0]
+    args = sys.argv[1:]
+    before = Path(args[args.index("--before") + 1]) if "--before" in args else None
+    scale = float(args[args.index("--scale") + 1]) if "--scale" in args else 1.0
     results = []
-    for gb in sizes:
-        with tempfile.TemporaryDirectory(prefix="oisp-analyzer-bench-") as tmp:
-            d = Path(tmp)
-            payload, rows = generate(d, int(gb * 1e9))
-            disk = sum(f.stat().st_size for f in d.glob("*.parquet"))
-            floor = scan(d)
-            elapsed, peak_kb, summary = analyze(d)
-            exchanges = int(summary.split(" exchange(s)")[0].rsplit(" ", 1)[1])
-            results.append(dict(gb=gb, payload=payload, rows=rows, disk=disk, floor=floor, elapsed=elapsed,
-                                peak_mb=peak_kb / 1024, exchanges=exchanges))
-            print(json.dumps(results[-1]), file=sys.stderr)
-    table = "\n".join(
-        f"| {r['payload'] / 1e9:.2f} GB | {r['rows']:,} | {r['disk'] / 1e6:.0f} MB | {r['floor']:.1f} s "
-        f"({r['payload'] / 1e6 / r['floor']:,.0f} MB/s) | {r['elapsed']:.1f} s "
-        f"({r['payload'] / 1e6 / r['elapsed']:.0f} MB/s, {r['exchanges'] / r['elapsed']:,.0f} exchanges/s) "
-        f"| {r['elapsed'] / r['floor']:.0f}x | {r['peak_mb']:.0f} MB |"
-        for r in results
-    )
+    for corpus, gb in SIZES.items():
+        for size in (gb * scale, 2 * gb * scale):
+            with tempfile.TemporaryDirectory(prefix="oisp-analyzer-bench-") as tmp:
+                d = Path(tmp) / "segments"
+                d.mkdir()
+                payload, rows = generate(d, int(size * 1e9), corpus)
+                disk = sum(f.stat().st_size for f in d.glob("*.parquet"))
+                r = dict(corpus=corpus, payload=payload, rows=rows, disk=disk, floor=scan(d))
+                for label, checkout in (("after", None), ("before", before)):
+                    if label == "before" and checkout is None:
+                        continue
+                    out = Path(tmp) / label
+                    out.mkdir()
+                    elapsed, peak_kb, summary = analyze(d, out, checkout)
+                    r[label] = dict(elapsed=elapsed, peak_mb=peak_kb / 1024,
+                                    exchanges=int(summary.split(" exchange(s)")[0].rsplit(" ", 1)[1]))
+                if before is not None:  # the same bytes out
+                    for name in ("events.jsonl", "exchanges.jsonl"):
+                        after = (Path(tmp) / "after" / name).read_bytes()
+                        assert after == (Path(tmp) / "before" / name).read_bytes(), (corpus, name)
+                results.append(r)
+                print(json.dumps(r), file=sys.stderr)
+
+    def cell(r: dict, label: str) -> str:
+        m = r[label]
+        return (f"{m['elapsed']:.1f} s ({r['payload'] / 1e6 / m['elapsed']:.0f} MB/s, "
+                f"{m['exchanges'] / m['elapsed']:,.0f} exchanges/s, {m['peak_mb']:.0f} MB)")
+
+    head = "| corpus | captured payload | rows | pyarrow scan, one thread | oisp-analyze | ratio to scan |"
+    rule = "| --- | --- | --- | --- | --- | --- |"
+    if before is not None:
+        head += " before | speedup |"
+        rule += " --- | --- |"
+    lines = [head, rule]
+    for r in results:
+        line = (f"| {r['corpus']} | {r['payload'] / 1e9:.3f} GB | {r['rows']:,} | {r['floor']:.2f} s "
+                f"({r['payload'] / 1e6 / r['floor']:,.0f} MB/s) | {cell(r, 'after')} | "
+                f"{r['after']['elapsed'] / r['floor']:.0f}x |")
+        if before is not None:
+            line += f" {cell(r, 'before')} | {r['before']['elapsed'] / r['after']['elapsed']:.2f}x |"
+        lines.append(line)
     body = f"""## Analyzer throughput and memory (`bench/analyzer_throughput.py`)
 
-A generated corpus: copies of the two real-recorder fixtures (HTTP/1.1 keep-alive with gzip, chunked,
-SSE and a 1 MiB body; HTTP/2 with 24 multiplexed SSE streams and 1 MiB bodies) and of a synthetic
-HTTP/2 connection streaming {SSE_EVENTS:,} small SSE events, one TLS write (one row) each, with new
-pids and connection ids. "pyarrow scan" reads every column of every row group (the floor); "oisp-analyze" is
-`oisp-analyze DIR --exchanges /dev/null` (reassembly, HTTP/1.1 and HTTP/2 parsing, body decoding, SSE
-splitting, JSON). Peak memory is the analyzer process's maximum resident set.
+Three generated corpora, each at a size and twice it: **large bodies** (copies of the two real-recorder
+fixtures: HTTP/1.1 keep-alive with gzip, chunked, SSE and a 1 MiB body; HTTP/2 with 24 multiplexed SSE
+streams and 1 MiB bodies), **small SSE events** (an HTTP/2 connection streaming {SSE_EVENTS:,} small chat
+completion chunks, one TLS write, one row, each), **short connections** (one small chat completion per
+connection, a write each way). Copies get new pids and connection ids; files rotate every
+{FILE_PAYLOAD // 1_000_000} MB of payload. "pyarrow scan" reads every column of every row group on one
+thread (the floor); "oisp-analyze" is `oisp-analyze DIR --out EVENTS --exchanges EXCHANGES` on one core
+(reassembly, HTTP/1.1 and HTTP/2 parsing, body decoding, SSE splitting, JSON, events, redaction), with
+its peak resident memory. "before" (with `--before CHECKOUT`) is the same command run from another
+checkout's code, whose events and exchanges must be byte-identical.
 
-| captured payload | rows | segments on disk | pyarrow scan | oisp-analyze | ratio | peak memory |
-| --- | --- | --- | --- | --- | --- | --- |
-{table}"""
+{chr(10).join(lines)}"""
     write_section("analyzer", body)
 
 

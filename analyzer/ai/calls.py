@@ -30,11 +30,14 @@ class ToolCall:
 
 @dataclass
 class Usage:
-    prompt_tokens: int | None = None
+    prompt_tokens: int | None = None  # all input tokens, cache reads and writes included
     completion_tokens: int | None = None
     total_tokens: int | None = None
-    cached_tokens: int | None = None
+    cached_tokens: int | None = None  # of the prompt, read from the provider's cache
     reasoning_tokens: int | None = None
+    cache_write_tokens: int | None = None  # of the prompt, written to the cache (Anthropic, Bedrock)
+    # whether completion_tokens include the reasoning tokens (OpenAI's do; Gemini counts its thoughts apart)
+    reasoning_in_completion: bool = True
 
 
 @dataclass

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from analyzer.ai.calls import AiCall
 from analyzer.ai.context import connection_attrs, host_context, process_context
 from analyzer.ai.formats.json_shapes import as_int, as_number, as_strs
-from analyzer.ai.providers import ProviderMatch, model_price
+from analyzer.ai.pricing import PriceTable, bundle_table, call_cost
+from analyzer.ai.providers import ProviderMatch
 from analyzer.http.redaction import redact_path
 from analyzer.model import Exchange, Limits
 
@@ -43,6 +44,8 @@ class EventOptions:
     hash_key: bytes = _PROCESS_KEY  # a secret per installation: hashes then cannot be guessed
     # the budgets bodies are read under (max_json_*, max_event_line_bytes, max_decoded_body_bytes)
     limits: Limits = field(default_factory=Limits)
+    # what calls cost: the bundle's prices, under the config's prices_file (analyzer/ai/pricing.py)
+    prices: PriceTable = field(default_factory=bundle_table)
 
 
 def _ts(ns: int | None) -> str:
@@ -191,24 +194,21 @@ def _request_data(x: Exchange, call: AiCall, opts: EventOptions, request_id: str
     })
 
 
-def _usage_data(match: ProviderMatch, call: AiCall) -> dict:
-    """Token counts, and their cost when the model's price is known."""
+def _usage_data(match: ProviderMatch, call: AiCall, opts: EventOptions) -> dict:
+    """Token counts, and their cost when the model's price is known (analyzer/ai/pricing.py)."""
     u = call.usage
     usage = _drop_none({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                         "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
-                        "reasoning_tokens": u.reasoning_tokens})
-    price = model_price(match.provider, call.model_returned or call.model_requested)
-    if price and u.prompt_tokens is not None:
-        usage["input_cost_usd"] = round(u.prompt_tokens / 1000 * price["input"], 8)
-        if u.completion_tokens is not None and price.get("output") is not None:
-            usage["output_cost_usd"] = round(u.completion_tokens / 1000 * price["output"], 8)
-            usage["total_cost_usd"] = round(usage["input_cost_usd"] + usage["output_cost_usd"], 8)
+                        "cache_write_tokens": u.cache_write_tokens, "reasoning_tokens": u.reasoning_tokens})
+    price = opts.prices.price(match.provider, call.model_returned or call.model_requested)
+    if price is not None:
+        usage.update(call_cost(u, price))
     return usage
 
 
 def _response_data(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOptions, request_id: str,
                    provider: dict) -> dict:
-    usage = _usage_data(match, call)
+    usage = _usage_data(match, call, opts)
     latency = None
     if x.request.start_ns and x.response.end_ns:
         latency = max(0, (x.response.end_ns - x.request.start_ns) // 1_000_000)

@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from analyzer.http.http1 import REQUEST_LINE, STATUS_LINE, Http1Connection, looks_like_http1
 from analyzer.http.http2 import CLIENT_PREFACE, Http2Connection, frames_chain
-from analyzer.model import ConnectionInfo, Exchange, Limits
+from analyzer.model import END_OF_INPUT, ConnectionInfo, Exchange, Limits
+from analyzer.segments.columns import to_pylist
 from analyzer.streams.reassembly import Data, Gap, StreamAssembler
 from contract.identity import ProcessIdentity
 
@@ -32,6 +33,12 @@ MAX_RESUMABLE = 10_000  # expired connections remembered, in case their process 
 MAX_PLAIN_ENDS = 100_000  # plaintext connection ends remembered for pairing client and server
 _DIRECTION = {"egress": "request", "ingress": "response"}
 _KINDS = {"process", "open", "sni", "socket", "close", "data", "gap"}
+# the columns every row kind reads; the others (identity columns) only the kinds below, and rows of
+# an unknown kind, which are dropped whole
+_ROW_COLUMNS = {"kind", "ts_wall", "node", "pid", "tid", "uid", "comm", "cgroup_id", "conn_id", "direction",
+                "stream_offset", "length", "data", "gap_reason", "lib_path", "tls_stack",
+                "_pos"}  # _pos: a parallel run's row positions (analyzer/parallel/order.py)
+_IDENTITY_KINDS = {"process", "sni", "socket"}
 
 
 @dataclass
@@ -82,9 +89,8 @@ class ConnectionTracker:
     def feed(self, batch: pa.RecordBatch) -> list[Exchange]:
         """Consume one batch; the exchanges of the connections it closed."""
         out: list[Exchange] = []
-        cols = batch.to_pydict()
-        for i in range(batch.num_rows):
-            done = self._row({k: v[i] for k, v in cols.items()})
+        for r in _rows(batch):
+            done = self._row(r)
             if done:
                 out.extend(done)
         return out
@@ -159,6 +165,8 @@ class ConnectionTracker:
             c = self.open[key] = _Conn(info, streams, first_source=self.source,
                                        sequence_base=self.resumable.get(key, 0))
             self.connections_seen += 1
+            if "_pos" in r:  # a parallel run (analyzer/parallel/order.py): ended by the input, unless closed
+                info.order = END_OF_INPUT + r["_pos"]
         c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
         kind = r["kind"]
         if kind == "open":
@@ -174,6 +182,8 @@ class ConnectionTracker:
             return None
         if kind == "close":
             c.info.closed = True
+            if "_pos" in r:  # a parallel run: its outputs come where this row is in the one-process order
+                c.info.order = r["_pos"]
             return self._close(key, closed=True)
         direction = r["direction"]
         for p in c.streams[direction].push(piece):
@@ -292,6 +302,32 @@ class ConnectionTracker:
             info.protocol = "http/1.1"
             return Http1Connection(info, resync=True, sequence_base=base, limits=self.limits)
         return None
+
+
+def _rows(batch: pa.RecordBatch) -> Iterator[dict]:
+    """The batch's rows as dicts. The identity columns (a third of the schema, null on nearly every
+    row) are converted only for the rows whose kind reads them: converting every column of every
+    row to Python objects was the largest single cost of a run."""
+    names = batch.schema.names
+    core = [n for n in names if n in _ROW_COLUMNS]
+    other = [n for n in names if n not in _ROW_COLUMNS]
+    columns = [to_pylist(batch.column(n)) for n in core]
+    extra: dict[int, dict] = {}
+    if other:
+        kinds = columns[core.index("kind")] if "kind" in core else [None] * batch.num_rows
+        wanted = [i for i, k in enumerate(kinds) if not isinstance(k, str) or k in _IDENTITY_KINDS]
+        if wanted:
+            taken = batch.select(other).take(pa.array(wanted, pa.int64())).to_pydict()
+            extra = {i: dict(zip(other, values, strict=True))
+                     for i, values in zip(wanted, zip(*taken.values(), strict=True), strict=True)}
+    if not core:
+        yield from (extra.get(i, {}) for i in range(batch.num_rows))
+        return
+    for i, values in enumerate(zip(*columns, strict=True)):
+        r = dict(zip(core, values, strict=True))
+        if i in extra:
+            r.update(extra[i])
+        yield r
 
 
 def _piece(r: dict) -> Data | Gap | None | bool:

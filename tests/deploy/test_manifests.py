@@ -30,6 +30,7 @@ from helpers.deploy_manifests import (
     build,
     click_command,
     config_text,
+    configmap_file,
     container,
     daemonset,
     kubectl,
@@ -238,7 +239,10 @@ def test_configmap_holds_the_config_file_and_both_programs_accept_it(tmp_path):
     text = config_text("kubernetes")
     assert text == (MANIFESTS / "base" / "config.yaml").read_text() == config_text("openshift")
     path = tmp_path / "config.yaml"
-    path.write_text(text)
+    # the ConfigMap's files where the pod mounts them (/etc/oisp-sensor), here in tmp_path
+    path.write_text(text.replace("/etc/oisp-sensor/", f"{tmp_path}/"))
+    (tmp_path / "prices.yaml").write_text(configmap_file("kubernetes", "prices.yaml"))
+    assert "prices_file: /etc/oisp-sensor/prices.yaml" in text
     rec = load_config(path, {})
     assert str(rec.segments_dir) == "/segments" and rec.kubernetes_metadata == "auto"
     assert rec.segments_max_total_bytes > 0  # segments must not fill the node's disk
@@ -251,6 +255,10 @@ def test_configmap_holds_the_config_file_and_both_programs_accept_it(tmp_path):
     assert ana.endpoints and all(registry.classify(host, "/v1/chat/completions").provider == spec["provider"]
                                  for host, spec in ana.endpoints.items())
     assert yaml.safe_load(text)["recorder"].get("node_name") is None  # NODE_NAME names the node
+    # the price table example: its version names the events it prices; self-hosted models cost 0
+    assert ana.prices.version == "cluster-prices-1"
+    assert ana.prices.price("vllm", "llama-3.1-8b").input == 0
+    assert ana.prices.price("openai", "gpt-4o-mini").table.startswith("oisp-bundle-")
 
 
 # ---- the DaemonSet ----

@@ -72,9 +72,14 @@ def mount_for(spec: dict, container_name: str, path: str) -> tuple[dict, dict] |
 
 def config_text(overlay: str) -> str:
     """The config file as the containers read it, from the ConfigMap the DaemonSet mounts."""
+    return configmap_file(overlay, "config.yaml")
+
+
+def configmap_file(overlay: str, name: str) -> str:
+    """A file of the ConfigMap the DaemonSet mounts (at /etc/oisp-sensor), as the containers read it."""
     spec = pod_spec(overlay)
     cm_name = volume(spec, "config")["configMap"]["name"]
-    return one(build(overlay), "ConfigMap", cm_name)["data"]["config.yaml"]
+    return one(build(overlay), "ConfigMap", cm_name)["data"][name]
 
 
 def option_value(args: list[str], flag: str) -> str | None:

@@ -65,6 +65,7 @@ def _usage(u: object, into: Usage) -> Usage:
     if base is not None:
         into.prompt_tokens = base + read + created
         into.cached_tokens = read or into.cached_tokens
+        into.cache_write_tokens = created or into.cache_write_tokens
     if int_at(u, "output_tokens") is not None:
         into.completion_tokens = u["output_tokens"]
     if into.prompt_tokens is not None and into.completion_tokens is not None:

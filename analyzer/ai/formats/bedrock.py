@@ -65,7 +65,7 @@ def _usage(u: object, call: AiCall) -> None:
     base = int_at(u, "inputTokens")
     read, write = int_at(u, "cacheReadInputTokens") or 0, int_at(u, "cacheWriteInputTokens") or 0
     call.usage = Usage(None if base is None else base + read + write, int_at(u, "outputTokens"),
-                       int_at(u, "totalTokens"), read or None)
+                       int_at(u, "totalTokens"), read or None, cache_write_tokens=write or None)
 
 
 def parse_response(body: dict, call: AiCall) -> None:

@@ -71,7 +71,7 @@ def _chunk(resp: dict, call: AiCall, index: int, text: list[str]) -> None:
     if u and isinstance(u, dict):
         call.usage = Usage(int_at(u, "promptTokenCount"), int_at(u, "candidatesTokenCount"),
                            int_at(u, "totalTokenCount"), int_at(u, "cachedContentTokenCount"),
-                           int_at(u, "thoughtsTokenCount"))
+                           int_at(u, "thoughtsTokenCount"), reasoning_in_completion=False)
 
 
 def _code(code: object) -> str | None:
