@@ -75,9 +75,13 @@ def test_the_configmap_block_is_accepted_by_every_program(tmp_path):
     assert set(doc["upload"]) == set(UploadConfig.__dataclass_fields__)
     assert str(cfg.analyzer_checkpoint) == "/output/.events.jsonl.checkpoint"
     assert load_config(CONFIGMAP, {}).segments_dir is not None
-    load_analyzer_config(CONFIGMAP)
+    # the analyzer's part names the ConfigMap's prices.yaml where the pod mounts it: here, beside a copy
+    (tmp_path / "prices.yaml").write_text((CONFIGMAP.parent / "prices.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(CONFIGMAP.read_text().replace("/etc/oisp-sensor/", f"{tmp_path}/"))
+    load_analyzer_config(tmp_path / "config.yaml")
     # enabled with a bucket, as manifests/README.md says to
     doc["upload"].update(enabled=True, bucket="oisp-segments")
+    doc["analyzer"]["prices_file"] = str(tmp_path / "prices.yaml")
     enabled = tmp_path / "config.yaml"
     enabled.write_text(yaml.safe_dump(doc))
     assert load_upload_config(enabled).enabled
