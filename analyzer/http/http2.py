@@ -136,6 +136,24 @@ class _Direction:
         # missing_bytes, as they come); the others are settled from gap_bytes when they leave
         self.recording: dict[int, Exchange] = {}
 
+    def append(self, data: bytes) -> None:
+        try:
+            self.buf += data
+        except BufferError:  # a view of the buffer outlived its parse (see drop)
+            self.buf = self.buf + data
+
+    def drop(self, n: int | None = None) -> None:
+        """The buffer without its first n bytes (None: all), in place. A view of it that outlives the
+        frame parse (a stack frame kept by a profiler or a debugger keeps hyperframe's slices) makes an
+        in-place resize raise BufferError: then a new buffer, the same bytes."""
+        try:
+            if n is None:
+                self.buf.clear()
+            else:
+                del self.buf[:n]
+        except BufferError:
+            self.buf = bytearray() if n is None else self.buf[n:]
+
     def reset_scan(self) -> None:
         self.scan_next = 0
         self.waiting = []
@@ -187,7 +205,7 @@ class Http2Connection:
             x.add_gap(gap, self.limits.max_gap_records)
             if len(x.gaps) >= self.limits.max_gap_records:
                 self._stop_recording(sid)
-        d.buf.clear()
+        d.drop()
         d.reset_scan()
         d.block = None
         d.reliable = False
@@ -231,7 +249,7 @@ class Http2Connection:
     def _feed(self, d: _Direction, data: bytes, ts_ns: int) -> None:
         if d.sync is SyncState.DEAD:
             return
-        d.buf += data
+        d.append(data)
         d.ts = ts_ns
         if d.expect_preface:
             if len(d.buf) < len(CLIENT_PREFACE):
@@ -239,7 +257,7 @@ class Http2Connection:
                     d.expect_preface = False
                 return
             if d.buf.startswith(CLIENT_PREFACE):
-                del d.buf[:len(CLIENT_PREFACE)]
+                d.drop(len(CLIENT_PREFACE))
             d.expect_preface = False
         if d.sync.seeking and not self._seek(d):
             return
@@ -263,10 +281,7 @@ class Http2Connection:
                     continue
                 pos += FRAME_HEADER + length
                 self._frame(d, frame, ts_ns)
-        if d.sync is SyncState.DEAD:
-            d.buf.clear()
-        else:
-            del d.buf[:pos]
+        d.drop(None if d.sync is SyncState.DEAD else pos)
 
     def _seek(self, d: _Direction) -> bool:
         """Find where frames begin (capture began mid-connection, or after a gap) among the first
@@ -290,12 +305,12 @@ class Http2Connection:
             pos += 1
         d.scan_next = pos
         if found is not None:
-            del d.buf[:found]
+            d.drop(found)
             d.reset_scan()
             d.sync = SyncState.IN_SYNC
             return True
         if n > SCAN_WINDOW:
-            del d.buf[:-FRAME_HEADER]
+            d.drop(n - FRAME_HEADER)
             d.reset_scan()
         return False
 

@@ -168,3 +168,38 @@ def test_event_limitations_come_from_typed_gaps():
     assert ev["confidence"]["limitations"] == [
         "9 bytes missing in the response stream (ringbuf_full)",
         "parsing resumed after 3 bytes missing in the request stream (missing)"]
+
+
+def _two_streams() -> list[tuple[str, bytes]]:
+    enc, dec = hpack.Encoder(), hpack.Encoder()
+    wire = [("request", CLIENT_PREFACE + headers(enc, 1, REQUEST_H2, end_stream=False)),
+            ("request", data(1, b'{"model": "m"}', end_stream=True)),
+            ("request", headers(enc, 3, REQUEST_H2, end_stream=True)),
+            ("response", headers(dec, 1, [(":status", "200")], end_stream=False)),
+            ("response", data(1, b"a" * 40_000, end_stream=True)),
+            ("response", headers(dec, 3, [(":status", "404")], end_stream=True))]
+    # cut into pieces that split frames, so bytes wait in the buffer between feeds
+    pieces = []
+    for direction, payload in wire:
+        pieces += [(direction, payload[i:i + 777]) for i in range(0, len(payload), 777)]
+    return pieces
+
+
+def _parse(hold_views: bool) -> list[tuple]:
+    h2 = Http2Connection(conn(), start_seen=True)
+    held = []
+    for ts, (direction, piece) in enumerate(_two_streams(), 1):
+        (h2.feed_request if direction == "request" else h2.feed_response)(piece, ts)
+        if hold_views:  # what a stack frame kept by a profiler keeps: a view of each buffer
+            held += [memoryview(d.buf)[:1] for d in h2.dirs.values()]
+    return [(x.stream_id, x.request.headers, bytes(x.request.body), x.response.headers,
+             bytes(x.response.body), x.request.complete, x.response.complete, x.notes) for x in h2.finish()]
+
+
+def test_http2_views_of_its_buffers_held_elsewhere_change_nothing():
+    """A view of a direction's buffer kept past the parse (Dask's profiler keeps sampled stack frames,
+    and with them hyperframe's slices) blocks resizing the buffer in place: the parser then works on a
+    new buffer, and every exchange is the same."""
+    plain = _parse(hold_views=False)
+    assert [x[0] for x in plain] == [1, 3] and plain[0][4] == b"a" * 40_000
+    assert _parse(hold_views=True) == plain
