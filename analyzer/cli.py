@@ -31,9 +31,14 @@ def _hash_key(cfg, outputs: list[Path | None], follow: bool) -> None:
 
 
 def main() -> None:
-    """`oisp-analyze check ...` checks an events file; anything else analyzes segments."""
+    """`oisp-analyze check ...` checks an events file, `oisp-analyze fleet ...` analyzes on a Dask cluster
+    (analyzer/fleet/command.py); anything else analyzes segments."""
     if len(sys.argv) > 1 and sys.argv[1] == "check":
         check_command(sys.argv[2:], prog_name="oisp-analyze check")
+    elif len(sys.argv) > 1 and sys.argv[1] == "fleet":
+        from analyzer.fleet.command import fleet_command
+
+        fleet_command(sys.argv[2:], prog_name="oisp-analyze fleet")
     else:
         analyze_command()
 
@@ -94,8 +99,11 @@ def check_command(events_file: Path, expected_file: Path) -> None:
                    "https:// URL; overrides export.otlp.endpoint of --config (docs/export.md).")
 @click.option("--otlp-protocol", type=click.Choice(["grpc", "http/protobuf"]),
               help="OTLP protocol (default: export.otlp.protocol, else grpc).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Processes to analyze with (default: the cores available, but one for a small input); "
+                   "the output is the same, byte for byte, whatever the number. Not with --follow.")
 def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, config_file, follow, metrics_port,
-                    otlp_endpoint, otlp_protocol):
+                    otlp_endpoint, otlp_protocol, workers):
     """Analyze segment files, directories (searched recursively) or globs.
 
     Without an output option, summarizes the TLS connections the segments hold. To check an events
@@ -108,6 +116,8 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
         cfg = load(config_file)
         if follow:
             _check_follow(paths, events_out, exchanges_out, duckdb_out)
+            if workers is not None and workers > 1:
+                raise click.UsageError("--follow runs in one process: not --workers")
             files = []
         elif metrics_port is not None:
             raise click.UsageError("--metrics-port needs --follow")
@@ -132,7 +142,7 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
             cfg.metrics_port = metrics_port
         sys.exit(_follow(Path(paths[0]), events_out, cfg))
     if exchanges_out is not None or events_out is not None or duckdb_out is not None or cfg.otlp is not None:
-        sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, cfg))
+        sys.exit(_analyze(files, exchanges_out, events_out, duckdb_out, cfg, workers))
     from analyzer.reports.capture_summary import connection_summary, first_bytes
 
     try:
@@ -274,11 +284,13 @@ def _progress(files: list[Path]):
 
 
 def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None,
-             duckdb_out: Path | None, cfg) -> int:
+             duckdb_out: Path | None, cfg, workers: int | None = None) -> int:
     from functools import partial
 
     import duckdb
 
+    from analyzer.parallel.run import ParallelError, default_workers, run_parallel
+    from analyzer.parallel.totals import Totals
     from analyzer.pipeline import Pipeline
     from analyzer.segments.reader import ReadReport, one_line, read_batches
     from analyzer.sinks.duckdb_tables import DuckDBSink
@@ -298,20 +310,28 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
         pipeline.close()
         click.echo(f"oisp-analyze: {one_line(str(exc))}", err=True)
         return 1
+    workers = workers or default_workers(files)
     try:
         try:
-            pipeline.run(read_batches(_progress(files), report))
+            if workers > 1:  # analyzer/parallel/run.py: the same output, from several processes
+                totals = run_parallel(files, cfg, pipeline.sinks, workers)
+            else:
+                pipeline.run(read_batches(_progress(files), report))
+                totals = Totals.of(pipeline, report)
         finally:
             tail = "".join(", " + piece for piece in pipeline.close())
     except (OSError, duckdb.Error) as exc:  # writing failed: a full disk, a pipe closed early
         click.echo(f"oisp-analyze: cannot write the output: {one_line(str(exc))}", err=True)
         return 1
-    for path, problem in report.problems:
+    except ParallelError as exc:
+        click.echo(f"oisp-analyze: {exc}", err=True)
+        return 1
+    for path, problem in totals.problems:
         click.echo(f"oisp-analyze: skipped {path}: {problem}", err=True)
     click.echo(
-        f"oisp-analyze: {report.files_read} of {len(files)} segment file(s), {report.rows_read} rows, "
-        f"{pipeline.tracker.connections_seen} connection(s), {pipeline.exchanges} exchange(s) "
-        f"({pipeline.incomplete} incomplete)"
-        + (f", {pipeline.events} AI event(s)" if pipeline.wants_events else "")
-        + (f", {pipeline.parse_errors} parse error(s)" if pipeline.parse_errors else "") + tail, err=True)
-    return 1 if report.problems and report.files_read == 0 else 0
+        f"oisp-analyze: {totals.files_read} of {len(files)} segment file(s), {totals.rows_read} rows, "
+        f"{totals.connections} connection(s), {totals.exchanges} exchange(s) "
+        f"({totals.incomplete} incomplete)"
+        + (f", {totals.events} AI event(s)" if pipeline.wants_events else "")
+        + (f", {totals.parse_errors} parse error(s)" if totals.parse_errors else "") + tail, err=True)
+    return 1 if totals.problems and totals.files_read == 0 else 0

@@ -207,6 +207,10 @@ class DuckDBSink(Sink):
         row["cmdline"] = " ".join(redact_cmdline(p.cmdline)) if p.cmdline else None
         self._add("connections", row)
 
+    def add_row(self, table: str, row: dict) -> None:
+        """A row this class's write_* methods made in another process (analyzer/parallel/replay.py)."""
+        self._add(table, row)
+
     def _add(self, table: str, row: dict) -> None:
         self.rows[table].append(row)
         self.pending_bytes[table] += _row_bytes(row)
