@@ -140,6 +140,19 @@ class HttpMessage:
     # somewhere in the frames of all streams (HTTP/2)
     missing_bytes: int = 0
     headers_reliable: bool = True  # False when HPACK state was unknown (capture began mid-connection)
+    # when the body came: (body size once a piece was added, that piece's capture time), one entry per
+    # capture time; the time of a stream's events (analyzer/ai/stream_times.py)
+    arrivals: list[tuple[int, int]] = field(default_factory=list)
+
+    def add_body(self, data: bytes, ts_ns: int) -> None:
+        """Append body bytes captured at ts_ns."""
+        if not data:
+            return
+        self.body += data
+        if self.arrivals and self.arrivals[-1][1] == ts_ns:
+            self.arrivals[-1] = (len(self.body), ts_ns)
+        else:
+            self.arrivals.append((len(self.body), ts_ns))
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:

@@ -157,10 +157,11 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
     resp = _envelope(x, "ai.response", x.response.end_ns or x.response.start_ns, match, call)
     resp["related_events"] = [{"event_id": req["event_id"], "relationship": "caused_by"}]
     resp["data"] = _response_data(x, match, call, opts, request_id, provider)
-    if call.first_token_index is not None and x.response.start_ns and x.request.start_ns:
-        # first token: the response's first byte is the closest capture time we keep per exchange
-        ttft = (x.response.start_ns - x.request.start_ns) // 1_000_000
-        resp["data"]["time_to_first_token_ms"] = max(0, ttft)
+    # first token: the capture time of the stream event that carried it; a JSON-array stream (Gemini
+    # without SSE) is not split by time, and its response's first byte stands in
+    first = call.first_token_ns or x.response.start_ns
+    if call.first_token_index is not None and first and x.request.start_ns:
+        resp["data"]["time_to_first_token_ms"] = max(0, (first - x.request.start_ns) // 1_000_000)
     if call.output_text is not None:
         resp["attrs"]["output_text_length"] = len(call.output_text)
     events.append(resp)

@@ -33,6 +33,7 @@ from analyzer.ai.formats import (
 )
 from analyzer.ai.json_budget import JsonRefused, loads_bounded
 from analyzer.ai.providers import ProviderRegistry
+from analyzer.ai.stream_times import item_time
 from analyzer.http.aws_eventstream import EventStreamError, decode
 from analyzer.http.bodies import SseParser, decode_body, split_ndjson
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
@@ -200,6 +201,8 @@ def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list
     if resp_events is not None:
         call.streaming = True
         module.parse_stream(resp_events, call)
+        if call.first_token_index is not None:
+            call.first_token_ns = item_time(x.response, opts.limits, call.first_token_index)
     elif isinstance(resp_body, dict) or (
             isinstance(resp_body, list) and getattr(module, "JSON_ARRAY_STREAM", False)):
         module.parse_response(resp_body, call)

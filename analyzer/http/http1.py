@@ -377,7 +377,7 @@ class Http1Connection:
             x.notes.append(f"{side} body over the connection's body budget" if over_shared
                            else f"{side} body over the size cap")
         kept = data[:max(room, 0)]
-        msg.body += kept
+        msg.add_body(kept, ts)
         self.held_body_bytes += len(kept)
         msg.end_ns = ts  # the last byte so far: kept if the end never comes
 

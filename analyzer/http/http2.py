@@ -440,7 +440,7 @@ class Http2Connection:
                                else f"{d.name} body over the size cap")
             msg.capped = True
         if room > 0:
-            msg.body += frame.data[:room]
+            msg.add_body(frame.data[:room], ts)
             if held:
                 kept = min(room, len(frame.data))
                 self._held[x.stream_id] = self._held.get(x.stream_id, 0) + kept
