@@ -66,6 +66,7 @@ class AiCall:
     error: AiError | None = None
     first_token_index: int | None = None  # index of the stream event that carried the first token
     first_token_ns: int | None = None  # when that event's last byte was captured (stream_times.py)
+    usage_estimated_by: str | None = None  # usage is an estimate, by this method (token_estimate.py)
     notes: list[str] = field(default_factory=list)
     # the stream's own end marker was seen ([DONE], message_stop, response.completed): the answer is
     # whole even when the HTTP framing after it was never read by the application

@@ -201,6 +201,8 @@ def _usage_data(match: ProviderMatch, call: AiCall, opts: EventOptions) -> dict:
     usage = _drop_none({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                         "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
                         "cache_write_tokens": u.cache_write_tokens, "reasoning_tokens": u.reasoning_tokens})
+    if call.usage_estimated_by and usage:  # counted here, not reported by the provider
+        usage.update(estimated=True, estimated_by=call.usage_estimated_by)
     price = opts.prices.price(match.provider, call.model_returned or call.model_requested)
     if price is not None:
         usage.update(call_cost(u, price))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyzer.ai import token_estimate
 from analyzer.ai.calls import AiCall
 from analyzer.ai.events import EventOptions, build_events
 from analyzer.ai.formats import (
@@ -203,6 +204,8 @@ def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list
         module.parse_stream(resp_events, call)
         if call.first_token_index is not None:
             call.first_token_ns = item_time(x.response, opts.limits, call.first_token_index)
+        if call.error is None and x.status is not None and 200 <= x.status < 300:
+            call.usage_estimated_by = token_estimate.apply(call, match.oisp_name)
     elif isinstance(resp_body, dict) or (
             isinstance(resp_body, list) and getattr(module, "JSON_ARRAY_STREAM", False)):
         module.parse_response(resp_body, call)

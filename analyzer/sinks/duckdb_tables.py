@@ -38,7 +38,7 @@ _INTS = ("fd", "peer_port", "local_port", "ppid", "pid", "status", "status_code"
          "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 _NULL_TYPES = {name: pa.int64() for name in _INTS} | {
     "cost_usd": pa.float64(), "latency_ms": pa.float64(), "ttft_ms": pa.float64(), "streaming": pa.bool_(),
-    "success": pa.bool_()}
+    "success": pa.bool_(), "tokens_estimated": pa.bool_()}
 
 
 _STR, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
@@ -50,7 +50,7 @@ EVENT_TYPES = {
     "streaming": _BOOL, "status_code": _INT, "success": _BOOL, "error_type": _STR, "finish_reason": _STR,
     **dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
                      "reasoning_tokens"), _INT),
-    "cost_usd": _FLOAT, "latency_ms": _INT, "ttft_ms": _INT,
+    "tokens_estimated": _BOOL, "cost_usd": _FLOAT, "latency_ms": _INT, "ttft_ms": _INT,
     **dict.fromkeys(("completeness", "confidence", "event_json"), _STR)}
 _INT64 = range(-(1 << 63), 1 << 63)
 
@@ -182,6 +182,7 @@ class DuckDBSink(Sink):
             "total_tokens": _get(d, "usage", "total_tokens"),
             "cached_tokens": _get(d, "usage", "cached_tokens"),
             "reasoning_tokens": _get(d, "usage", "reasoning_tokens"),
+            "tokens_estimated": _get(d, "usage", "estimated"),
             "cost_usd": _get(d, "usage", "total_cost_usd"), "latency_ms": d.get("latency_ms"),
             "ttft_ms": d.get("time_to_first_token_ms"),
             "completeness": _get(ev, "confidence", "completeness"),
@@ -272,7 +273,8 @@ class DuckDBSink(Sink):
                        q.provider_id, q.endpoint, q.model AS model_requested, r.model AS model_returned,
                        q.request_type,
                        q.streaming, r.status_code, r.success, r.error_type, r.finish_reason, r.prompt_tokens,
-                       r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, r.cost_usd,
+                       r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens,
+                       r.tokens_estimated, r.cost_usd,
                        r.latency_ms, r.ttft_ms,
                        CASE WHEN q.completeness = 'full' AND coalesce(r.completeness, 'partial') = 'full'
                             THEN 'full' ELSE 'partial' END AS completeness
