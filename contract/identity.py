@@ -1,4 +1,5 @@
-"""Who a process was: the identity fields a segment's `process` rows carry (format version 2).
+"""Who a process was: the identity fields a segment's `process` rows carry (format version 2; the
+workload fields, version 5).
 
 The recorder fills them from /proc and the pod API; the analyzer reads them back from the rows.
 Both use this one class so the field list lives in one place.
@@ -24,3 +25,9 @@ class ProcessIdentity:
     pod_name: str | None = None
     pod_namespace: str | None = None
     container_name: str | None = None
+    # version 5: what owns the pod and runs as it (the pod watch, recorder/identity/pods.py)
+    service_account: str | None = None
+    workload_kind: str | None = None  # the top owner's kind: Deployment, StatefulSet, DaemonSet, CronJob...
+    workload_name: str | None = None
+    container_image: str | None = None
+    pod_labels: str | None = None  # the labels the config selects, as a JSON object (sorted keys)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FORMAT_VERSION = "4"
-# Versions the analyzer reads: 1 lacks the identity columns, 1 and 2 lack tls_stack (they read as nulls).
-READABLE_VERSIONS = ("1", "2", "3", "4")
+FORMAT_VERSION = "5"
+# Versions the analyzer reads: 1 lacks the identity columns, 1 and 2 lack tls_stack, 1 to 4 the workload
+# columns (they read as nulls).
+READABLE_VERSIONS = ("1", "2", "3", "4", "5")
 # Parquet footer (key-value metadata) keys
 META_VERSION = b"oisp.segment.version"
 META_NODE = b"oisp.segment.node"
@@ -98,6 +99,12 @@ SCHEMA = pa.schema(
         pa.field("container_name", _dict),
         # version 3: which TLS implementation produced the row (null on process rows)
         pa.field("tls_stack", _dict),
+        # version 5: the pod's owner and what it runs as (process rows)
+        pa.field("service_account", _dict),
+        pa.field("workload_kind", _dict),
+        pa.field("workload_name", _dict),
+        pa.field("container_image", _dict),
+        pa.field("pod_labels", _dict),
     ]
 )
 

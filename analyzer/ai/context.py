@@ -6,6 +6,7 @@ the pid, comm, uid and cgroup id only. Command lines are redacted of secrets.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from analyzer.http.redaction import redact_cmdline
@@ -46,11 +47,29 @@ def host_context(c: ConnectionInfo) -> dict:
         return out
     if p.container_id:
         out["container"] = _drop_none({"id": p.container_id, "name": p.container_name,
+                                       "image": p.container_image,
                                        "runtime": _RUNTIMES.get(p.container_runtime or "", "other")})
     if p.pod_uid:
         out["k8s"] = _drop_none({"pod_uid": p.pod_uid, "pod_name": p.pod_name, "namespace": p.pod_namespace,
-                                 "node_name": c.node})
+                                 "node_name": c.node,
+                                 "deployment": p.workload_name if p.workload_kind == "Deployment" else None,
+                                 # the pod's top owner (OISP names a Deployment only): any kind, and its name
+                                 "workload_kind": p.workload_kind, "workload_name": p.workload_name,
+                                 "service_account": p.service_account, "labels": pod_labels(p.pod_labels)})
     return out
+
+
+def pod_labels(text: str | None) -> dict[str, str] | None:
+    """The selected labels of a process row (a JSON object of strings); None when absent or not one."""
+    if not text:
+        return None
+    try:
+        labels = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(labels, dict):
+        return None
+    return {str(k): v for k, v in labels.items() if isinstance(v, str)} or None
 
 
 def connection_attrs(c: ConnectionInfo) -> dict:

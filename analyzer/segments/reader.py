@@ -38,12 +38,13 @@ from contract import segment_format as sf
 SUPPORTED_VERSIONS = set(sf.READABLE_VERSIONS)
 COLUMNS = ["kind", "ts_wall", "node", "pid", "tid", "uid", "comm", "cgroup_id", "conn_id", "direction",
            "stream_offset", "length", "data", "gap_reason", "lib_path", "func"]
-# Identity columns of version 2 (sni, socket and process rows) and 3 (tls_stack); older files read them
-# as nulls.
+# Identity columns of version 2 (sni, socket and process rows), 3 (tls_stack) and 5 (the workload's);
+# older files read them as nulls.
 IDENTITY_COLUMNS = ["server_name", "fd", "peer_ip", "peer_port", "local_ip", "local_port", "socket_source",
                     "ppid", "exe", "cmdline", "process_start", "cgroup_path", "container_id",
                     "container_runtime", "pod_uid", "pod_name", "pod_namespace", "container_name",
-                    "tls_stack"]
+                    "tls_stack", "service_account", "workload_kind", "workload_name", "container_image",
+                    "pod_labels"]
 NOT_NULL = [c for c in COLUMNS if not sf.SCHEMA.field(c).nullable]
 KINDS = [sf.KIND_DATA, sf.KIND_GAP, sf.KIND_OPEN, sf.KIND_CLOSE, sf.KIND_SNI, sf.KIND_SOCKET, sf.KIND_PROCESS]
 DIRECTIONS = [sf.DIRECTION_EGRESS, sf.DIRECTION_INGRESS]

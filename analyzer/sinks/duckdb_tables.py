@@ -46,7 +46,8 @@ _STR, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 EVENT_TYPES = {
     **dict.fromkeys(("event_id", "event_type", "ts", "request_id", "node"), _STR), "pid": _INT,
     **dict.fromkeys(("process_name", "exe", "container_id", "pod_uid", "pod_name", "pod_namespace",
-                     "server_name", "provider", "provider_id", "endpoint", "model", "request_type"), _STR),
+                     "workload_kind", "workload_name", "service_account", "container_image", "server_name",
+                     "provider", "provider_id", "endpoint", "model", "request_type"), _STR),
     "streaming": _BOOL, "status_code": _INT, "success": _BOOL, "error_type": _STR, "finish_reason": _STR,
     **dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
                      "reasoning_tokens"), _INT),
@@ -171,6 +172,10 @@ class DuckDBSink(Sink):
             "exe": _get(ev, "process", "exe"), "container_id": _get(ev, "host", "container", "id"),
             "pod_uid": _get(ev, "host", "k8s", "pod_uid"), "pod_name": _get(ev, "host", "k8s", "pod_name"),
             "pod_namespace": _get(ev, "host", "k8s", "namespace"),
+            "workload_kind": _get(ev, "host", "k8s", "workload_kind"),
+            "workload_name": _get(ev, "host", "k8s", "workload_name"),
+            "service_account": _get(ev, "host", "k8s", "service_account"),
+            "container_image": _get(ev, "host", "container", "image"),
             "server_name": _get(ev, "attrs", "server_name"),
             "provider": _get(d, "provider", "name"), "provider_id": _get(ev, "attrs", "provider_id"),
             "endpoint": _get(d, "provider", "endpoint"), "model": _get(d, "model", "id"),
@@ -204,7 +209,8 @@ class DuckDBSink(Sink):
         p = c.process or ProcessIdentity()
         row.update({k: getattr(p, k) for k in (
             "ppid", "exe", "cgroup_path", "container_id", "container_runtime", "pod_uid", "pod_name",
-            "pod_namespace", "container_name")})
+            "pod_namespace", "container_name", "service_account", "workload_kind", "workload_name",
+            "container_image", "pod_labels")})
         row["cmdline"] = " ".join(redact_cmdline(p.cmdline)) if p.cmdline else None
         self._add("connections", row)
 
@@ -261,7 +267,11 @@ class DuckDBSink(Sink):
                        any_value(container_id) AS container_id,
                        any_value(container_runtime) AS container_runtime, any_value(pod_uid) AS pod_uid,
                        any_value(pod_name) AS pod_name, any_value(pod_namespace) AS pod_namespace,
-                       any_value(container_name) AS container_name, count(*) AS connections,
+                       any_value(container_name) AS container_name,
+                       any_value(service_account) AS service_account,
+                       any_value(workload_kind) AS workload_kind,
+                       any_value(workload_name) AS workload_name,
+                       any_value(container_image) AS container_image, count(*) AS connections,
                        min(first_ts_ns) AS first_ts_ns, max(last_ts_ns) AS last_ts_ns,
                        sum(egress_bytes) AS egress_bytes, sum(ingress_bytes) AS ingress_bytes
                 FROM connections GROUP BY node, pid ORDER BY node, pid""")
@@ -269,7 +279,8 @@ class DuckDBSink(Sink):
             self.con.execute("""
                 CREATE TABLE ai_calls AS
                 SELECT q.request_id, q.ts AS request_ts, q.node, q.pid, q.process_name, q.exe,
-                       q.container_id, q.pod_uid, q.pod_name, q.pod_namespace, q.server_name, q.provider,
+                       q.container_id, q.pod_uid, q.pod_name, q.pod_namespace, q.workload_kind,
+                       q.workload_name, q.service_account, q.container_image, q.server_name, q.provider,
                        q.provider_id, q.endpoint, q.model AS model_requested, r.model AS model_returned,
                        q.request_type,
                        q.streaming, r.status_code, r.success, r.error_type, r.finish_reason, r.prompt_tokens,

@@ -151,7 +151,8 @@ class ConnectionTracker:
             self.processes[(r.get("node"), r.get("pid"))] = ProcessIdentity(
                 r.get("ppid"), r.get("exe"), tuple(cmdline) if cmdline else None, r.get("process_start"),
                 r.get("cgroup_path"), r.get("container_id"), r.get("container_runtime"), r.get("pod_uid"),
-                r.get("pod_name"), r.get("pod_namespace"), r.get("container_name"))
+                r.get("pod_name"), r.get("pod_namespace"), r.get("container_name"), r.get("service_account"),
+                r.get("workload_kind"), r.get("workload_name"), r.get("container_image"), r.get("pod_labels"))
             return None
         key = (r["node"], r["conn_id"])
         c = self.open.get(key)
