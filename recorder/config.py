@@ -23,7 +23,13 @@ class ConfigError(ValueError):
 
 
 _SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-KUBERNETES_METADATA_MODES = ("off", "kubelet", "apiserver", "auto")
+KUBERNETES_METADATA_MODES = ("off", "apiserver", "auto")
+# keys of earlier versions, refused with what replaced them rather than as unknown
+REMOVED_KEYS = {
+    "kubelet_url": "the kubelet mode was removed: pod metadata comes from a watch on the API server "
+                   "(kubernetes_metadata: auto or apiserver; kubernetes_api_url)",
+    "kubernetes_refresh_seconds": "pod metadata comes from a watch now, not from a list fetched on a miss",
+}
 ATTACH_MODES = ("auto", "multi", "links", "slots")
 PLAINTEXT_HOOKS = ("auto", "socket", "syscalls")
 # lib_id is a u16 in every record (bpf/tls_capture.h)
@@ -91,12 +97,15 @@ class RecorderConfig:
     ringbuf_bytes: int = 64 * 1024 * 1024
     stats_interval_seconds: float = 5.0
     log_level: str = "info"
-    # Pod name/namespace/container name from the node's pod list (recorder/identity/pods.py).
-    kubernetes_metadata: str = "auto"  # off | kubelet | apiserver | auto
-    kubelet_url: str | None = None  # default https://$NODE_IP:10250
+    # Pod, container, workload and service account from a watch on the node's pods (identity/pods.py).
+    kubernetes_metadata: str = "auto"  # off | apiserver | auto (on inside a cluster)
+    kubernetes_api_url: str | None = None  # default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT
     kubernetes_token_file: Path = Path(_SERVICE_ACCOUNT_DIR, "token")
     kubernetes_ca_file: Path = Path(_SERVICE_ACCOUNT_DIR, "ca.crt")
-    kubernetes_refresh_seconds: float = 5.0  # least time between two fetches of the pod list
+    # pod labels recorded with each process (the rest are left out: labels can say more than needed)
+    kubernetes_labels: list[str] = dataclasses.field(default_factory=lambda: [
+        "app", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+        "app.kubernetes.io/part-of", "app.kubernetes.io/version"])
     # Prometheus metrics on http://metrics_address:metrics_port/metrics (recorder/metrics.py).
     metrics_port: int | None = None  # None: no endpoint; 0: any free port (in the log and the ready file)
     metrics_address: str = "0.0.0.0"
@@ -109,11 +118,11 @@ class RecorderConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(RecorderConfig)}
 _PATH_KEYS = {"segments_dir", "ready_file", "kubernetes_token_file", "kubernetes_ca_file"}
 _LIST_KEYS = {"pids": int, "comms": str, "cgroups": str, "extra_libraries": str, "plaintext_ports": int,
-              "plaintext_addresses": str}
+              "plaintext_addresses": str, "kubernetes_labels": str}
 _INT_KEYS = {"segment_max_bytes", "chunk_size", "max_chunks_per_call", "ringbuf_bytes", "max_library_files"}
 _FLOAT_KEYS = {
     "duration", "segment_max_seconds", "flush_interval_seconds", "stats_interval_seconds",
-    "kubernetes_refresh_seconds", "rescan_interval_seconds",
+    "rescan_interval_seconds",
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # export: the analyzer's OTLP block; upload: oisp-ship's (recorder/shipping)
@@ -122,7 +131,7 @@ SECTIONS = {"recorder", "analyzer", "export", "upload"}
 
 def _coerce(key: str, value: Any) -> Any:
     if value is None:
-        if key in ("ready_file", "duration", "segments_dir", "kubelet_url", "metrics_port"):
+        if key in ("ready_file", "duration", "segments_dir", "kubernetes_api_url", "metrics_port"):
             return None
         raise ConfigError(f"config key '{key}' must not be empty")
     if key in _PATH_KEYS:
@@ -175,11 +184,13 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"config key 'attach_mode' must be one of {', '.join(ATTACH_MODES)}")
     if key == "plaintext_hooks" and value not in PLAINTEXT_HOOKS:
         raise ConfigError(f"config key 'plaintext_hooks' must be one of {', '.join(PLAINTEXT_HOOKS)}")
+    if key == "kubernetes_metadata" and value == "kubelet":
+        raise ConfigError(f"config key 'kubernetes_metadata': {REMOVED_KEYS['kubelet_url']}")
     if key == "kubernetes_metadata" and value not in KUBERNETES_METADATA_MODES:
         modes = ", ".join(KUBERNETES_METADATA_MODES)
         raise ConfigError(f"config key 'kubernetes_metadata' must be one of {modes}")
-    if key == "kubelet_url" and not (isinstance(value, str) and value.startswith("https://")):
-        raise ConfigError("config key 'kubelet_url' must be an https:// URL")
+    if key == "kubernetes_api_url" and not (isinstance(value, str) and value.startswith("https://")):
+        raise ConfigError("config key 'kubernetes_api_url' must be an https:// URL")
     if not isinstance(value, str) or not value:
         raise ConfigError(f"config key '{key}' must be a non-empty string")
     return value
@@ -227,6 +238,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> RecorderConfig:
         if not isinstance(section, dict):
             raise ConfigError(f"config file {path}: 'recorder' must be a mapping")
         for key, value in section.items():
+            if key in REMOVED_KEYS:
+                raise ConfigError(f"config file {path}: key 'recorder.{key}' was removed: "
+                                  f"{REMOVED_KEYS[key]}")
             if key not in _FIELDS:
                 raise ConfigError(f"config file {path}: unknown key 'recorder.{key}'")
             values[key] = _coerce(key, value)

@@ -120,16 +120,18 @@ def _attach_libraries(cfg: RecorderConfig, program: CaptureProgram,
     return discovery, len(usable)
 
 
-def _process_registry(cfg: RecorderConfig) -> ProcessRegistry:
+def _process_registry(cfg: RecorderConfig, stop: threading.Event) -> ProcessRegistry:
+    """The registry of processes, and the watch of the node's pods that names them (until `stop`)."""
     try:
         cgroup_root = cgroup2_root()
     except ValueError:
         cgroup_root = None
     pods = PodMetadataSource.from_config(cfg)
+    pods.start(stop)  # a daemon thread: it may be inside a long watch request when the recorder stops
 
     def pod_lookup(pod_uid: str, container_id: str | None):
         found = pods.lookup(pod_uid, container_id)
-        return (found.pod_name, found.namespace, found.container_name) if found else None
+        return found.identity_fields() if found else None
 
     return ProcessRegistry(cgroups=CgroupPaths(cgroup_root), pod_lookup=pod_lookup if pods.enabled else None)
 
@@ -178,7 +180,8 @@ def record(cfg: RecorderConfig) -> int:
     program = _open_program(bpf_cls, cfg)
     lib_paths: dict[int, str] = {}  # lib_id -> path, grows as discovery attaches files
     discovery, usable = _attach_libraries(cfg, program, lib_paths)
-    registry = _process_registry(cfg)
+    stop_pods = threading.Event()
+    registry = _process_registry(cfg, stop_pods)
     discovery.on_exec = registry.on_exec
     discovery.on_exit = registry.on_exit
     run_id = f"{program.gen_seed:x}"
@@ -209,6 +212,7 @@ def record(cfg: RecorderConfig) -> int:
         recorder.run()
     finally:
         metrics.ready = False
+        stop_pods.set()
         if hold is not None:
             _stop_holding(program, *hold)
         stop_discovery.set()

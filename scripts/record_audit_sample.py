@@ -3,9 +3,9 @@
 usage (root, eBPF): .venv/bin/python scripts/record_audit_sample.py [--out samples/audit]
 
 Runs testbed/audit_sample.py (five pods in four namespaces, real SDK clients, fake providers under
-their real host names, pod names from a fake kubelet), then replaces OUT/segments/ with the new
-segments (mode 0644, so that anyone can run the notebooks on them) and OUT/truth.json with what the
-clients saw. Prints what the analyzer finds in them. Review the notebooks' charts afterwards.
+their real host names, pod names and workloads from a fake API server), then replaces OUT/segments/
+with the new segments (mode 0644, so that anyone can run the notebooks on them) and OUT/truth.json
+with what the clients saw. Prints what the analyzer finds in them. Review the notebooks' charts afterwards.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> int:
     print(audit.sql(SUMMARY))
     size = sum(f.stat().st_size for f in segments.iterdir())
     print(f"{len(list(segments.iterdir()))} segment(s), {size} bytes in {segments}; "
-          f"the kubelet was asked {run.kubelet_requests} time(s)")
+          f"the API server was asked {len(run.api_requests)} time(s)")
     return 0
 
 

@@ -1,11 +1,12 @@
 """Record the audit sample: several workloads (testbed/audit_workload.py) in several pods of several
-namespaces, under the real recorder, which learns the pods' names from a fake kubelet.
+namespaces, under the real recorder, which learns the pods' names and workloads from a fake API server.
 
 Like testbed/e2e_run.py: fake providers on 127.0.0.1:443 and :8443 under their real host names (each
 client in a private mount namespace whose /etc/hosts points there), each pod a cgroup named as the
-kubelet names a containerd container's, the recorder filtered to those cgroups. The kubelet is a local
-HTTPS server answering /pods with a pod list that names the pods, their namespaces and containers
-(recorder config `kubernetes_metadata: kubelet`, recorder/identity/pods.py). The recorder is configured
+kubelet names a containerd container's, the recorder filtered to those cgroups. The API server is a
+local HTTPS server (testbed/fake_kube_api.py) whose watch names the pods, their namespaces, containers,
+images and service accounts, and whose ReplicaSets and Jobs lead to their Deployments and CronJob
+(recorder config `kubernetes_metadata: apiserver`, recorder/identity/pods.py). The recorder is configured
 to rotate segments every few seconds (so there are several) and to capture at most 64 KiB of one TLS
 call (so the largest prompt leaves a gap, as a too-small limit would in production).
 
@@ -20,17 +21,17 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
 
 from . import fake_providers
 from .e2e_run import HOSTS, _pod_cgroup, _remove
+from .fake_kube_api import FakeKubeApi
+from .fake_kube_api import pod as fake_pod
 from .ground_truth import GroundTruthLog, recording
 from .hypercorn_server import HypercornServer
 from .pki import make_pki
@@ -39,13 +40,12 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PROVIDER_HOSTS = (*HOSTS, "api.cohere.com", "bedrock-runtime.us-east-1.amazonaws.com")
 NODE = "worker-1"
-KUBELET_TOKEN = "kubelet-token-for-the-audit-sample"
+API_TOKEN = "service-account-token-for-the-audit-sample"
 RECORDER_CONFIG = {
     "node_name": NODE,
     "segment_max_seconds": 3,
     "max_chunks_per_call": 4,  # 4 x 16 KiB chunks: 64 KiB of one TLS call at most
-    "kubernetes_metadata": "kubelet",
-    "kubernetes_refresh_seconds": 1,
+    "kubernetes_metadata": "apiserver",
     "log_level": "info",
 }
 
@@ -58,6 +58,8 @@ class Pod:
     container: str
     role: str  # testbed/audit_workload.py role
     replica: int = 0
+    owner: tuple[str, str] | None = None  # its controller (kind, name)
+    workload: tuple[str, str] | None = None  # the controller's owner, where it has one
 
     @property
     def uid(self) -> str:  # stable across recordings, so a regenerated sample differs only where it must
@@ -69,11 +71,16 @@ class Pod:
 
 
 PODS = (
-    Pod("support", "support-bot-6d8f9c7b5-k2x9p", "support-bot", "bot", "support-bot", 0),
-    Pod("support", "support-bot-6d8f9c7b5-w7m4q", "support-bot", "bot", "support-bot", 1),
-    Pod("research", "paper-summarizer-0", "paper-summarizer", "summarizer", "summarizer"),
-    Pod("search", "doc-indexer-29104560-x8d2n", "doc-indexer", "indexer", "indexer"),
-    Pod("platform", "llm-gateway-7b5d4c9f8-p3n6t", "llm-gateway", "gateway", "gateway"),
+    Pod("support", "support-bot-6d8f9c7b5-k2x9p", "support-bot", "bot", "support-bot", 0,
+        ("ReplicaSet", "support-bot-6d8f9c7b5"), ("Deployment", "support-bot")),
+    Pod("support", "support-bot-6d8f9c7b5-w7m4q", "support-bot", "bot", "support-bot", 1,
+        ("ReplicaSet", "support-bot-6d8f9c7b5"), ("Deployment", "support-bot")),
+    Pod("research", "paper-summarizer-0", "paper-summarizer", "summarizer", "summarizer", 0,
+        ("StatefulSet", "paper-summarizer")),
+    Pod("search", "doc-indexer-29104560-x8d2n", "doc-indexer", "indexer", "indexer", 0,
+        ("Job", "doc-indexer-29104560"), ("CronJob", "doc-indexer")),
+    Pod("platform", "llm-gateway-7b5d4c9f8-p3n6t", "llm-gateway", "gateway", "gateway", 0,
+        ("ReplicaSet", "llm-gateway-7b5d4c9f8"), ("Deployment", "llm-gateway")),
 )
 
 
@@ -84,51 +91,21 @@ class AuditRun:
     truth: list[dict]  # per pod: what its clients saw (testbed/audit_workload.py)
     server_log: list[dict]
     recorder_log: str
-    kubelet_requests: int
+    api_requests: list[tuple[str, str]]  # (verb, resource) of each request the recorder made
 
 
-def pod_list(pods=PODS) -> dict:
-    """The kubelet's /pods answer for the pods: the fields recorder/identity/pods.py reads, and a few
-    more a real kubelet sends."""
-    return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
-        "metadata": {"name": p.name, "namespace": p.namespace, "uid": p.uid,
-                     "labels": {"app.kubernetes.io/name": p.app}},
-        "spec": {"nodeName": NODE, "serviceAccountName": p.app, "containers": [{"name": p.container}]},
-        "status": {"phase": "Running", "qosClass": "BestEffort", "containerStatuses": [
-            {"name": p.container, "ready": True, "restartCount": 0, "containerID": f"containerd://{p.container_id}"}]},
-    } for p in pods]}
-
-
-class FakeKubelet:
-    """HTTPS /pods with a bearer token, as the kubelet serves it on :10250."""
-
-    def __init__(self, pki, body: bytes, token: str):
-        self.requests = 0
-        kubelet = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                kubelet.requests += 1
-                ok = self.path == "/pods" and self.headers.get("Authorization") == f"Bearer {token}"
-                self.send_response(200 if ok else 401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body) if ok else 2))
-                self.end_headers()
-                self.wfile.write(body if ok else b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.socket = pki.server_context().wrap_socket(self.httpd.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(timeout=5)
+def fake_api(pki, pods=PODS) -> FakeKubeApi:
+    """The API server of the sample's cluster: the pods on NODE, their ReplicaSets and Job."""
+    api = FakeKubeApi(pki, API_TOKEN, NODE)
+    for p in pods:
+        if p.owner and p.owner[0] in ("ReplicaSet", "Job"):
+            api.add_controller(*p.owner, p.namespace, p.workload)
+        api.event("ADDED", fake_pod(p.uid, p.name, p.namespace, NODE,
+                                    containers={p.container: f"containerd://{p.container_id}"},
+                                    images={p.container: f"registry.example/{p.app}:1.4"},
+                                    labels={"app.kubernetes.io/name": p.app}, service_account=p.app,
+                                    owner=p.owner))
+    return api
 
 
 def _start_pod(pod: Pod, workdir: Path, ca_file: Path, hosts: Path) -> tuple[subprocess.Popen, Path]:
@@ -150,16 +127,16 @@ def run(workdir: Path, pods=PODS) -> AuditRun:
     address = f"127.{random.randrange(16, 250)}.{random.randrange(1, 250)}.{random.randrange(2, 250)}"
     server = HypercornServer(pki, workdir, app=recording(fake_providers.app, log), port=443,
                              extra_ports=(8443,), keep_alive_seconds=300, host=address)
-    kubelet_pki = make_pki(workdir / "kubelet-pki")  # localhost and 127.0.0.1
-    kubelet = FakeKubelet(kubelet_pki, json.dumps(pod_list(pods)).encode(), KUBELET_TOKEN)
+    api_pki = make_pki(workdir / "api-pki")  # localhost and 127.0.0.1
+    api = fake_api(api_pki, pods)
     token = workdir / "token"
-    token.write_text(KUBELET_TOKEN + "\n")
+    token.write_text(API_TOKEN + "\n")
     hosts = workdir / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n{address} {' '.join(PROVIDER_HOSTS)}\n")
     config = workdir / "recorder.yaml"
     config.write_text(yaml.safe_dump({"recorder": {
-        **RECORDER_CONFIG, "kubelet_url": kubelet.url, "kubernetes_token_file": str(token),
-        "kubernetes_ca_file": str(kubelet_pki.ca_file)}}))
+        **RECORDER_CONFIG, "kubernetes_api_url": api.url, "kubernetes_token_file": str(token),
+        "kubernetes_ca_file": str(api_pki.ca_file)}}))
     segments, ready, rec_log = workdir / "segments", workdir / "ready.json", workdir / "recorder.log"
     started: list[tuple[subprocess.Popen, Path]] = []
     rec = None
@@ -197,10 +174,10 @@ def run(workdir: Path, pods=PODS) -> AuditRun:
             rec.send_signal(signal.SIGTERM)
             rec.wait(timeout=120)
         server.close()
-        kubelet.close()
+        api.close()
         for _, cgroup in started:
             _remove(cgroup)
-    return AuditRun(workdir, segments, truth, log.entries(), rec_log.read_text(), kubelet.requests)
+    return AuditRun(workdir, segments, truth, log.entries(), rec_log.read_text(), list(api.requests))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ segments (a directory, files or a glob), which are analyzed first into a tempora
 
 The DuckDB file is attached read-only to an in-memory connection, so the notebooks can define
 temporary views and macros without ever writing to the user's file. Two macros are defined:
-`workload(pod_name)` (the pod's name without the suffixes controllers add) and `caller(namespace,
-pod_name, process_name)` (a label for charts).
+`workload(pod_name)` (the pod's name without the suffixes controllers add: a guess, for recordings made
+before the recorder named workloads) and `caller(namespace, workload_name, pod_name, process_name)` (a
+label for charts: the recorded workload, else that guess).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ CREATE OR REPLACE TEMP MACRO workload(pod) AS CASE
     WHEN regexp_matches(pod, '^.+-[a-z0-9]{5}$')
         THEN regexp_extract(pod, '^(.+?)(-[a-z0-9]{6,10})?-[a-z0-9]{5}$', 1)
     ELSE pod END;
-CREATE OR REPLACE TEMP MACRO caller(namespace, pod, process) AS
+CREATE OR REPLACE TEMP MACRO caller(namespace, workload_name, pod, process) AS
     CASE WHEN pod IS NULL THEN '(host) ' || coalesce(process, '?')
-         ELSE coalesce(namespace, '?') || '/' || workload(pod) END;
+         ELSE coalesce(namespace, '?') || '/' || coalesce(workload_name, workload(pod)) END;
 """
 
 

@@ -160,7 +160,35 @@ def workload_resource(event: dict) -> dict[str, AttrValue]:
         "k8s.namespace.name": k8s.get("namespace"),
         "k8s.node.name": k8s.get("node_name"),
         "k8s.container.name": container.get("name") if k8s else None,
+        # the owning workload under its kind's convention name (k8s.deployment.name, k8s.cronjob.name...)
+        **({f"k8s.{kind.lower()}.name": k8s["workload_name"]} if (kind := _workload_kind(k8s)) else {}),
+        "k8s.serviceaccount.name": k8s.get("service_account"),
+        "container.image.name": _image(container.get("image"))[0],
+        "container.image.tag": _image(container.get("image"))[1],
+        **{f"k8s.pod.label.{k}": v for k, v in sorted((k8s.get("labels") or {}).items())
+           if isinstance(v, str)},
     })
+
+
+_WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "ReplicaSet")
+
+
+def _workload_kind(k8s: dict) -> str | None:
+    """The workload's kind when the conventions name it (k8s.KIND.name) and its name is known."""
+    kind = k8s.get("workload_kind")
+    return kind if kind in _WORKLOAD_KINDS and isinstance(k8s.get("workload_name"), str) else None
+
+
+def _image(image: object) -> tuple[str | None, str | None]:
+    """An image reference's name and tag (registry.local:5000/app:1.2 -> registry.local:5000/app, 1.2)."""
+    if not isinstance(image, str) or not image:
+        return None, None
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:] or None
+    return name, None
 
 
 def _stop_sequences(stop) -> list[str] | None:

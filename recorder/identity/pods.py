@@ -1,39 +1,48 @@
-"""Pod name, namespace and container name for a pod UID and container id, from this node's pod list.
+"""Who a pod is, for a pod UID and container id: from a watch on this node's pods through the API server.
 
-The recorder stores these with what it captures so offline analysis never needs the cluster. The list
-comes from the API server (pods whose spec.nodeName is this node) or from the kubelet's /pods, read
-with the pod's ServiceAccount token. Metadata is best effort: a failure is logged once and recording
-goes on without it; lookups never raise.
+The recorder stores what it learns here with what it captures, so offline analysis never needs the
+cluster: the pod's name and namespace, the container's name and image, the service account, the pod
+labels the config selects, and the workload that owns the pod, following the controllers'
+ownerReferences through a ReplicaSet to its Deployment and through a Job to its CronJob.
+
+A watch (lightkube, a maintained client: no hand-written HTTP) delivers every pod of the node as it is
+created, changed and deleted, so a pod that lived for a second is named as well as one that runs for
+days; deleted pods are remembered for `RETAIN_DELETED_SECONDS`, while their processes' last records are
+still being written. The API verbs used: watch on pods, get on replicasets (apps) and jobs (batch):
+manifests/base/rbac.yaml grants exactly those. Metadata is best effort: a failure is logged
+once, the watch is retried with backoff, and recording goes on without it; lookups never raise.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
-import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 from recorder.config import KUBERNETES_METADATA_MODES, RecorderConfig
 
 log = logging.getLogger("oisp.record")
 
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-KUBELET_PORT = 10250
 _STATUS_LISTS = ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
-_MAX_LOGGED_ERRORS = 100  # distinct error keys remembered between two successes
+_SPEC_LISTS = ("initContainers", "containers", "ephemeralContainers")
+RETAIN_DELETED_SECONDS = 600.0  # a deleted pod's processes may still have records on their way
+MAX_PODS = 20_000  # pods remembered (a node runs at most a few hundred at once): the least recent go
+MAX_OWNERS = 4096  # ReplicaSets and Jobs whose owner is remembered
+OWNER_RETRY_SECONDS = 60.0  # an owner that could not be read is asked again after this
+MISS_WAIT_SECONDS = 1.0  # a lookup of an unknown pod waits this long for the watch to deliver it
+WATCH_TIMEOUT_SECONDS = 300  # the API server ends each watch request after this; it is made again
+BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+_MAX_LOGGED_ERRORS = 100
 
-_RBAC_HINT = {
-    "apiserver": "a ClusterRole with verbs [get, list] on resources [pods] (apiGroup \"\")",
-    "kubelet": "a ClusterRole with verb [get] on resource [nodes/proxy] (apiGroup \"\")",
-}
+RBAC_HINT = ("a ClusterRole with verbs [watch] on pods (apiGroup \"\") and [get] on replicasets "
+             "(apiGroup apps) and jobs (apiGroup batch)")
 
 
 @dataclass(frozen=True)
@@ -44,15 +53,17 @@ class PodInfo:
     container_name: str | None  # None when the container id is not (yet) in the pod's status
     node_name: str | None
     service_account: str | None = None
-    app: str | None = None  # label app.kubernetes.io/name, else app
+    workload_kind: str | None = None
+    workload_name: str | None = None
+    container_image: str | None = None
+    labels: str | None = None  # the selected labels, a JSON object with sorted keys
 
-
-class PodListError(Exception):
-    """The pod list could not be fetched or parsed. `key` groups repeats of one error for logging."""
-
-    def __init__(self, message: str, key: str | None = None):
-        super().__init__(message)
-        self.key = key or message
+    def identity_fields(self) -> dict[str, str | None]:
+        """The ProcessIdentity fields this names (contract/identity.py)."""
+        return {"pod_name": self.pod_name, "pod_namespace": self.namespace,
+                "container_name": self.container_name, "service_account": self.service_account,
+                "workload_kind": self.workload_kind, "workload_name": self.workload_name,
+                "container_image": self.container_image, "pod_labels": self.labels}
 
 
 def _field(obj: Any, *keys: str) -> Any:
@@ -74,213 +85,276 @@ def _runtime_id(container_id: Any) -> str | None:
     return container_id.split("://", 1)[1].lower() or None
 
 
-def parse_pod_list(body: bytes) -> tuple[dict[str, PodInfo], dict[str, PodInfo]]:
-    """Pods by UID (container_name None) and containers by runtime id, from a v1 PodList."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PodListError(f"the response is not JSON ({exc})", key="not JSON") from None
-    items = _field(doc, "items")
-    if not isinstance(items, list):
-        raise PodListError("the response is not a pod list (no 'items' array)", key="not a pod list")
-    pods: dict[str, PodInfo] = {}
+def controller_of(obj: dict) -> tuple[str, str] | None:
+    """(kind, name) of the object's controller (the ownerReference with controller: true, else the
+    first), None when nothing owns it."""
+    refs = [r for r in _field(obj, "metadata", "ownerReferences") or () if isinstance(r, dict)
+            and _str(r.get("kind")) and _str(r.get("name"))]
+    if not refs:
+        return None
+    ref = next((r for r in refs if r.get("controller") is True), refs[0])
+    return ref["kind"], ref["name"]
+
+
+def selected_labels(obj: dict, keys: tuple[str, ...]) -> str | None:
+    labels = _field(obj, "metadata", "labels")
+    if not isinstance(labels, dict):
+        return None
+    chosen = {k: labels[k] for k in keys if isinstance(labels.get(k), str)}
+    return json.dumps(chosen, sort_keys=True, separators=(",", ":")) if chosen else None
+
+
+def parse_pod(obj: dict, workload: tuple[str, str] | None, label_keys: tuple[str, ...] = ()) \
+        -> tuple[PodInfo, dict[str, PodInfo]] | None:
+    """The pod (container_name None) and its containers by runtime id, from a v1 Pod as JSON;
+    `workload`: its top owner (None: the pod stands alone). None for an object that is not a pod."""
+    uid, name = _str(_field(obj, "metadata", "uid")), _str(_field(obj, "metadata", "name"))
+    if uid is None or name is None:
+        return None
+    kind, wname = workload or ("Pod", name)
+    pod = PodInfo(pod_uid=uid.lower(), pod_name=name, namespace=_str(_field(obj, "metadata", "namespace"))
+                  or "default", container_name=None, node_name=_str(_field(obj, "spec", "nodeName")),
+                  service_account=_str(_field(obj, "spec", "serviceAccountName")), workload_kind=kind,
+                  workload_name=wname, labels=selected_labels(obj, label_keys))
+    images = {}
+    for list_name in _SPEC_LISTS:
+        for c in _field(obj, "spec", list_name) or ():
+            if _str(_field(c, "name")) and _str(_field(c, "image")):
+                images[c["name"]] = c["image"]
     containers: dict[str, PodInfo] = {}
-    for item in items:
-        uid, name = _str(_field(item, "metadata", "uid")), _str(_field(item, "metadata", "name"))
-        if uid is None or name is None:
-            continue
-        labels = _field(item, "metadata", "labels")
-        labels = labels if isinstance(labels, dict) else {}
-        pod = PodInfo(
-            pod_uid=uid.lower(),
-            pod_name=name,
-            namespace=_str(_field(item, "metadata", "namespace")) or "default",
-            container_name=None,
-            node_name=_str(_field(item, "spec", "nodeName")),
-            service_account=_str(_field(item, "spec", "serviceAccountName")),
-            app=_str(labels.get("app.kubernetes.io/name")) or _str(labels.get("app")),
-        )
-        pods[pod.pod_uid] = pod
-        for list_name in _STATUS_LISTS:
-            statuses = _field(item, "status", list_name)
-            for status in statuses if isinstance(statuses, list) else ():
-                cname = _str(_field(status, "name"))
-                if cname is None:
-                    continue
-                # The previous instance too: its processes may still be exiting after a restart.
-                for raw in (_field(status, "containerID"), _field(status, "lastState", "terminated",
-                                                                    "containerID")):
-                    cid = _runtime_id(raw)
-                    if cid:
-                        containers[cid] = replace(pod, container_name=cname)
-    return pods, containers
+    for list_name in _STATUS_LISTS:
+        statuses = _field(obj, "status", list_name)
+        for status in statuses if isinstance(statuses, list) else ():
+            cname = _str(_field(status, "name"))
+            if cname is None:
+                continue
+            image = images.get(cname) or _str(_field(status, "image"))
+            # The previous instance too: its processes may still be exiting after a restart.
+            for raw in (_field(status, "containerID"),
+                        _field(status, "lastState", "terminated", "containerID")):
+                cid = _runtime_id(raw)
+                if cid:
+                    containers[cid] = replace(pod, container_name=cname, container_image=image)
+    return pod, containers
 
 
-def _status_detail(body: bytes) -> str:
-    """The `message` of a Kubernetes Status object, if the error body is one."""
-    try:
-        message = _field(json.loads(body), "message")
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    return f" ({message[:200]})" if isinstance(message, str) and message else ""
-
-
-def pod_list_url(
-    mode: str,
-    *,
-    node_name: str,
-    token_file: Path,
-    kubelet_url: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> tuple[str, str | None]:
-    """The effective mode and the URL of this node's pod list; ("off", None) when there is none.
-
-    NODE_NAME (the downward API's spec.nodeName) beats `node_name`, whose default is the host name,
-    which is not always the node's name."""
+def api_server_url(mode: str, explicit: str | None = None, token_file: Path | None = None,
+                   environ: Mapping[str, str] | None = None) -> str | None:
+    """The API server to watch, or None when pod metadata is off. `auto` is on inside a cluster (the
+    KUBERNETES_SERVICE_HOST variable and a ServiceAccount token)."""
     env = os.environ if environ is None else environ
     if mode not in KUBERNETES_METADATA_MODES:
         raise ValueError(f"unknown pod metadata mode {mode!r}")
-    if mode == "auto":
-        in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST")) and Path(token_file).is_file()
-        mode = "apiserver" if in_cluster else "off"
-    node = env.get("NODE_NAME") or node_name
-    if mode == "apiserver":
-        host = env.get("KUBERNETES_SERVICE_HOST")
-        if not host:
+    if mode == "off":
+        return None
+    if explicit:
+        return explicit.rstrip("/")
+    host = env.get("KUBERNETES_SERVICE_HOST")
+    if not host or mode == "auto" and not (token_file and Path(token_file).is_file()):
+        if mode == "apiserver":
             log.warning("pod metadata: mode apiserver but KUBERNETES_SERVICE_HOST is not set; disabled")
-            return "off", None
-        host = f"[{host}]" if ":" in host else host
-        port = env.get("KUBERNETES_SERVICE_PORT") or "443"
-        return mode, f"https://{host}:{port}/api/v1/pods?fieldSelector=" + quote(f"spec.nodeName={node}")
-    if mode == "kubelet":
-        if kubelet_url is None:
-            address = env.get("NODE_IP") or node
-            address = f"[{address}]" if ":" in address else address
-            kubelet_url = f"https://{address}:{KUBELET_PORT}"
-        parts = urlsplit(kubelet_url)
-        return mode, kubelet_url.rstrip("/") + "/pods" if parts.path in ("", "/") else kubelet_url
-    return "off", None
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"https://{host}:{env.get('KUBERNETES_SERVICE_PORT') or '443'}"
+
+
+def lightkube_client(url: str, token_file: Path, ca_file: Path, timeout: float):
+    """A lightkube client of the API server at `url`, authenticated by the ServiceAccount token file
+    (reread as the kubelet renews it) and trusting `ca_file`."""
+    import httpx2
+    from lightkube import Client, KubeConfig
+    from lightkube.config.models import Cluster, User
+
+    config = KubeConfig.from_one(cluster=Cluster(server=url, certificate_auth=str(ca_file)),
+                                 user=User(token_file=str(token_file)))
+    return Client(config, timeout=httpx2.Timeout(timeout, read=WATCH_TIMEOUT_SECONDS + 30), trust_env=False)
 
 
 class PodMetadataSource:
-    """Answers lookups from a cached copy of the node's pod list, refetched when a lookup misses, at
-    most once every `refresh_seconds` (so a flood of unknown UIDs cannot hammer the API server).
+    """The node's pods as the watch last described them; lookups read them under a lock.
 
-    Thread-safe: lookups read an immutable snapshot; one thread at a time fetches, and threads that
-    missed meanwhile wait for its answer instead of fetching again."""
+    `client_factory` makes a lightkube Client (tests point it at a fake API server); None: disabled."""
 
-    def __init__(
-        self,
-        url: str | None,
-        *,
-        mode: str = "apiserver",
-        token_file: Path = RecorderConfig.kubernetes_token_file,
-        ca_file: Path = RecorderConfig.kubernetes_ca_file,
-        refresh_seconds: float = 5.0,
-        timeout_seconds: float = 5.0,
-        max_bytes: int = MAX_RESPONSE_BYTES,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, client_factory: Callable[[], Any] | None, node_name: str, *,
+                 label_keys: tuple[str, ...] = (), url: str | None = None,
+                 clock: Callable[[], float] = time.monotonic, miss_wait_seconds: float = MISS_WAIT_SECONDS):
+        self.client_factory = client_factory
+        self.node_name = node_name
+        self.label_keys = tuple(label_keys)
         self.url = url
-        self.mode = mode if url else "off"
-        self.token_file = Path(token_file)
-        self.ca_file = Path(ca_file)
-        self.refresh_seconds = refresh_seconds
-        self.timeout_seconds = timeout_seconds
-        self.max_bytes = max_bytes
         self._clock = clock
-        self._snapshot: tuple[dict[str, PodInfo], dict[str, PodInfo]] = ({}, {})
-        self._refresh_lock = threading.Lock()
-        self._last_attempt: float | None = None
-        self._healthy = False
+        self.miss_wait_seconds = miss_wait_seconds
+        self._cond = threading.Condition()
+        self._pods: OrderedDict[str, PodInfo] = OrderedDict()  # uid -> pod, least recently changed first
+        self._containers: dict[str, dict[str, PodInfo]] = {}  # uid -> runtime id -> container
+        self._deleted: dict[str, float] = {}  # uid -> when the watch said it was deleted
+        self._owners: OrderedDict[tuple[str, str, str], tuple[tuple[str, str] | None, float | None]] = \
+            OrderedDict()  # (kind, namespace, name) -> (its controller, retry time when unread)
+        self._missed: set[str] = set()  # uids a lookup waited for in vain (it waits once per uid)
         self._logged: set[str] = set()
-        self.fetches = 0  # attempts, for the recorder's stats
-        self.failures = 0
+        self._client = None
+        self.events = 0  # watch events applied, for the recorder's stats
+        self.failures = 0  # watch requests that failed
+        self.synced = threading.Event()  # the first watch request answered
 
     @classmethod
     def from_config(cls, cfg: RecorderConfig, environ: Mapping[str, str] | None = None) -> PodMetadataSource:
-        mode, url = pod_list_url(
-            cfg.kubernetes_metadata,
-            node_name=cfg.node_name,
-            token_file=cfg.kubernetes_token_file,
-            kubelet_url=cfg.kubelet_url,
-            environ=environ,
-        )
+        env = os.environ if environ is None else environ
+        url = api_server_url(cfg.kubernetes_metadata, cfg.kubernetes_api_url, cfg.kubernetes_token_file, env)
+        node = env.get("NODE_NAME") or cfg.node_name
         if url is None:
             log.info("pod metadata: off (kubernetes_metadata: %s)", cfg.kubernetes_metadata)
-        else:
-            log.info("pod metadata: from the %s, %s", mode, url)
-        return cls(
-            url,
-            mode=mode,
-            token_file=cfg.kubernetes_token_file,
-            ca_file=cfg.kubernetes_ca_file,
-            refresh_seconds=cfg.kubernetes_refresh_seconds,
-        )
+            return cls(None, node)
+        log.info("pod metadata: watching the pods of node %s at %s", node, url)
+
+        def factory():
+            return lightkube_client(url, cfg.kubernetes_token_file, cfg.kubernetes_ca_file, 10.0)
+        return cls(factory, node, label_keys=tuple(cfg.kubernetes_labels), url=url)
 
     @property
     def enabled(self) -> bool:
-        return self.url is not None
+        return self.client_factory is not None
 
+    # ---- the watch ----------------------------------------------------------------------------
+    def start(self, stop: threading.Event) -> threading.Thread | None:
+        if not self.enabled:
+            return None
+        thread = threading.Thread(target=self.run, args=(stop,), name="pod-watch", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch until `stop` is set: each request resumes where the last one ended; a failure is logged
+        once and retried with backoff; an expired resource version starts again from the current state."""
+        from lightkube.resources.core_v1 import Pod
+
+        failures = 0
+        while not stop.is_set():
+            try:
+                self._client = self._client or self.client_factory()
+                for event_type, pod in self._client.watch(
+                        Pod, namespace="*", fields={"spec.nodeName": self.node_name},
+                        server_timeout=WATCH_TIMEOUT_SECONDS, on_error=self._on_error):
+                    self.synced.set()
+                    failures = 0
+                    self.apply(event_type, pod.to_dict())
+                    if stop.is_set():
+                        return
+            except Exception as exc:  # noqa: BLE001 - the watch is retried, whatever went wrong
+                self.failures += 1
+                self._log_once(type(exc).__name__, f"pod metadata: the watch failed: {_describe(exc)}; "
+                               "recording continues, the watch is retried")
+            failures += 1
+            stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS)) - 1])
+
+    def _on_error(self, exc: Exception, count: int):
+        from lightkube.types import OnErrorAction, OnErrorResult
+
+        self.failures += 1
+        status = _code(exc)
+        if status == 410:  # the resource version expired: lightkube starts again from the current state
+            return OnErrorResult(OnErrorAction.RETRY)
+        self._log_once(f"watch {status}", f"pod metadata: the watch failed: {_describe(exc)}"
+                       + (f"; the recorder's ServiceAccount needs {RBAC_HINT}" if status == 403 else ""))
+        return OnErrorResult(OnErrorAction.RETRY, sleep=BACKOFF_SECONDS[min(count, len(BACKOFF_SECONDS)) - 1])
+
+    def apply(self, event_type: str, obj: dict) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED) of a pod, as JSON."""
+        parsed = parse_pod(obj, self._workload(obj), self.label_keys)
+        if parsed is None:
+            return
+        pod, containers = parsed
+        now = self._clock()
+        with self._cond:
+            self.events += 1
+            self._pods[pod.pod_uid] = pod
+            self._pods.move_to_end(pod.pod_uid)
+            # ids only added: a container that restarted keeps naming its old instance's processes
+            self._containers.setdefault(pod.pod_uid, {}).update(containers)
+            if event_type == "DELETED":
+                self._deleted[pod.pod_uid] = now
+            for uid in [u for u, t in self._deleted.items() if now - t > RETAIN_DELETED_SECONDS]:
+                self._forget(uid)
+            while len(self._pods) > MAX_PODS:
+                self._forget(next(iter(self._pods)))
+            self._cond.notify_all()
+
+    def _forget(self, uid: str) -> None:
+        self._pods.pop(uid, None)
+        self._containers.pop(uid, None)
+        self._deleted.pop(uid, None)
+
+    # ---- owners -------------------------------------------------------------------------------
+    def _workload(self, obj: dict) -> tuple[str, str] | None:
+        """The pod's top owner: a ReplicaSet's Deployment, a Job's CronJob, else its controller."""
+        owner = controller_of(obj)
+        namespace = _str(_field(obj, "metadata", "namespace")) or "default"
+        if owner is not None and owner[0] in ("ReplicaSet", "Job"):
+            return self._owner_of(owner[0], namespace, owner[1]) or owner
+        return owner
+
+    def _owner_of(self, kind: str, namespace: str, name: str) -> tuple[str, str] | None:
+        key = (kind, namespace, name)
+        cached = self._owners.get(key)
+        if cached is not None and (cached[1] is None or self._clock() < cached[1]):
+            return cached[0]
+        try:
+            found, retry = self._read_owner(kind, namespace, name), None
+        except Exception as exc:  # noqa: BLE001 - the pod is then named by its direct owner
+            found, retry = None, self._clock() + OWNER_RETRY_SECONDS
+            status = _code(exc)
+            self._log_once(f"owner {kind} {status}", f"pod metadata: cannot read {kind} {namespace}/{name}: "
+                           f"{_describe(exc)}" + (f"; the recorder's ServiceAccount needs {RBAC_HINT}"
+                                                  if status == 403 else ""))
+        self._owners[key] = (found, retry)
+        self._owners.move_to_end(key)
+        while len(self._owners) > MAX_OWNERS:
+            self._owners.popitem(last=False)
+        return found
+
+    def _read_owner(self, kind: str, namespace: str, name: str) -> tuple[str, str] | None:
+        from lightkube.resources.apps_v1 import ReplicaSet
+        from lightkube.resources.batch_v1 import Job
+
+        self._client = self._client or self.client_factory()
+        res = ReplicaSet if kind == "ReplicaSet" else Job
+        return controller_of(self._client.get(res, name, namespace=namespace).to_dict())
+
+    # ---- lookups ------------------------------------------------------------------------------
     def lookup(self, pod_uid: str | None, container_id: str | None = None) -> PodInfo | None:
         """The pod (and container, when its id is known) of a process; None when unknown or disabled.
-        Never raises: the recorder records without metadata rather than not at all."""
-        if self.url is None or not (pod_uid or container_id):
+        An unknown pod is waited for once, briefly: the watch may not have delivered it yet. Never
+        raises: the recorder records without metadata rather than not at all."""
+        if not self.enabled or not (pod_uid or container_id):
             return None
         uid, cid = (pod_uid or "").lower(), (container_id or "").lower()
         try:
-            found = self._find(uid, cid)
-            if found is not None and (not cid or found.container_name is not None):
+            with self._cond:
+                found = self._find(uid, cid)
+                if (found is None or cid and found.container_name is None) and uid not in self._missed:
+                    self._cond.wait_for(lambda: self._complete(self._find(uid, cid), cid),
+                                        timeout=self.miss_wait_seconds)
+                    found = self._find(uid, cid)
+                    if not self._complete(found, cid):
+                        self._missed.add(uid)
+                        if len(self._missed) > MAX_PODS:
+                            self._missed.clear()
                 return found
-            self._refresh_if_due()
-            return self._find(uid, cid)
-        except Exception as exc:  # a bug here must not stop the recording
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop the recording
             self._log_once("lookup", f"pod metadata: lookup failed: {exc!r}")
             return None
 
-    def refresh(self) -> bool:
-        """Fetch the pod list now (e.g. at start-up); False, logged, on failure or when disabled."""
-        if self.url is None:
-            return False
-        with self._refresh_lock:
-            self._last_attempt = self._clock()
-            return self._refresh_locked()
+    @staticmethod
+    def _complete(found: PodInfo | None, cid: str) -> bool:
+        return found is not None and (not cid or found.container_name is not None)
 
     def _find(self, uid: str, cid: str) -> PodInfo | None:
-        pods, containers = self._snapshot
         if cid:
-            found = containers.get(cid)
-            if found is not None and (not uid or found.pod_uid == uid):
-                return found
-        return pods.get(uid) if uid else None
-
-    def _refresh_if_due(self) -> None:
-        with self._refresh_lock:
-            now = self._clock()
-            if self._last_attempt is not None and now - self._last_attempt < self.refresh_seconds:
-                return
-            self._last_attempt = now
-            self._refresh_locked()
-
-    def _refresh_locked(self) -> bool:
-        self.fetches += 1
-        try:
-            pods, containers = parse_pod_list(self._fetch())
-        except PodListError as exc:
-            self.failures += 1
-            self._healthy = False
-            self._log_once(exc.key, f"pod metadata: {exc}; recording continues without it")
-            return False
-        self._snapshot = (pods, containers)
-        if not self._healthy:
-            log.info("pod metadata: %d pods, %d containers listed by %s", len(pods), len(containers),
-                     self.url)
-            if not pods:
-                log.warning("pod metadata: no pods listed for this node; if the node's name is not the "
-                            "host name, set NODE_NAME (downward API spec.nodeName) or recorder.node_name")
-        self._healthy = True
-        self._logged.clear()  # a later outage is news again
-        return True
+            for containers in ([self._containers.get(uid, {})] if uid else self._containers.values()):
+                found = containers.get(cid)
+                if found is not None:
+                    return found
+        return self._pods.get(uid) if uid else None
 
     def _log_once(self, key: str, message: str) -> None:
         if key in self._logged:
@@ -290,65 +364,16 @@ class PodMetadataSource:
             self._logged.add(key)
         log.warning("%s", message)
 
-    def _fetch(self) -> bytes:
-        try:
-            token = self.token_file.read_text().strip()
-        except OSError as exc:
-            message = f"cannot read the ServiceAccount token {self.token_file}: {exc.strerror}"
-            raise PodListError(message) from None
-        try:
-            context = ssl.create_default_context(cafile=str(self.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise PodListError(f"cannot load the CA file {self.ca_file}: {exc}") from None
-        parts = urlsplit(self.url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        conn = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port or 443, context=context, timeout=self.timeout_seconds
-        )
-        try:
-            conn.request("GET", target, headers={
-                "Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "oisp-record",
-            })
-            response = conn.getresponse()
-            if response.status != 200:
-                message = self._status_message(response.status) + _status_detail(response.read(4096))
-                raise PodListError(message, key=f"HTTP {response.status}")
-            return self._read_bounded(response)
-        except ssl.SSLCertVerificationError as exc:
-            hint = (" (kubelet serving certificates are often self-signed: enable serverTLSBootstrap or set "
-                    "recorder.kubernetes_ca_file to the kubelet's CA)") if self.mode == "kubelet" else ""
-            raise PodListError(
-                f"{self.url}: certificate not trusted by {self.ca_file}: {exc.verify_message}{hint}"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise PodListError(f"cannot get {self.url}: {exc or type(exc).__name__}") from None
-        finally:
-            conn.close()
 
-    def _status_message(self, status: int) -> str:
-        if status == 401:
-            return (f"{self.url} answered 401 Unauthorized: the ServiceAccount token in {self.token_file} "
-                    "was rejected (expired, or not from this cluster)")
-        if status == 403:
-            return (f"{self.url} answered 403 Forbidden: the recorder's ServiceAccount needs "
-                    f"{_RBAC_HINT[self.mode]}, bound to it by a ClusterRoleBinding")
-        return f"{self.url} answered HTTP {status}"
+def _code(exc: Exception) -> int | None:
+    """The HTTP status of a failed request: lightkube's ApiError (a Status object) or an HTTP error."""
+    code = getattr(getattr(exc, "status", None), "code", None)
+    return code or getattr(getattr(exc, "response", None), "status_code", None)
 
-    def _read_bounded(self, response: http.client.HTTPResponse) -> bytes:
-        declared = response.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise PodListError(f"{self.url}: response of {declared} bytes is over the {self.max_bytes} byte "
-                               "limit, not read", key="too large")
-        # The socket timeout bounds each read; this bounds a server that trickles bytes.
-        deadline = time.monotonic() + 4 * self.timeout_seconds
-        chunks, total = [], 0
-        while chunk := response.read(65536):
-            total += len(chunk)
-            if total > self.max_bytes:
-                raise PodListError(f"{self.url}: response is over the {self.max_bytes} byte limit, refused",
-                                   key="too large")
-            if time.monotonic() > deadline:
-                raise PodListError(f"{self.url}: response took over {4 * self.timeout_seconds:g} s",
-                                   key="too slow")
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+def _describe(exc: Exception) -> str:
+    code = _code(exc)
+    if code:
+        message = getattr(getattr(exc, "status", None), "message", None)
+        return f"HTTP {code}" + (f" ({str(message)[:200]})" if message else "")
+    return " ".join(str(exc).split()) or type(exc).__name__

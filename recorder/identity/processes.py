@@ -47,8 +47,9 @@ class ProcessInfo:
     identity: ProcessIdentity = ProcessIdentity()  # what the process rows say beyond the record header
 
 
-# (pod_uid, container_id) -> (pod_name, namespace, container_name) or None
-PodLookup = Callable[[str, str | None], tuple[str | None, str | None, str | None] | None]
+# (pod_uid, container_id) -> the ProcessIdentity fields the pod names (pod_name, pod_namespace,
+# container_name, service_account, workload_kind, ...), or None
+PodLookup = Callable[[str, str | None], dict[str, str | None] | None]
 
 
 def _boot_time_ns(proc: Path) -> int:
@@ -170,9 +171,7 @@ class ProcessRegistry:
             if ident.pod_uid and ident.pod_name is None and self.pod_lookup is not None:
                 found = self.pod_lookup(ident.pod_uid, ident.container_id)
                 if found:
-                    pod_name, pod_namespace, container_name = found
-                    info.identity = replace(ident, pod_name=pod_name, pod_namespace=pod_namespace,
-                                            container_name=container_name)
+                    info.identity = replace(ident, **found)
         return process_rows(infos, node)
 
 

@@ -220,11 +220,13 @@ def test_openshift_runs_the_pod_as_spc_t_and_keeps_its_pod_security_labels():
 # ---- RBAC ----
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_rbac_reads_pods_only_and_is_bound_to_the_daemonset_account(overlay):
+def test_rbac_reads_pods_and_their_owners_only_and_is_bound_to_the_daemonset_account(overlay):
     objects = build(overlay)
     role = one(objects, "ClusterRole", "oisp-sensor")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-                             {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+    # exactly the requests of the pod watch (tests/recorder/identity/test_pod_metadata.py): no nodes/proxy
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]},
+                             {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+                             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}]
     binding = one(objects, "ClusterRoleBinding", "oisp-sensor")
     assert binding["roleRef"]["name"] == "oisp-sensor" and binding["roleRef"]["kind"] == "ClusterRole"
     spec = pod_spec(overlay)

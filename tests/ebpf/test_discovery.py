@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, read_segments, stream_bytes
-from helpers.fake_pod_api import TOKEN, PodApi, container_status, pod
 from recorder.identity.cgroups import cgroup2_root
+from testbed.fake_kube_api import FakeKubeApi, pod
 from testbed.https_server import HttpsServer
 
 pytestmark = pytest.mark.ebpf
@@ -128,8 +128,9 @@ def test_private_libssl_in_own_mount_namespace(recorder_factory, pki, tmp_path):
 
 def test_pod_identity_from_kubepods_cgroup(recorder_factory, pki, tmp_path):
     """A process placed in a cgroup named like a kubelet's (systemd driver, containerd) is recorded
-    with that pod UID and container id, and with the pod's name, namespace and container name from
-    the kubelet's pod list (a local HTTPS server checking the ServiceAccount token)."""
+    with that pod UID and container id, and with the pod's name, namespace, container, workload and
+    service account from the API server's watch (a local HTTPS server checking the ServiceAccount token,
+    through lightkube as in a cluster)."""
     root = cgroup2_root()
     pod_uid = str(uuid.uuid4())
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
@@ -138,13 +139,16 @@ def test_pod_identity_from_kubepods_cgroup(recorder_factory, pki, tmp_path):
         f"cri-containerd-{container_id}.scope"
     cgroup.mkdir(parents=True)
     cgroup_id = cgroup.stat().st_ino  # a cgroup v2 id is its directory's inode
-    pods = {"kind": "PodList", "items": [pod(pod_uid, "agent-6b7c9-q8z2x", "ml", {"app": "agent"},
-                                              {"containerStatuses": [container_status("app", f"containerd://{container_id}")]})]}
-    api = PodApi(pki, json.dumps(pods).encode())
+    api = FakeKubeApi(pki, "token-of-the-test", "node-under-test")
+    api.add_controller("ReplicaSet", "agent-6b7c9", "ml", ("Deployment", "agent"))
+    api.event("ADDED", pod(pod_uid, "agent-6b7c9-q8z2x", "ml", "node-under-test", labels={"app": "agent"},
+                           containers={"app": f"containerd://{container_id}"}, service_account="agent",
+                           owner=("ReplicaSet", "agent-6b7c9")))
     token = tmp_path / "token"
-    token.write_text(TOKEN)
-    rec = recorder_factory({"kubernetes_metadata": "kubelet", "kubelet_url": api.url,
-                            "kubernetes_token_file": str(token), "kubernetes_ca_file": str(pki.ca_file)})
+    token.write_text("token-of-the-test")
+    rec = recorder_factory({"kubernetes_metadata": "apiserver", "kubernetes_api_url": api.url,
+                            "node_name": "node-under-test", "kubernetes_token_file": str(token),
+                            "kubernetes_ca_file": str(pki.ca_file)})
     server = HttpsServer(pki.server_context())
     script = (f"echo $$ > {cgroup}/cgroup.procs && exec {sys.executable} "
               f"-m testbed.tls_repeat_client {server.port} {pki.ca_file} 3 10")
@@ -171,6 +175,8 @@ def test_pod_identity_from_kubepods_cgroup(recorder_factory, pki, tmp_path):
     assert p["container_id"] == container_id and p["container_runtime"] == "cri-containerd"
     assert p["cgroup_path"].endswith(f"/cri-containerd-{container_id}.scope")
     assert (p["pod_name"], p["pod_namespace"], p["container_name"]) == ("agent-6b7c9-q8z2x", "ml", "app")
-    assert api.requests == 1
+    assert (p["workload_kind"], p["workload_name"], p["service_account"], p["container_image"]) == \
+        ("Deployment", "agent", "agent", "registry.local/app:1")
+    assert set(api.requests) == {("watch", "pods"), ("get", "replicasets")}
     # every row of the process carries the cgroup id of that cgroup
     assert {r["cgroup_id"] for r in table.to_pylist() if r["pid"] == truth["pid"]} == {cgroup_id}

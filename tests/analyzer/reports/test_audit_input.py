@@ -68,8 +68,11 @@ def test_bad_inputs_are_refused(tmp_path):
 def test_workload_of_a_pod(duckdb_file, pod, workload):
     audit = open_audit(duckdb_file)
     assert audit.sql("SELECT workload($p)", {"p": pod}).fetchall()[0][0] == workload
-    label = audit.sql("SELECT caller('ns', $p, 'python')", {"p": pod}).fetchall()[0][0]
+    label = audit.sql("SELECT caller('ns', NULL, $p, 'python')", {"p": pod}).fetchall()[0][0]
     assert label == (f"ns/{workload}" if pod else "(host) python")
+    # a recorded workload (segment format 5) wins over the guess from the pod's name
+    recorded = audit.sql("SELECT caller('ns', 'the-deployment', $p, 'python')", {"p": pod}).fetchall()[0][0]
+    assert recorded == ("ns/the-deployment" if pod else "(host) python")
 
 
 def test_time_buckets_and_empty_frames(capsys):

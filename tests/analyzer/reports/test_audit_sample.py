@@ -46,7 +46,8 @@ def test_pods_namespaces_and_providers(sample):
     providers = {r[0] for r in sample.sql("SELECT DISTINCT provider_id FROM ai_calls").fetchall()}
     assert providers >= {"openai", "anthropic", "google", "cohere", "aws_bedrock", "openai_compatible"}
     workloads = {r[0] for r in sample.sql(
-        "SELECT DISTINCT caller(pod_namespace, pod_name, process_name) FROM ai_calls").fetchall()}
+        "SELECT DISTINCT caller(pod_namespace, workload_name, pod_name, process_name) "
+        "FROM ai_calls").fetchall()}
     assert workloads == {"support/support-bot", "research/paper-summarizer", "search/doc-indexer",
                          "platform/llm-gateway"}
 
@@ -91,11 +92,16 @@ def test_prompts_carry_system_prompts_tools_and_fake_secrets(sample):
 
 @pytest.mark.ebpf
 def test_recording_the_sample(tmp_path):
-    """What scripts/record_audit_sample.py runs: every pod's calls recorded, named by the kubelet."""
+    """What scripts/record_audit_sample.py runs: every pod's calls recorded, named by the API server's
+    watch, with its workload (through ReplicaSets and a Job), service account and image."""
     run = audit_sample.run(tmp_path)
-    assert run.kubelet_requests >= 1
-    assert "pod metadata: 5 pods, 5 containers" in run.recorder_log
+    assert set(run.api_requests) <= {("watch", "pods"), ("get", "replicasets"), ("get", "jobs")}
+    assert ("watch", "pods") in run.api_requests
     audit = open_audit(run.segments, content="none")
     assert calls_per_pod(audit) == truth_per_pod(run.truth)
     assert {r[0] for r in audit.sql("SELECT DISTINCT pod_namespace FROM ai_calls").fetchall()} == {
         "support", "research", "search", "platform"}
+    workloads = set(audit.sql("SELECT DISTINCT pod_namespace, workload_kind, workload_name, service_account, "
+                              "container_image FROM ai_calls").fetchall())
+    assert workloads == {(p.namespace, *(p.workload or p.owner), p.app, f"registry.example/{p.app}:1.4")
+                         for p in audit_sample.PODS}

@@ -75,8 +75,10 @@ def test_process_rows_from_proc(tmp_path):
               f"000000000001.slice/cri-containerd-{cid}.scope")
     fake_proc(tmp_path, 77, cgroup, ["python", "-m", "agent"], "/usr/bin/python3.11")
     lookups = []
-    registry = ProcessRegistry(proc=tmp_path, pod_lookup=lambda uid, c: lookups.append((uid, c)) or
-                               ("agent-0", "ml", "app"))
+    named = {"pod_name": "agent-0", "pod_namespace": "ml", "container_name": "app",
+             "service_account": "agent", "workload_kind": "Deployment", "workload_name": "agent",
+             "container_image": "registry.local/agent:2", "pod_labels": '{"app":"agent"}'}
+    registry = ProcessRegistry(proc=tmp_path, pod_lookup=lambda uid, c: lookups.append((uid, c)) or named)
     table = pa.table({"pid": pa.array([77, 77], pa.int32()), "comm": ["python", "python"],
                       "uid": pa.array([1000, 1000], pa.int64()), "cgroup_id": pa.array([5, 5], pa.uint64())})
     assert registry.describe_new(table) == 1 and registry.describe_new(table) == 0
@@ -91,7 +93,7 @@ def test_process_rows_from_proc(tmp_path):
     assert r["process_start"] == 1_700_000_000 * 10**9 + 500 * 10**9 // os.sysconf("SC_CLK_TCK")
     assert (r["container_id"], r["container_runtime"], r["pod_uid"]) == \
         (cid, "cri-containerd", "1b2c3d4e-0000-4000-8000-000000000001")
-    assert (r["pod_name"], r["pod_namespace"], r["container_name"]) == ("agent-0", "ml", "app")
+    assert {k: r[k] for k in named} == named  # every field the pod watch names, in its column (format 5)
     assert lookups == [("1b2c3d4e-0000-4000-8000-000000000001", cid)]
     assert r["conn_id"] is None and r["node"] == "node-a"
 
