@@ -32,9 +32,14 @@ def _hash_key(cfg, outputs: list[Path | None], follow: bool) -> None:
 
 def main() -> None:
     """`oisp-analyze check ...` checks an events file, `oisp-analyze fleet ...` analyzes on a Dask cluster
-    (analyzer/fleet/command.py); anything else analyzes segments."""
+    (analyzer/fleet/command.py), `oisp-analyze report ...` reports usage per workload
+    (analyzer/reports/workload_report.py); anything else analyzes segments."""
     if len(sys.argv) > 1 and sys.argv[1] == "check":
         check_command(sys.argv[2:], prog_name="oisp-analyze check")
+    elif len(sys.argv) > 1 and sys.argv[1] == "report":
+        from analyzer.reports.workload_report import report_command
+
+        report_command(sys.argv[2:], prog_name="oisp-analyze report")
     elif len(sys.argv) > 1 and sys.argv[1] == "fleet":
         from analyzer.fleet.command import fleet_command
 
@@ -107,8 +112,8 @@ def analyze_command(paths, exchanges_out, events_out, duckdb_out, content, confi
     """Analyze segment files, directories (searched recursively) or globs.
 
     Without an output option, summarizes the TLS connections the segments hold. To check an events
-    file against expectations: oisp-analyze check EVENTS EXPECTED. Exit codes: 0 ok, 1 runtime
-    failure, 2 usage error.
+    file against expectations: oisp-analyze check EVENTS EXPECTED; usage per workload: oisp-analyze
+    report FILE. Exit codes: 0 ok, 1 runtime failure, 2 usage error.
     """
     from analyzer.config import AnalyzerConfigError, load
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import duckdb
 
+from analyzer.reports.text_table import table
+
 QUERY = """
 SELECT provider_id AS provider, coalesce(model_requested, '?') AS model, count(*) AS calls,
        sum(prompt_tokens) AS tokens_in, sum(completion_tokens) AS tokens_out,
@@ -25,25 +27,6 @@ COLUMNS = ["provider", "model", "calls", "tokens in", "tokens out", "errors", "p
            "ttft p50", "ttft p95", "cost $"]
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 1 else f"{value:.0f}"
-    return str(value)
-
-
-def _table(header: list[str], rows: list[tuple]) -> list[str]:
-    cells = [header] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-
-    def fmt(row: list[str]) -> str:  # names left-aligned, numbers right-aligned
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
-
-    return [fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]]
-
-
 def summarize(db_path: Path) -> str:
     con = duckdb.connect(str(db_path), read_only=True)
     try:
@@ -56,7 +39,7 @@ def summarize(db_path: Path) -> str:
         con.close()
     if not rows:
         return "no AI calls in these segments"
-    lines = _table(COLUMNS, rows)
-    lines += ["", "who called:"] + ["  " + line for line in _table(["pod", "process", "calls", "providers"],
+    lines = table(COLUMNS, rows)
+    lines += ["", "who called:"] + ["  " + line for line in table(["pod", "process", "calls", "providers"],
                                                                   callers)]
     return "\n".join(lines)
