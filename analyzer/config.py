@@ -118,16 +118,23 @@ _FOLLOW_KEYS = {"poll_interval_seconds": (float, 0.0), "connection_idle_seconds"
                 "stall_seconds": (float, 0.0)}
 
 
+# seconds that may be 0: finished exchanges handed out at once (analyzer/live/follow.py drain)
+_ZERO_SECONDS = {"connection_idle_seconds"}
+
+
 def _follow_value(key: str, value):
     kind, least = _FOLLOW_KEYS[key]
     if value is None and key == "metrics_port":
         return None
+    zero_ok = kind is not float or key in _ZERO_SECONDS
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
-            or not least <= value < math.inf or kind is float and value == 0 \
+            or not least <= value < math.inf or value == 0 and not zero_ok \
             or key == "metrics_port" and value > 65535:
         what = {"metrics_port": "a port number (0: any free port) or null",
                 "output_max_bytes": "a number of bytes (0: never rotate)",
-                "output_keep": "a positive integer"}.get(key, "a positive number of seconds")
+                "output_keep": "a positive integer",
+                "connection_idle_seconds": "a number of seconds (0: at once)",
+                }.get(key, "a positive number of seconds")
         raise AnalyzerConfigError(f"analyzer.{key} must be {what}, not {value!r}")
     return kind(value)
 

@@ -40,9 +40,11 @@ from analyzer.live.metrics import FollowStats
 from analyzer.live.stop_flag import StopFlag
 from analyzer.model import ConnectionInfo, Exchange
 from analyzer.pipeline import Pipeline
-from analyzer.segments.reader import ReadReport, one_line, read_batches
+from analyzer.segments.reader import ReadReport, one_line, read_batches, read_stream
 from analyzer.sinks.events_jsonl import RotatingOutput, drop_partial_line, event_ids_after, event_line
 from analyzer.streams.tracker import MAX_RESUMABLE
+from contract import segment_format as sf
+from contract import segment_names
 
 log = logging.getLogger("oisp.analyze")
 
@@ -64,6 +66,9 @@ class FollowOptions:
     connection_timeout_seconds: float = 900.0  # a connection without a row this long (capture time) ends
     output_max_bytes: int = 100 * 1024 * 1024  # 0: never rotate
     output_keep: int = 5
+    # read the segment the recorder is writing, batch by batch, before it is published (events within
+    # a poll of the recorder's flush, not a segment's age)
+    read_in_progress: bool = True
 
 
 def list_segments(directory: Path) -> list[str]:
@@ -74,6 +79,17 @@ def list_segments(directory: Path) -> list[str]:
                           and e.is_file())
     except FileNotFoundError:
         return []
+
+
+def list_in_progress(directory: Path) -> list[str]:
+    """The names the segments being written in the directory will be published under (NAME.parquet for
+    a `.NAME.arrows.inprogress` stream), sorted."""
+    try:
+        with os.scandir(directory) as it:
+            names = [segment_names.hidden_name(Path(e.name), segment_names.IN_PROGRESS_SUFFIX) for e in it]
+    except FileNotFoundError:
+        return []
+    return sorted(n + sf.SEGMENT_SUFFIX for n in names if n and segment_names.is_name(n))
 
 
 def without_connections(batch: pa.RecordBatch, keys: set[Key]) -> pa.RecordBatch:
@@ -108,6 +124,9 @@ class Follower:
         self.input_now_ns = 0
         self.tag = ""  # the segment being read (or last read): tags what happens now
         self.listing: list[str] = []
+        self.in_progress: list[str] = []  # segments being written (their published names)
+        # rows of a segment read from its stream before it was published: skipped when it is read
+        self.partial: dict[str, int] = {}
         self.to_reread: list[str] = []
         self.out: RotatingOutput | None = None
 
@@ -136,8 +155,9 @@ class Follower:
                 log.info("no checkpoint: reading every segment, %d events already in %s are not written "
                          "again", len(after), self.opts.output)
         # ids written after the checkpoint are kept until every segment present now has been read
-        # (one of them made them) and no connection open then is still open
-        recovered_tag = max(self.listing, default="")
+        # (one of them made them, maybe one still being written) and no connection open then is still open
+        self.in_progress = list_in_progress(self.opts.segments_dir)
+        recovered_tag = max([*self.listing, *self.in_progress], default="")
         self.written = dict(cp.written)
         for event_id in after - cp.written.keys():
             self.written[event_id] = recovered_tag
@@ -278,9 +298,20 @@ class Follower:
     def _read(self, name: str) -> int:
         self.tag = name
         self.tracker.source = name
-        drop = {k for k, last in self.ended.items() if name <= last}
         report = ReadReport()
-        for batch in read_batches([self.opts.segments_dir / name], report):
+        # the rows read from its stream before it was published are in the same order: not again
+        self._feed(name, read_batches([self.opts.segments_dir / name], report, self.partial.pop(name, 0)))
+        self.stats.rows_read += report.rows_read
+        for path, problem in report.problems:
+            self.stats.problems += 1
+            log.warning("skipped %s: %s", path, problem)
+        self.stats.open_connections = len(self.tracker.open)
+        self.stats.parse_errors = self.pipeline.parse_errors
+        return report.rows_read
+
+    def _feed(self, name: str, batches) -> None:
+        drop = {k for k, last in self.ended.items() if name <= last}
+        for batch in batches:
             if drop:
                 batch = without_connections(batch, drop)
             if batch.num_rows:
@@ -289,13 +320,46 @@ class Follower:
             for x in self.tracker.feed(batch):
                 self._emit(x)
             self.stats.beat()
+
+    def read_in_progress(self) -> int:
+        """The new rows of the segment the recorder is writing: the oldest one, once every published
+        segment before it is read (rows are read in the order of their segments). Its exchanges are
+        handed out as they finish, before the segment is published; when it is, its rows read here are
+        skipped. Nothing of this is checkpointed as read: a restart reads the segment from its start,
+        and the events already written are not written again (their ids are in the events file).
+        The rows read."""
+        if not self.opts.read_in_progress:
+            return 0
+        self.in_progress = list_in_progress(self.opts.segments_dir)
+        pending = [n for n in self.listing if n not in self.processed]
+        for name in self.in_progress:
+            if name in self.processed or name in self.listing:
+                continue  # published meanwhile: read as such
+            if any(p < name for p in pending):
+                return 0
+            before = self.stats.rows_read
+            if not self._guarded(name, self._read_stream):
+                self.partial.pop(name, None)
+            return self.stats.rows_read - before
+        return 0
+
+    def _read_stream(self, name: str) -> None:
+        self.tag = name
+        self.tracker.source = name
+        report = ReadReport()
+        stream = segment_names.in_progress_path(self.opts.segments_dir, name[:-len(sf.SEGMENT_SUFFIX)])
+        skip = self.partial.get(name, 0)
+        try:
+            got = read_stream(stream, skip, report)
+        except FileNotFoundError:
+            return  # published (or removed) since the listing
+        if got.problem:
+            log.debug("in-progress %s not read: %s", stream.name, got.problem)  # said when it is published
+            return
+        self._feed(name, got.batches)
+        self.partial[name] = max(skip, got.rows)
         self.stats.rows_read += report.rows_read
-        for path, problem in report.problems:
-            self.stats.problems += 1
-            log.warning("skipped %s: %s", path, problem)
         self.stats.open_connections = len(self.tracker.open)
-        self.stats.parse_errors = self.pipeline.parse_errors
-        return report.rows_read
 
     def drain(self) -> int:
         """Write the finished exchanges of connections idle for idle_seconds (wall clock)."""
@@ -335,8 +399,9 @@ class Follower:
         position = self.out.sync()
         self.stats.output_rotations = self.out.rotations
         opened = {key: c.first_source or self.tag for key, c in self.tracker.open.items()}
-        # the oldest segment a restart reads: again (an open connection's first) or for the first time
-        present = set(self.listing) | self.processed
+        # the oldest segment a restart reads: again (an open connection's first) or for the first time,
+        # the one being written included (a restart reads it from its start)
+        present = set(self.listing) | self.processed | set(self.in_progress) | set(self.partial)
         oldest = min([*opened.values(), *(n for n in present if n not in self.processed)], default=ALWAYS)
         self.ended = {k: last for k, last in self.ended.items() if last >= oldest}
         self.written = {i: tag for i, tag in self.written.items() if tag >= oldest}
@@ -380,7 +445,8 @@ def run(opts: FollowOptions, cfg, stats: FollowStats, stop: StopFlag | threading
                 follower.process_guarded(name)
                 follower.checkpoint()
                 stats.beat()
-            if follower.drain_guarded():
+            read = follower.read_in_progress()
+            if follower.drain_guarded() or read:
                 follower.checkpoint()
             stats.waiting()
             stop.wait(opts.poll_seconds)

@@ -67,20 +67,90 @@ class ReadReport:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what went wrong: one line)
 
 
-def read_batches(files: list[Path], report: ReadReport) -> Iterator[pa.RecordBatch]:
-    """Every row group of every readable segment, in file order, less the rows that break the format."""
+def read_batches(files: list[Path], report: ReadReport, skip_rows: int = 0) -> Iterator[pa.RecordBatch]:
+    """Every row group of every readable segment, in file order, less the rows that break the format.
+    `skip_rows`: the first rows of the (one) file not handed on (live mode read them from its stream)."""
     for path in files:
         why = not_regular(path)
         if why:
             report.problems.append((str(path), why))
             continue
         try:
-            yield from _read_file(path, report)
+            yield from _read_file(path, report, skip_rows)
         except (OSError, pa.ArrowException) as exc:
             report.problems.append((str(path), one_line(f"unreadable: {exc}")))
 
 
-def _read_file(path: Path, report: ReadReport) -> Iterator[pa.RecordBatch]:
+def _normalized(batch: pa.Table, present: list[str], dropped: dict[str, int]) -> pa.Table:
+    """The rows that keep the format, the identity columns a file lacks as nulls, times as integer ns."""
+    batch = _valid_rows(batch, dropped)
+    for name in IDENTITY_COLUMNS:
+        if name not in present:
+            f = sf.SCHEMA.field(name)
+            batch = batch.append_column(f, pa.nulls(batch.num_rows, f.type))
+    # integer nanoseconds: Python datetimes would lose them
+    for name in ("ts_wall", "process_start"):
+        batch = batch.set_column(batch.schema.get_field_index(name), name, batch[name].cast(pa.int64()))
+    return batch
+
+
+def _dropped_problem(rows: int, dropped: dict[str, int]) -> str:
+    reasons = "; ".join(f"{why}: {k}" for why, k in dropped.items())
+    return f"{sum(dropped.values())} of {rows} rows dropped, breaking the segment format ({reasons})"
+
+
+@dataclass
+class StreamRead:
+    """What read_stream found in an in-progress segment."""
+
+    batches: list[pa.RecordBatch]  # the rows after the ones skipped, normalized as read_batches does
+    rows: int  # the stream's rows in complete batches, skipped ones included (dropped ones too)
+    problem: str | None = None  # why it could not be read at all (None: read, maybe nothing new)
+
+
+def read_stream(path: Path, skip_rows: int, report: ReadReport) -> StreamRead:
+    """The complete batches of a segment the recorder is still writing (an Arrow IPC stream, appended
+    to batch by batch: contract/segment_names.py), less the first `skip_rows` rows. The batch being
+    written, cut short, is where reading stops; the published segment later holds the same rows in
+    the same order (recorder/store/conversion.py). Rows that break the format are counted in the
+    report's rows_dropped (and said when the published segment is read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        return StreamRead([], 0, f"not a regular file: {kind_of(mode)}")
+    os.set_blocking(fd, True)
+    out: list[pa.RecordBatch] = []
+    rows = 0
+    with os.fdopen(fd, "rb") as f:
+        try:
+            reader = pa.ipc.open_stream(f)
+        except (OSError, pa.ArrowException) as exc:
+            return StreamRead([], 0, one_line(f"unreadable: {exc}"))
+        why = schema_problem(reader.schema)
+        if why:
+            return StreamRead([], 0, why)
+        present = [c for c in IDENTITY_COLUMNS if c in reader.schema.names]
+        dropped: dict[str, int] = {}
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (OSError, pa.ArrowException):
+                break  # the batch being written: read again at the next look
+            first, rows = rows, rows + batch.num_rows
+            if rows <= skip_rows:
+                continue
+            table = pa.Table.from_batches([batch.slice(max(0, skip_rows - first))]).select(COLUMNS + present)
+            table = _normalized(table, present, dropped)
+            report.rows_read += table.num_rows
+            out.extend(table.combine_chunks().to_batches())
+        report.rows_dropped += sum(dropped.values())
+    return StreamRead(out, rows)
+
+
+def _read_file(path: Path, report: ReadReport, skip_rows: int = 0) -> Iterator[pa.RecordBatch]:
     # Opened without blocking, then checked again: it may have become a FIFO since its stat.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     mode = os.fstat(fd).st_mode
@@ -100,26 +170,19 @@ def _read_file(path: Path, report: ReadReport) -> Iterator[pa.RecordBatch]:
         rows = 0
         for run in row_group_runs(pf.metadata):
             batch = pf.read_row_groups(run, columns=COLUMNS + present, use_threads=False)
-            rows += batch.num_rows
-            batch = _valid_rows(batch, dropped)
-            for name in IDENTITY_COLUMNS:
-                if name not in present:
-                    batch = batch.append_column(sf.SCHEMA.field(name), pa.nulls(batch.num_rows,
-                                                                               sf.SCHEMA.field(name).type))
-            # integer nanoseconds: Python datetimes would lose them
-            for name in ("ts_wall", "process_start"):
-                batch = batch.set_column(batch.schema.get_field_index(name), name,
-                                         batch[name].cast(pa.int64()))
+            first, rows = rows, rows + batch.num_rows
+            if rows <= skip_rows:
+                continue
+            if first < skip_rows:
+                batch = batch.slice(skip_rows - first)
+            batch = _normalized(batch, present, dropped)
             report.rows_read += batch.num_rows
             # one batch per run (a run's table has a chunk per row group)
             yield from batch.combine_chunks().to_batches()
     report.files_read += 1
     if dropped:
-        n = sum(dropped.values())
-        report.rows_dropped += n
-        reasons = "; ".join(f"{why}: {k}" for why, k in dropped.items())
-        report.problems.append((str(path), f"{n} of {rows} rows dropped, breaking the segment format "
-                                           f"({reasons})"))
+        report.rows_dropped += sum(dropped.values())
+        report.problems.append((str(path), _dropped_problem(rows, dropped)))
 
 
 def row_group_runs(md: pq.FileMetaData, max_rows: int | None = None, max_bytes: int | None = None,

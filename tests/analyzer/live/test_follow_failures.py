@@ -63,9 +63,9 @@ def poison(monkeypatch, name: str) -> list[str]:
     """Reading the segment `name` raises after its first batch was analyzed; the names read, in order."""
     real, reads = follow.read_batches, []
 
-    def read_batches(files, report):
+    def read_batches(files, report, skip_rows=0):
         reads.append(files[0].name)
-        for batch in real(files, report):
+        for batch in real(files, report, skip_rows):
             yield batch
             if files[0].name == name:
                 raise RuntimeError("poisoned\nsegment")
@@ -256,10 +256,10 @@ def test_a_hanging_segment_fails_the_health_check_after_the_stall_timeout(parts,
     entered, release = threading.Event(), threading.Event()
     real = follow.read_batches
 
-    def hanging(files, report):
+    def hanging(files, report, skip_rows=0):
         entered.set()
         release.wait(60)  # a parser loop that never ends, until the test lets it
-        yield from real(files, report)
+        yield from real(files, report, skip_rows)
 
     monkeypatch.setattr(follow, "read_batches", hanging)
     seg, out = tmp_path / "segments", tmp_path / "events.jsonl"
