@@ -19,6 +19,7 @@ bench: setup
 	.venv/bin/python bench/recorder_overhead.py
 	.venv/bin/python bench/recorder_sustained.py
 	.venv/bin/python bench/analyzer_throughput.py
+	.venv/bin/python bench/live_latency.py
 
 # The long fuzz campaign (figures in docs/performance.md); make test runs a bounded part of it.
 fuzz: setup

@@ -14,8 +14,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from bench.report import write_section  # noqa: E402
+from report import write_section  # noqa: E402
+
 from testbed import live_latency  # noqa: E402
 
 
