@@ -120,8 +120,9 @@ def _attach_libraries(cfg: RecorderConfig, program: CaptureProgram,
     return discovery, len(usable)
 
 
-def _process_registry(cfg: RecorderConfig, stop: threading.Event) -> ProcessRegistry:
-    """The registry of processes, and the watch of the node's pods that names them (until `stop`)."""
+def _process_registry(cfg: RecorderConfig,
+                      stop: threading.Event) -> tuple[ProcessRegistry, PodMetadataSource]:
+    """The registry of processes, and the watch of the node's pods that names them (until closed)."""
     try:
         cgroup_root = cgroup2_root()
     except ValueError:
@@ -133,7 +134,9 @@ def _process_registry(cfg: RecorderConfig, stop: threading.Event) -> ProcessRegi
         found = pods.lookup(pod_uid, container_id)
         return found.identity_fields() if found else None
 
-    return ProcessRegistry(cgroups=CgroupPaths(cgroup_root), pod_lookup=pod_lookup if pods.enabled else None)
+    registry = ProcessRegistry(cgroups=CgroupPaths(cgroup_root),
+                               pod_lookup=pod_lookup if pods.enabled else None)
+    return registry, pods
 
 
 def _start_discovery(cfg: RecorderConfig, program: CaptureProgram, discovery: LibraryDiscovery,
@@ -181,7 +184,7 @@ def record(cfg: RecorderConfig) -> int:
     lib_paths: dict[int, str] = {}  # lib_id -> path, grows as discovery attaches files
     discovery, usable = _attach_libraries(cfg, program, lib_paths)
     stop_pods = threading.Event()
-    registry = _process_registry(cfg, stop_pods)
+    registry, pods = _process_registry(cfg, stop_pods)
     discovery.on_exec = registry.on_exec
     discovery.on_exit = registry.on_exit
     run_id = f"{program.gen_seed:x}"
@@ -212,7 +215,6 @@ def record(cfg: RecorderConfig) -> int:
         recorder.run()
     finally:
         metrics.ready = False
-        stop_pods.set()
         if hold is not None:
             _stop_holding(program, *hold)
         stop_discovery.set()
@@ -221,7 +223,8 @@ def record(cfg: RecorderConfig) -> int:
         if program.holding:
             log.info("held %d processes at files not judged yet (longest hold %.0f ms)",
                      program.processes_held, discovery.hold_ms_max)
-        recorder.update_metrics(recorder.finish())
+        recorder.update_metrics(recorder.finish())  # its last process rows may still name pods
+        pods.close(stop_pods)
         program.close()
         if metrics_server is not None:
             metrics_server.close()

@@ -205,7 +205,6 @@ class FakeKubeApi:
         finally:
             with self._lock:
                 self._watchers.remove(q)
-        h.close_connection = True
 
     @staticmethod
     def _send(h, code: int, body: bytes) -> None:

@@ -38,7 +38,9 @@ MAX_OWNERS = 4096  # ReplicaSets and Jobs whose owner is remembered
 OWNER_RETRY_SECONDS = 60.0  # an owner that could not be read is asked again after this
 MISS_WAIT_SECONDS = 1.0  # a lookup of an unknown pod waits this long for the watch to deliver it
 WATCH_TIMEOUT_SECONDS = 300  # the API server ends each watch request after this; it is made again
-BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+# after the n-th failure in a row; the first is retried at once (a keep-alive connection the server or a
+# load balancer closed is the usual one)
+BACKOFF_SECONDS = (0, 1, 2, 5, 10, 30)
 _MAX_LOGGED_ERRORS = 100
 
 RBAC_HINT = ("a ClusterRole with verbs [watch] on pods (apiGroup \"\") and [get] on replicasets "
@@ -241,22 +243,34 @@ class PodMetadataSource:
                     if stop.is_set():
                         return
             except Exception as exc:  # noqa: BLE001 - the watch is retried, whatever went wrong
+                if stop.is_set():
+                    return  # close() ended the request
                 self.failures += 1
                 self._log_once(type(exc).__name__, f"pod metadata: the watch failed: {_describe(exc)}; "
                                "recording continues, the watch is retried")
+            stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
             failures += 1
-            stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS)) - 1])
+
+    def close(self, stop: threading.Event) -> None:
+        """Stop the watch: `stop` set and the client closed, so the thread ends when the request it
+        waits in does (a daemon thread: the recorder does not wait for it)."""
+        stop.set()
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def _on_error(self, exc: Exception, count: int):
         from lightkube.types import OnErrorAction, OnErrorResult
 
+        if self._client is None:  # closed
+            return OnErrorResult(OnErrorAction.STOP)
         self.failures += 1
         status = _code(exc)
         if status == 410:  # the resource version expired: lightkube starts again from the current state
             return OnErrorResult(OnErrorAction.RETRY)
         self._log_once(f"watch {status}", f"pod metadata: the watch failed: {_describe(exc)}"
                        + (f"; the recorder's ServiceAccount needs {RBAC_HINT}" if status == 403 else ""))
-        return OnErrorResult(OnErrorAction.RETRY, sleep=BACKOFF_SECONDS[min(count, len(BACKOFF_SECONDS)) - 1])
+        return OnErrorResult(OnErrorAction.RETRY, sleep=BACKOFF_SECONDS[min(count, len(BACKOFF_SECONDS) - 1)])
 
     def apply(self, event_type: str, obj: dict) -> None:
         """One watch event (ADDED, MODIFIED, DELETED) of a pod, as JSON."""

@@ -76,13 +76,15 @@ def watching(api, pki, token_file):
     """A source watching the fake API server, and the stop flag of its thread."""
     cfg = _config(api, pki, token_file, kubernetes_labels=["app.kubernetes.io/name", "team"])
     source = PodMetadataSource.from_config(cfg, environ={})
+    source.miss_wait_seconds = 10  # a lookup waits for the watch to deliver its pod: no race with it
     stop = threading.Event()
     thread = source.start(stop)
     assert source.synced.wait(10), "the watch never answered"
     yield source
-    stop.set()
-    api.end_watches()
+    source.close(stop)
+    api.end_watches()  # a read in progress is not interrupted by closing the client: the stream ends
     thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 def test_pods_are_named_with_their_workload_service_account_image_and_labels(watching, api):
@@ -130,6 +132,7 @@ def test_pods_added_later_and_watches_that_end_or_expire(watching, api):
 
 def test_an_unknown_pod_is_waited_for_once(watching):
     uid = "66666666-6666-4666-8666-666666666666"
+    watching.miss_wait_seconds = 0.2
     assert watching.lookup(uid, "66" * 32) is None
     assert uid in watching._missed  # the next lookup of it does not wait
 
@@ -142,7 +145,7 @@ def test_owners_it_may_not_read_name_the_direct_owner_and_are_logged_once(api, p
         thread = source.start(stop)
         assert source.synced.wait(10)
         web = source.lookup(UID_WEB, CID["web"])
-        stop.set()
+        source.close(stop)
         api.end_watches()
         thread.join(timeout=10)
     assert (web.workload_kind, web.workload_name) == ("ReplicaSet", "chat-api-7d9f8b6c5")
@@ -161,7 +164,7 @@ def test_a_watch_it_may_not_make_is_survived_and_retried(api, pki, token_file, c
         api.forbidden.clear()  # the ClusterRole is fixed: the retried watch succeeds
         assert source.synced.wait(15)
         assert source.lookup(UID_WEB, CID["web"]) is not None or source.lookup(UID_DB, CID["db"]) is not None
-        stop.set()
+        source.close(stop)
         api.end_watches()
         thread.join(timeout=10)
     assert any("HTTP 403" in r.getMessage() and "[watch] on pods" in r.getMessage() for r in caplog.records)
@@ -177,7 +180,7 @@ def test_a_wrong_token_is_survived(api, pki, tmp_path):
     try:
         assert source.lookup(UID_WEB, CID["web"]) is None
     finally:
-        stop.set()
+        source.close(stop)
     assert ("watch", "pods") in api.requests
 
 
