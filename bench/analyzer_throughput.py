@@ -177,6 +177,17 @@ def scan(directory: Path) -> float:
     return time.perf_counter() - started
 
 
+# one hash key for every run: keyed hashes (API keys' key_hash) are then comparable across checkouts
+KEY_CONFIG = Path(tempfile.gettempdir()) / f"oisp-bench-key-{os.getpid()}.yaml"
+
+
+def key_config() -> Path:
+    key = KEY_CONFIG.with_suffix(".key")
+    key.write_text("0123456789abcdef" * 4 + "\n")
+    KEY_CONFIG.write_text(f"analyzer:\n  hash_key_file: {json.dumps(str(key))}\n")
+    return KEY_CONFIG
+
+
 def analyze(directory: Path, out: Path, checkout: Path | None = None) -> tuple[float, int, str]:
     """`oisp-analyze DIR --out EVENTS --exchanges EXCHANGES` (of `checkout`'s code if given): its wall
     time, peak RSS (KB) and summary line."""
@@ -185,7 +196,8 @@ def analyze(directory: Path, out: Path, checkout: Path | None = None) -> tuple[f
     else:  # the same interpreter and packages, that checkout's analyzer
         cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
                "sys.argv[0] = 'oisp-analyze'; from analyzer.cli import main; main()", str(checkout)]
-    cmd += [str(directory), "--out", str(out / "events.jsonl"), "--exchanges", str(out / "exchanges.jsonl")]
+    cmd += [str(directory), "--out", str(out / "events.jsonl"), "--exchanges", str(out / "exchanges.jsonl"),
+            "--config", str(key_config())]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err = proc.stderr.read()
