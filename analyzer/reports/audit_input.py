@@ -24,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 
+from analyzer.reports.report_source import is_duckdb
 from analyzer.segments.files import find_segments
 
 # Pod names of Deployments (<name>-<replicaset hash>-<5>), CronJobs (<name>-<schedule time>-<5>),
@@ -65,8 +66,7 @@ def _is_duckdb(path: Path) -> bool:
     if not path.is_file():
         return False
     with path.open("rb") as f:
-        head = f.read(16)
-    return head[8:12] == b"DUCK"  # the main header's magic bytes
+        return is_duckdb(f.read(12))
 
 
 def analyze(segments: list[str], database: Path, content: str = "full") -> None:
