@@ -73,7 +73,7 @@ class NoopProbes:
         go = gb.inspect(str(program))
         for name in (gb.WRITE, gb.READ):
             function = go.functions[name]
-            for addr in (function.address, *function.return_addresses):
+            for addr in (function.probe_address, *function.return_addresses):
                 self.bpf.attach_uprobe(name=str(program), addr=addr, fn_name="noop")
         self.pid = os.getpid()
 

@@ -99,10 +99,12 @@ def _go_functions(item: AttachedLibrary) -> Iterator[tuple[str, gb.GoFunction, s
 def _go_points(function: gb.GoFunction, entry_fn: str | None, ret_fn: str | None,
                entry_name) -> list[tuple[int, int, str]]:
     """(virtual address, file offset, program) of each probe of a Go function, returns first: a call
-    must never be entered (state saved) with no return probe to take it."""
+    must never be entered (state saved) with no return probe to take it. The entry probe sits past the
+    stack-bound check (go_binaries.past_stack_check), which runs once per call."""
     points = [(a, o, ret_fn) for a, o in zip(function.return_addresses, function.return_offsets,
                                               strict=True)] if ret_fn else []
-    return points + ([(function.address, function.entry_offset, entry_name(entry_fn))] if entry_fn else [])
+    entry = [(function.probe_address, function.probe_offset, entry_name(entry_fn))] if entry_fn else []
+    return points + entry
 
 
 class LinkAttacher:

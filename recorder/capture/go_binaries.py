@@ -5,6 +5,9 @@ Go programs do not use libssl: crypto/tls is compiled into each program, so the 
 program's own functions. Uretprobes break Go (the runtime moves goroutine stacks, and a rewritten
 return address crashes it), so returns are probed with a uprobe on each RET instruction, found by
 disassembling the function with capstone (a 0xC3 byte may be part of another instruction).
+Entries are probed past the function's stack-bound check, not at its first instruction: when the
+goroutine's stack is too small, the check calls runtime.morestack, which grows it and jumps back to the
+first instruction, so a probe there would fire twice for one call (and record a Write's bytes twice).
 
 Symbols come from .symtab, or, in a stripped program, from the pclntab, which Go always keeps (the
 runtime needs it for stack traces). The Go version comes from the build info (.go.buildinfo).
@@ -65,8 +68,21 @@ class GoFunction:
     name: str
     address: int  # virtual address of the entry
     size: int
-    entry_offset: int  # file offset of the entry: where a uprobe attaches
+    entry_offset: int  # file offset of the first instruction
     return_offsets: tuple[int, ...]  # file offsets of each RET instruction in the function
+    # file offset of the first instruction past the stack-bound check, which runs once per call: where
+    # the entry probe attaches (the arguments are still in their registers there); the entry when the
+    # function has no check (a NOSPLIT function) or one of an unknown shape
+    probe_offset: int = -1
+
+    def __post_init__(self) -> None:
+        if self.probe_offset < 0:
+            object.__setattr__(self, "probe_offset", self.entry_offset)
+
+    @property
+    def probe_address(self) -> int:
+        """Virtual address of probe_offset."""
+        return self.address + self.probe_offset - self.entry_offset
 
     @property
     def return_addresses(self) -> tuple[int, ...]:
@@ -283,7 +299,8 @@ def _with_returns(ranges: dict[str, tuple[int, int]], image: _Image, arch: str) 
             continue
         code = image.read(start, end - start)
         returns = tuple(entry + (vaddr - start) for vaddr in return_addresses(code, start, arch))
-        functions[name] = GoFunction(name, start, end - start, entry, returns)
+        probe = entry + (past_stack_check(code, start, arch) - start)
+        functions[name] = GoFunction(name, start, end - start, entry, returns, probe)
     return functions
 
 
@@ -311,6 +328,52 @@ def return_addresses(code: bytes, address: int, arch: str) -> list[int]:
             done = vaddr - address + size
         pos = done if done >= len(code) else done + step
     return returns
+
+
+PROLOGUE_INSTRUCTIONS = 6  # Go's stack check: at most 5 instructions (a huge frame's), then the body
+MORESTACK_BLOCK_INSTRUCTIONS = 40  # spills, the call to morestack, reloads and the jump back
+
+
+def past_stack_check(code: bytes, address: int, arch: str) -> int:
+    """Virtual address of the first instruction after the stack-bound check of the function `code`,
+    loaded at `address`: after the last conditional branch of the first few instructions whose target
+    is a block that calls runtime.morestack and jumps back to `address`. That block makes the check
+    what it is; without one (a NOSPLIT function, an unknown shape) the function's own address."""
+    md = _disassembler(arch)
+    past = address
+    for vaddr, size, mnemonic, op_str in list(md.disasm_lite(code, address))[:PROLOGUE_INSTRUCTIONS]:
+        target = _branch_target(mnemonic, op_str, conditional=True)
+        if target is not None and address < target < address + len(code) and \
+                _jumps_back_after_call(md, code, address, target):
+            past = vaddr + size
+    return past
+
+
+def _branch_target(mnemonic: str, op_str: str, conditional: bool) -> int | None:
+    """The target of a direct branch (x86 jcc/jmp, arm64 b.cond/b), or None for any other instruction."""
+    if conditional:
+        is_branch = (mnemonic.startswith("j") and mnemonic != "jmp") or mnemonic.startswith("b.")
+    else:
+        is_branch = mnemonic in ("jmp", "b")
+    if not is_branch:
+        return None
+    try:
+        return int(op_str.lstrip("#"), 16)
+    except ValueError:
+        return None  # an indirect branch
+
+
+def _jumps_back_after_call(md: capstone.Cs, code: bytes, address: int, block: int) -> bool:
+    """Whether the code at `block` calls a function, then jumps to `address` (the morestack block)."""
+    called = False
+    for i, (_vaddr, _size, mnemonic, op_str) in enumerate(md.disasm_lite(code[block - address:], block)):
+        if i >= MORESTACK_BLOCK_INSTRUCTIONS:
+            return False
+        if mnemonic in ("call", "bl"):
+            called = True
+        elif mnemonic in ("jmp", "b"):
+            return called and _branch_target(mnemonic, op_str, conditional=False) == address
+    return False
 
 
 class _Image:

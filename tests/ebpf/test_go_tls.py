@@ -204,6 +204,33 @@ def test_go_tls_server_and_python_client_both_seen(go_programs, tmp_path):
     assert events[1]["data"]["usage"]["total_tokens"] == 11
 
 
+def test_write_that_grows_the_stack_is_recorded_once(go_programs, tmp_path):
+    """When a goroutine's stack is too small for Write's frame, Go grows it and starts Write again from
+    its first instruction: the entry probe sits past that check, so each Write is recorded once (before,
+    a 1 MiB HTTP/2 upload now and then held one DATA frame twice)."""
+    n = 3000
+    proc = subprocess.Popen([str(go_programs["stackgrow"]), "-n", str(n)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    rec = None
+    try:
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+        (tmp_path / "rec").mkdir()
+        rec = start_recorder(tmp_path / "rec", args=["--pid", str(proc.pid)])
+        out, _ = proc.communicate("go\n", timeout=120)
+        assert rec.stop() == 0, rec.log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if rec is not None and rec.proc.poll() is None:
+            rec.proc.kill()
+    assert proc.returncode == 0 and json.loads(out) == {"written": 7 * n, "read": 7 * n}
+    rows = read_segments(rec.segments_dir).drop_columns(["ts_wall", "process_start"]).to_pylist()
+    sent = sorted((r["stream_offset"], r["data"]) for r in rows
+                  if r["kind"] == "data" and r["direction"] == "egress")
+    assert b"".join(data for _, data in sent) == b"".join(b"<%05d>" % d for d in range(n))
+    assert all(r["gap_reason"] is None for r in rows)
+
+
 def test_go_programs_without_usable_tls_are_left_alone(go_programs, tmp_path):
     """A Go program without crypto/tls is not probed and not logged; one whose Go version passed
     arguments on the stack is logged once, counted, and runs as before."""

@@ -22,8 +22,9 @@ PROGRAMS = {
     "tlsserver": ("tlsserver", []),
     "notls": ("notls", []),
     "tlsbench": ("tlsbench", []),  # bench/go_probe_overhead.py only
+    "stackgrow": ("stackgrow", []),
 }
-TEST_PROGRAMS = ("aiclient", "aiclient-stripped", "tlsserver", "notls")
+TEST_PROGRAMS = ("aiclient", "aiclient-stripped", "tlsserver", "notls", "stackgrow")
 
 
 def require_go() -> None:

@@ -44,8 +44,9 @@ WRITE, READ = "crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, Path]:
-    """The Go programs, built once: the TLS client plain, stripped, as a stripped PIE, and a program
-    without TLS. GOPATH mode and caches in the test's directory: no network, no state outside."""
+    """The Go programs, built once: the TLS client plain, stripped, as a stripped PIE, for the other
+    architecture (amd64 or arm64), and a program without TLS. GOPATH mode and caches in the test's
+    directory: no network, no state outside."""
     if shutil.which("go") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("go is not installed (scripts/setup.sh installs golang-go)")
@@ -55,14 +56,17 @@ def built(tmp_path_factory) -> dict[str, Path]:
            "GOFLAGS": "", "CGO_ENABLED": "0", "HOME": str(root)}
     sources = {"client": TLS_CLIENT, "notls": NO_TLS}
     builds = {"client": ("client", []), "stripped": ("client", ["-ldflags=-s -w"]),
-              "pie_stripped": ("client", ["-buildmode=pie", "-ldflags=-s -w"]), "notls": ("notls", [])}
+              "pie_stripped": ("client", ["-buildmode=pie", "-ldflags=-s -w"]), "notls": ("notls", []),
+              "client_other_arch": ("client", [])}
+    other_arch = "arm64" if go_binaries.HOST_ARCH == "amd64" else "amd64"
     out = {}
     for name, (source, flags) in builds.items():
         src = root / f"{source}.go"
         src.write_text(sources[source])
         out[name] = root / name
-        subprocess.run(["go", "build", *flags, "-o", str(out[name]), str(src)], env=env, check=True,
-                       capture_output=True, timeout=300)
+        arch = {"GOARCH": other_arch} if name == "client_other_arch" else {}
+        subprocess.run(["go", "build", *flags, "-o", str(out[name]), str(src)], env={**env, **arch},
+                       check=True, capture_output=True, timeout=300)
     return out
 
 
@@ -72,7 +76,8 @@ def _go_version() -> str:
 
 
 def _offsets(binary: GoBinary) -> dict[str, tuple[int, tuple[int, ...]]]:
-    return {name: (f.entry_offset, f.return_offsets) for name, f in binary.functions.items()}
+    return {name: (f.entry_offset, f.return_offsets, f.probe_offset)
+            for name, f in binary.functions.items()}
 
 
 def test_tls_client_is_analyzed(built):
@@ -106,6 +111,48 @@ def test_return_offsets_are_ret_instructions_inside_the_function(built):
                 assert function.entry_offset < ret < function.entry_offset + function.size
                 _, _, mnemonic, _ = next(md.disasm_lite(data[ret : ret + 16], 0))
                 assert mnemonic == "ret", (function.name, ret)
+
+
+@pytest.mark.parametrize("name", ["client", "pie_stripped", "client_other_arch"])
+def test_entry_probes_sit_past_the_stack_check(built, name):
+    """Go's prologue compares the stack pointer with the goroutine's bound and branches to a block that
+    calls runtime.morestack and jumps back to the first instruction: the entry probe goes just past
+    that branch, the one point of the prologue each call passes once, arguments still in registers."""
+    binary = inspect(str(built[name]))
+    arch = binary.arch
+    data = built[name].read_bytes()
+    md = go_binaries._disassembler(arch)
+    for function in (binary.functions[n] for n in (WRITE, READ, go_binaries.CLOSE)):
+        assert function.entry_offset < function.probe_offset < function.entry_offset + 24, function.name
+        assert function.probe_address - function.address == function.probe_offset - function.entry_offset
+        code = data[function.entry_offset : function.entry_offset + function.size]
+        prologue = list(md.disasm_lite(code, function.address))
+        ends = [vaddr + size - function.address for vaddr, size, _, _ in prologue]
+        branch = prologue[ends.index(function.probe_offset - function.entry_offset)]
+        assert branch[2] in ("jbe", "jb", "b.ls", "b.lo"), branch
+        block = go_binaries._branch_target(branch[2], branch[3], conditional=True)
+        tail = list(md.disasm_lite(code[block - function.address :], block))
+        jump = next(i for i in tail if i[2] in ("jmp", "b"))
+        assert go_binaries._branch_target(jump[2], jump[3], conditional=False) == function.address
+        assert any(i[2] in ("call", "bl") for i in tail[: tail.index(jump)])
+    # the prologue's shape on this host is what bpf/tls_capture.c's registers assume: only R12 written
+    if name == "client" and arch == "amd64":
+        write = binary.functions[WRITE]
+        code = data[write.entry_offset : write.probe_offset]
+        written = {op.split(",")[0] for _, _, mnemonic, op in md.disasm_lite(code, 0) if mnemonic == "lea"}
+        assert written <= {"r12"}
+
+
+@pytest.mark.parametrize(("code", "why"), [
+    (bytes.fromhex("4889d8" "c3"), "no check: a NOSPLIT function"),
+    # cmp rsp, [r14+0x10]; jbe +2 -> a block that returns instead of jumping back
+    (bytes.fromhex("493b6610" "7602" "90c3" "c3"), "the branch's block is not morestack's"),
+    # a backward branch: not a stack check
+    (bytes.fromhex("493b6610" "76fa" "c3"), "a backward branch"),
+    (b"\xff" * 8, "undecodable bytes"),
+])
+def test_no_stack_check_means_the_entry(code, why):
+    assert go_binaries.past_stack_check(code, 0x401000, "amd64") == 0x401000, why
 
 
 def test_pclntab_agrees_with_symtab(built):

@@ -1,0 +1,3 @@
+module oisp.test/stackgrow
+
+go 1.19
