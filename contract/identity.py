@@ -31,3 +31,15 @@ class ProcessIdentity:
     workload_name: str | None = None
     container_image: str | None = None
     pod_labels: str | None = None  # the labels the config selects, as a JSON object (sorted keys)
+
+
+# ProcessIdentity's fields and the segment columns they come from (the same name but for start_ns)
+COLUMN_OF = {f: ("process_start" if f == "start_ns" else f) for f in ProcessIdentity.__dataclass_fields__}
+
+
+def from_row(row: dict) -> ProcessIdentity:
+    """The identity a process row carries (a column the row lacks is None), by field name."""
+    values = {f: row.get(column) for f, column in COLUMN_OF.items()}
+    values["cmdline"] = tuple(values["cmdline"]) if values["cmdline"] else None
+    return ProcessIdentity(**values)
+

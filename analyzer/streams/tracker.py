@@ -26,6 +26,7 @@ from analyzer.http.http2 import CLIENT_PREFACE, Http2Connection, frames_chain
 from analyzer.model import END_OF_INPUT, ConnectionInfo, Exchange, Limits
 from analyzer.segments.columns import to_pylist
 from analyzer.streams.reassembly import Data, Gap, StreamAssembler
+from contract import identity
 from contract.identity import ProcessIdentity
 
 DETECT_BYTES = 64  # bytes of either direction that settle the protocol
@@ -147,12 +148,7 @@ class ConnectionTracker:
             self.rows_dropped += 1
             return None
         if r["kind"] == "process":
-            cmdline = r.get("cmdline")
-            self.processes[(r.get("node"), r.get("pid"))] = ProcessIdentity(
-                r.get("ppid"), r.get("exe"), tuple(cmdline) if cmdline else None, r.get("process_start"),
-                r.get("cgroup_path"), r.get("container_id"), r.get("container_runtime"), r.get("pod_uid"),
-                r.get("pod_name"), r.get("pod_namespace"), r.get("container_name"), r.get("service_account"),
-                r.get("workload_kind"), r.get("workload_name"), r.get("container_image"), r.get("pod_labels"))
+            self.processes[(r.get("node"), r.get("pid"))] = identity.from_row(r)
             return None
         key = (r["node"], r["conn_id"])
         c = self.open.get(key)
