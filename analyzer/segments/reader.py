@@ -169,6 +169,10 @@ def _read_file(path: Path, report: ReadReport, skip_rows: int = 0) -> Iterator[p
         dropped: dict[str, int] = {}
         rows = 0
         for run in row_group_runs(pf.metadata):
+            listed = sum(max(pf.metadata.row_group(i).num_rows, 0) for i in run)
+            if rows + listed <= skip_rows:  # live mode read these from the stream: not even decoded
+                rows += listed
+                continue
             batch = pf.read_row_groups(run, columns=COLUMNS + present, use_threads=False)
             first, rows = rows, rows + batch.num_rows
             if rows <= skip_rows:
