@@ -47,6 +47,7 @@ class LatencyRun:
     analyzer_log: str = ""
     recorder_log: str = ""
     seen: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0  # from the client's start to its last answer
 
     def percentile(self, p: float) -> float:
         xs = sorted(self.latencies_ms)
@@ -91,8 +92,9 @@ class _Tail(threading.Thread):
 
 
 def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, recorder_kill: bool = False,
-        seed: int = 0) -> LatencyRun:
-    """With `analyzer_kills`, the analyzer is SIGKILLed that many times at random moments of the run and
+        seed: int = 0, connections: int = 1) -> LatencyRun:
+    """`connections`: the client's keep-alive connections, each on a thread of its own. With
+    `analyzer_kills`, the analyzer is SIGKILLed that many times at random moments of the run and
     started again at once; with `recorder_kill`, the recorder is once, and started again (the calls
     made until it is ready again are not recorded: `unrecorded`)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -105,9 +107,11 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
         "analyzer": {**ANALYZER, "endpoints": {f"localhost:{server.port}": {"provider": "openai",
                                                                            "api_format": "openai"}}}}))
     client = subprocess.Popen([sys.executable, "-m", "testbed.latency_client", server.url, str(pki.ca_file),
-                               str(calls), str(per_second)], cwd=REPO, stdin=subprocess.PIPE,
+                               str(calls), str(per_second), str(connections)],
+                              cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     rec = analyzer = None
+    procs: dict[str, subprocess.Popen] = {}  # the running ones, as the kills replace them
     rec_log, an_log = workdir / "recorder.log", workdir / "analyzer.log"
     ready = workdir / "ready.json"
     tail = _Tail(events)
@@ -143,35 +147,53 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
         began = time.monotonic()
         span = calls / per_second
         rng = random.Random(seed)
-        # the recorder early (it takes seconds to start again), the analyzer at random after that
-        plan = sorted([(rng.uniform(0.4, 0.9) * span, "analyzer") for _ in range(analyzer_kills)]
-                      + ([(rng.uniform(0.1, 0.2) * span, "recorder")] if recorder_kill else []))
-        done = []
-        for line in client.stdout:
-            done.append(json.loads(line))
-            while plan and time.monotonic() - began >= plan[0][0]:
-                _, what = plan.pop(0)
-                kills.append(f"{what} at {time.monotonic() - began:.2f} s")
-                if what == "analyzer":
-                    analyzer.kill()
-                    analyzer.wait()
-                    analyzer = start_analyzer()
-                else:
+        # the recorder early (it takes seconds to start again), the analyzer at random after that; each
+        # program on a timer thread of its own, so that a recorder being started again delays no kill
+        plans = {"analyzer": sorted(rng.uniform(0.4, 0.9) * span for _ in range(analyzer_kills)),
+                 "recorder": [rng.uniform(0.1, 0.2) * span] if recorder_kill else []}
+        procs.update(analyzer=analyzer, recorder=rec)
+        ending = threading.Event()
+        failures: list[BaseException] = []
+
+        def killer(what: str) -> None:
+            try:
+                for at in plans[what]:
+                    if ending.wait(max(0.0, began + at - time.monotonic())):
+                        return
+                    kills.append(f"{what} at {time.monotonic() - began:.2f} s")
                     stopped = time.time_ns()
-                    rec.kill()
-                    rec.wait()
-                    rec = start_recorder()  # salvages what the killed one was writing
-                    down.append((stopped, time.time_ns()))
+                    procs[what].kill()
+                    procs[what].wait()
+                    if what == "analyzer":
+                        procs[what] = start_analyzer()
+                    else:
+                        procs[what] = start_recorder()  # salvages what the killed one was writing
+                        down.append((stopped, time.time_ns()))
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                failures.append(exc)
+
+        killers = [threading.Thread(target=killer, args=(what,), daemon=True) for what in plans
+                   if plans[what]]
+        for t in killers:
+            t.start()
+        done = [json.loads(line) for line in client.stdout]
+        ending.set()
+        for t in killers:
+            t.join()
+        analyzer, rec = procs["analyzer"], procs["recorder"]
+        if failures:
+            raise failures[0]
         if client.wait(timeout=60) != 0:
             raise RuntimeError(f"the client failed (exit {client.returncode})")
+        seconds = time.monotonic() - began
         deadline = time.monotonic() + 30  # the last events: a poll or two after the last call
         while len(tail.seen) < len(done) and time.monotonic() < deadline:
             time.sleep(0.05)  # polling the events file's progress
         published = len(list(segments.glob("*.parquet")))
     finally:
         tail.stop.set()
-        for proc in (analyzer, rec):
-            if proc is not None and proc.poll() is None:
+        for proc in {analyzer, rec, *procs.values()} - {None}:
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
         if client.poll() is None:
@@ -187,4 +209,4 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
         duplicated=sorted(i for i, n in tail.counts.items() if n > 1),
         published_before_last_event=published,
         analyzer_log=an_log.read_text(), recorder_log=rec_log.read_text(),
-        seen={i: t / 1e9 for i, t in tail.seen.items()}, kills=kills, unrecorded=unrecorded)
+        seen={i: t / 1e9 for i, t in tail.seen.items()}, kills=kills, unrecorded=unrecorded, seconds=seconds)

@@ -26,9 +26,11 @@ def test_events_come_from_the_segment_being_written(tmp_path):
 def test_sigkills_of_either_program_write_every_event_once(tmp_path):
     """The analyzer SIGKILLed three times at random moments (restarted at once: it reads the segment
     being written from its start again), the recorder once (restarted: it publishes what the killed one
-    was writing, and the analyzer skips the rows it had read of it). Every call made while a recorder
-    ran has its event exactly once."""
-    run = live_latency.run(tmp_path, calls=360, per_second=20, analyzer_kills=3, recorder_kill=True, seed=7)
+    was writing, and the analyzer skips the rows it had read of it); each on a timer of its own, so an
+    analyzer may die while the recorder starts again. Three keep-alive connections. Every call made
+    while a recorder ran has its event exactly once."""
+    run = live_latency.run(tmp_path, calls=360, per_second=20, analyzer_kills=3, recorder_kill=True, seed=7,
+                           connections=3)
     print(f"\nkills: {', '.join(run.kills)}; {len(run.unrecorded)} calls made while no recorder ran; "
           f"latency p50 {run.percentile(50):.0f} ms, p95 {run.percentile(95):.0f} ms")
     assert len(run.kills) == 4
