@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from contract import segment_format as sf
+from helpers.segment_tables import segment_table
 from recorder.shipping.config import UploadConfig
 from recorder.store.writer import SegmentWriter
 
@@ -29,15 +29,7 @@ def batch(seed: int, rows: int, size: int) -> pa.Table:
     given = {"kind": ["data"] * rows, "ts_mono_ns": list(range(rows)), "conn_id": [f"c{seed}"] * rows,
              "direction": ["egress"] * rows, "stream_offset": [r * size for r in range(rows)],
              "length": [size] * rows, "data": [rnd.randbytes(size) for _ in range(rows)]}
-    columns = []
-    for f in sf.SCHEMA:
-        if f.name in given:
-            columns.append(pa.array(given[f.name], type=f.type))
-        elif f.nullable:
-            columns.append(pa.nulls(rows, f.type))
-        else:
-            columns.append(pa.array([""] * rows if pa.types.is_dictionary(f.type) else [0] * rows, f.type))
-    return pa.Table.from_arrays(columns, schema=sf.SCHEMA)
+    return segment_table(rows, given)
 
 
 class Recorder:

@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from contract import segment_format as sf  # noqa: E402
 from contract import segment_names as names  # noqa: E402
+from helpers.segment_tables import segment_table  # noqa: E402
 from recorder.capture.preflight import PreflightError, prepare_segments_dir  # noqa: E402
 from recorder.store import owned  # noqa: E402
 from recorder.store.conversion import publish  # noqa: E402
@@ -39,17 +40,7 @@ def fresh_log_memory():
 
 
 def table(rows: int = 10) -> pa.Table:
-    columns = []
-    for f in sf.SCHEMA:
-        if f.name == "kind":
-            columns.append(pa.array(["data"] * rows, f.type))
-        elif f.name == "data":
-            columns.append(pa.array([os.urandom(100) for _ in range(rows)], f.type))
-        elif f.nullable:
-            columns.append(pa.nulls(rows, f.type))
-        else:
-            columns.append(pa.array([""] * rows if pa.types.is_dictionary(f.type) else [0] * rows, f.type))
-    return pa.Table.from_arrays(columns, schema=sf.SCHEMA)
+    return segment_table(rows, {"kind": ["data"] * rows, "data": [os.urandom(100) for _ in range(rows)]})
 
 
 def stream(directory: Path, name: str = NAME) -> Path:

@@ -22,9 +22,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # run as a script too (the killed writer)
 
 from contract import segment_format as sf  # noqa: E402
 from contract import segment_names as names  # noqa: E402
+from helpers.segment_tables import segment_table  # noqa: E402
 from recorder.store import publisher  # noqa: E402
 from recorder.store.conversion import StreamReader  # noqa: E402
 from recorder.store.inprogress import InProgressSegment  # noqa: E402
@@ -46,15 +48,7 @@ def batch(i: int, rows: int = ROWS, size: int = 1000) -> pa.Table:
         "length": [size] * rows,
         "data": [rnd.randbytes(size) for _ in range(rows)],
     }
-    columns = []
-    for f in sf.SCHEMA:
-        if f.name in given:
-            columns.append(pa.array(given[f.name], type=f.type))
-        elif f.nullable:
-            columns.append(pa.nulls(rows, f.type))
-        else:
-            columns.append(pa.array([""] * rows if pa.types.is_dictionary(f.type) else [0] * rows, f.type))
-    return pa.Table.from_arrays(columns, schema=sf.SCHEMA)
+    return segment_table(rows, given)
 
 
 def rows_of(table: pa.Table) -> list[tuple]:
