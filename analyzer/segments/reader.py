@@ -125,7 +125,7 @@ def read_stream(path: Path, skip_rows: int, report: ReadReport) -> StreamRead:
     with os.fdopen(fd, "rb") as f:
         try:
             reader = pa.ipc.open_stream(f)
-        except (OSError, pa.ArrowException) as exc:
+        except Exception as exc:  # noqa: BLE001 - as below
             return StreamRead([], 0, one_line(f"unreadable: {exc}"))
         why = schema_problem(reader.schema)
         if why:
@@ -137,11 +137,21 @@ def read_stream(path: Path, skip_rows: int, report: ReadReport) -> StreamRead:
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
-            except (OSError, pa.ArrowException):
-                break  # the batch being written: read again at the next look
+            except Exception:  # noqa: BLE001 - Arrow's reader on bytes being written, or damaged
+                # the batch being written: read again at the next look (or a damaged length, whose
+                # allocation or read failed as MemoryError or OverflowError: the published segment's
+                # reader says so)
+                break
             first, rows = rows, rows + batch.num_rows
             if rows <= skip_rows:
                 continue
+            try:
+                # an IPC batch is not checked as it is read (a Parquet page is, as it is decoded): offsets
+                # out of bounds would make the kernels below raise, or read outside the buffers
+                batch.validate(full=True)
+            except (pa.ArrowException, ValueError):
+                rows = first
+                break  # damaged: its rows come when the segment is published, and its reader says so
             table = pa.Table.from_batches([batch.slice(max(0, skip_rows - first))]).select(COLUMNS + present)
             table = _normalized(table, present, dropped)
             report.rows_read += table.num_rows
@@ -221,14 +231,18 @@ def schema_problem(schema: pa.Schema) -> str | None:
     version = (schema.metadata or {}).get(sf.META_VERSION, b"").decode(errors="replace")
     if version not in SUPPORTED_VERSIONS:
         return one_line(f"not a segment of a supported version ({version or 'none'})")
-    missing = [c for c in COLUMNS if c not in schema.names]
+    try:
+        names = schema.names
+    except UnicodeDecodeError:
+        return "a column name that is not UTF-8"
+    missing = [c for c in COLUMNS if c not in names]
     if missing:
         return f"missing columns: {', '.join(missing)}"
-    if len(set(schema.names)) != len(schema.names):
+    if len(set(names)) != len(names):
         return "duplicate column names"
     wrong = [f"{c} is {schema.field(c).type}, not {sf.SCHEMA.field(c).type}"
              for c in COLUMNS + IDENTITY_COLUMNS
-             if c in schema.names and not compatible(schema.field(c).type, sf.SCHEMA.field(c).type)]
+             if c in names and not compatible(schema.field(c).type, sf.SCHEMA.field(c).type)]
     return f"columns of the wrong type: {'; '.join(wrong)}" if wrong else None
 
 
