@@ -191,8 +191,8 @@ def key_config() -> Path:
 def analyze(directory: Path, out: Path, checkout: Path | None = None) -> tuple[float, int, str]:
     """`oisp-analyze DIR --out EVENTS --exchanges EXCHANGES` (of `checkout`'s code if given): its wall
     time, peak RSS (KB) and summary line."""
-    if checkout is None:
-        cmd = [str(BIN / "oisp-analyze")]
+    if checkout is None:  # one process: the figures are per core (--workers defaults to the cores)
+        cmd = [str(BIN / "oisp-analyze"), "--workers", "1"]
     else:  # the same interpreter and packages, that checkout's analyzer
         cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
                "sys.argv[0] = 'oisp-analyze'; from analyzer.cli import main; main()", str(checkout)]
