@@ -12,37 +12,16 @@ package main
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
-	"time"
+
+	"oisp.test/selfsigned"
 )
-
-func serverConfig() *tls.Config {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	check(err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"stack"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	check(err)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
-
-func check(err error) {
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
 
 // descend uses a little stack per level, so that consecutive depths end a few bytes apart and one of
 // them leaves Write's prologue just short of the stack's limit.
@@ -54,22 +33,22 @@ func descend(depth int, conn *tls.Conn, msg []byte) {
 		return
 	}
 	_, err := conn.Write(msg)
-	check(err)
+	selfsigned.Check(err)
 }
 
 func main() {
 	n := flag.Int("n", 2000, "depths to write from")
 	flag.Parse()
 	a, b := net.Pipe()
-	server := tls.Server(b, serverConfig())
+	server := tls.Server(b, selfsigned.ServerConfig("stack"))
 	client := tls.Client(a, &tls.Config{InsecureSkipVerify: true, ServerName: "stack"})
-	go func() { check(server.Handshake()) }()
-	check(client.Handshake())
+	go func() { selfsigned.Check(server.Handshake()) }()
+	selfsigned.Check(client.Handshake())
 	total := 7 * *n
 	read := make(chan int)
 	go func() {
 		got, err := io.ReadFull(server, make([]byte, total))
-		check(err)
+		selfsigned.Check(err)
 		read <- got
 	}()
 	out := json.NewEncoder(os.Stdout)

@@ -1,0 +1,3 @@
+module oisp.test/selfsigned
+
+go 1.19
