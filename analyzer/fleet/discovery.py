@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from analyzer.fleet.storage import Location
 from analyzer.segments.files import NoSegmentsError
+from analyzer.segments.reader import UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def row_nodes(source: Location, paths: list[str]) -> list[list[str] | None]:
                 pf = pq.ParquetFile(f)
                 column = pf.read(columns=["node"], use_threads=False)["node"].cast(pa.string())
             out.append(sorted(v for v in pc.unique(column).to_pylist() if v is not None))
-        except (OSError, ValueError, KeyError, pa.ArrowException):
+        except (*UNREADABLE, KeyError):
             out.append(None)
     return out
 

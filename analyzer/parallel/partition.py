@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analyzer.segments.reader import UNREADABLE
 from analyzer.streams.tracker import MAX_PLAIN_ENDS
 from contract import segment_format as sf
 
@@ -86,7 +87,7 @@ def plaintext_groups(files: Iterable[BinaryIO | None]) -> dict[str, str]:
         with f:
             try:
                 table = _socket_columns(f)
-            except (OSError, pa.ArrowException):
+            except UNREADABLE:
                 continue  # the reader reports it (and reads none of its rows)
         if table is None:
             continue

@@ -18,7 +18,6 @@ from contextlib import ExitStack, closing
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzer.config import AnalyzerConfig
@@ -27,6 +26,7 @@ from analyzer.parallel.records import merge, read_records
 from analyzer.parallel.replay import outputs_for, replay
 from analyzer.parallel.totals import Totals
 from analyzer.parallel.worker import PartitionResult, PartitionTask, SegmentFile, analyze_partition
+from analyzer.segments.reader import UNREADABLE
 from analyzer.sinks.sink import Sink
 
 # With --workers left out: one worker per core, but no more than one per this many rows or bytes of
@@ -60,7 +60,7 @@ def default_workers(files: list[Path]) -> int:
         with f:
             try:
                 md = pq.read_metadata(f)
-            except (OSError, pa.ArrowException):
+            except UNREADABLE:
                 continue  # the reader will say why
         size = sum(max(md.row_group(i).total_byte_size, 0) for i in range(md.num_row_groups))
         enough += max(md.num_rows / ROWS_PER_WORKER, size / BYTES_PER_WORKER)

@@ -36,6 +36,10 @@ from analyzer.segments.files import kind_of, not_regular
 from contract import segment_format as sf
 
 SUPPORTED_VERSIONS = set(sf.READABLE_VERSIONS)
+# What reading someone else's Parquet or Arrow bytes can raise besides Arrow's errors and I/O errors, all
+# found by seeded campaigns of damaged files: MemoryError and OverflowError from lengths made huge,
+# UnicodeDecodeError (a ValueError) from a column name or path that is not UTF-8
+UNREADABLE = (OSError, pa.ArrowException, ValueError, MemoryError, OverflowError)
 COLUMNS = ["kind", "ts_wall", "node", "pid", "tid", "uid", "comm", "cgroup_id", "conn_id", "direction",
            "stream_offset", "length", "data", "gap_reason", "lib_path", "func"]
 # Identity columns of version 2 (sni, socket and process rows), 3 (tls_stack) and 5 (the workload's);
@@ -77,7 +81,7 @@ def read_batches(files: list[Path], report: ReadReport, skip_rows: int = 0) -> I
             continue
         try:
             yield from _read_file(path, report, skip_rows)
-        except (OSError, pa.ArrowException) as exc:
+        except UNREADABLE as exc:
             report.problems.append((str(path), one_line(f"unreadable: {exc}")))
 
 
@@ -125,7 +129,7 @@ def read_stream(path: Path, skip_rows: int, report: ReadReport) -> StreamRead:
     with os.fdopen(fd, "rb") as f:
         try:
             reader = pa.ipc.open_stream(f)
-        except Exception as exc:  # noqa: BLE001 - as below
+        except UNREADABLE as exc:
             return StreamRead([], 0, one_line(f"unreadable: {exc}"))
         why = schema_problem(reader.schema)
         if why:
@@ -137,10 +141,9 @@ def read_stream(path: Path, skip_rows: int, report: ReadReport) -> StreamRead:
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
-            except Exception:  # noqa: BLE001 - Arrow's reader on bytes being written, or damaged
-                # the batch being written: read again at the next look (or a damaged length, whose
-                # allocation or read failed as MemoryError or OverflowError: the published segment's
-                # reader says so)
+            except UNREADABLE:
+                # the batch being written: read again at the next look (or a damaged one, a length
+                # too large to allocate or read: the published segment's reader says so)
                 break
             first, rows = rows, rows + batch.num_rows
             if rows <= skip_rows:
