@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -288,6 +289,18 @@ def _progress(files: list[Path]):
         yield from bar
 
 
+@contextmanager
+def _parallel_progress(files: list[Path], workers: int):
+    """run_parallel's progress callback: a bar on stderr of every worker's reading of every file (each
+    reads them all, for its share of the connections) when it is a terminal, else None."""
+    if not sys.stderr.isatty() or len(files) < 2:
+        yield None
+        return
+    with click.progressbar(length=len(files) * workers, label=f"segments x {workers} workers",
+                           file=sys.stderr, show_pos=True) as bar:
+        yield bar.update
+
+
 def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | None,
              duckdb_out: Path | None, cfg, workers: int | None = None) -> int:
     from functools import partial
@@ -319,7 +332,8 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     try:
         try:
             if workers > 1:  # analyzer/parallel/run.py: the same output, from several processes
-                totals = run_parallel(files, cfg, pipeline.sinks, workers)
+                with _parallel_progress(files, workers) as progress:
+                    totals = run_parallel(files, cfg, pipeline.sinks, workers, progress)
             else:
                 pipeline.run(read_batches(_progress(files), report))
                 totals = Totals.of(pipeline, report)

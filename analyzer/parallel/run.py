@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, closing
@@ -25,7 +27,13 @@ from analyzer.parallel.partition import open_regular, plaintext_groups
 from analyzer.parallel.records import merge, read_records
 from analyzer.parallel.replay import outputs_for, replay
 from analyzer.parallel.totals import Totals
-from analyzer.parallel.worker import PartitionResult, PartitionTask, SegmentFile, analyze_partition
+from analyzer.parallel.worker import (
+    PartitionResult,
+    PartitionTask,
+    SegmentFile,
+    analyze_partition,
+    report_progress_to,
+)
 from analyzer.segments.reader import UNREADABLE
 from analyzer.sinks.sink import Sink
 
@@ -34,6 +42,7 @@ from analyzer.sinks.sink import Sink
 # a worker costs about half a second (a Python process importing the analyzer), in which one analyzes
 # about this much.
 ROWS_PER_WORKER = 16_384
+PROGRESS_SECONDS = 0.2  # how often a worker that failed before counting all its files is noticed
 BYTES_PER_WORKER = 32 << 20
 
 
@@ -69,16 +78,23 @@ def default_workers(files: list[Path]) -> int:
     return max(1, min(cores, int(enough)))
 
 
-def run_parallel(files: list[Path], cfg: AnalyzerConfig, sinks: list[Sink], workers: int) -> Totals:
-    """Analyze `files` on `workers` processes into `sinks` (the one-shot command's, opened)."""
+def run_parallel(files: list[Path], cfg: AnalyzerConfig, sinks: list[Sink], workers: int,
+                 progress: Callable[[int], object] | None = None) -> Totals:
+    """Analyze `files` on `workers` processes into `sinks` (the one-shot command's, opened).
+    `progress`: called with the number of (worker, file) readings done since its last call, of
+    len(files) * workers in all (each worker reads every file for its share of the connections)."""
     groups = plaintext_groups(open_regular(f) for f in files)
     segments = [SegmentFile(i, f, str(f)) for i, f in enumerate(files)]
     with tempfile.TemporaryDirectory(prefix="oisp-analyze-") as tmp:
         tasks = [PartitionTask(k, workers, groups, replace(cfg, otlp=None), outputs_for(sinks),
                                Path(tmp) / f"part-{k:04d}.arrows") for k in range(workers)]
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        done = context.Queue() if progress is not None else None
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=report_progress_to,
+                                 initargs=(done,)) as pool:
             futures = [pool.submit(analyze_partition, t, segments) for t in tasks]
+            if progress is not None:
+                _follow(futures, done, progress, len(files) * workers)
             results = [_result(k, f) for k, f in enumerate(futures)]
         totals = Totals()
         for k, r in enumerate(results):
@@ -87,6 +103,21 @@ def run_parallel(files: list[Path], cfg: AnalyzerConfig, sinks: list[Sink], work
             streams = [stack.enter_context(closing(read_records(r.records))) for r in results]
             replay(merge(streams), sinks, totals.coerced)
     return totals
+
+
+def _follow(futures: list, done, progress: Callable[[int], object], total: int) -> None:
+    """Hand progress the readings the workers count on `done` until every one is counted, or a worker
+    ended without counting all of its (it failed: _result says how)."""
+    counted = 0
+    while counted < total:
+        try:
+            done.get(timeout=PROGRESS_SECONDS)
+        except queue.Empty:
+            if all(f.done() for f in futures) and any(f.exception() for f in futures):
+                return
+            continue
+        counted += 1
+        progress(1)
 
 
 def _result(k: int, future) -> PartitionResult:

@@ -58,6 +58,16 @@ class PartitionResult:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
+# --workers on a terminal: a queue this process puts a 1 on per file read (set by the pool's initializer)
+_progress = None
+
+
+def report_progress_to(queue) -> None:
+    """The pool's initializer: files read are counted on `queue` (None: not counted)."""
+    global _progress
+    _progress = queue
+
+
 def analyze_partition(task: PartitionTask, files: Iterable[SegmentFile]) -> PartitionResult:
     """Analyze partition task.part of task.parts of `files` (in run order); records to task.records."""
     cfg = replace(task.cfg, otlp=None)  # the parent exports
@@ -92,6 +102,8 @@ def _batches(task: PartitionTask, files: Iterable[SegmentFile], result: Partitio
         result.rows_read += report.rows_read
         result.rows_dropped += report.rows_dropped
         result.problems += [(f.name, why) for _, why in report.problems]
+        if _progress is not None:
+            _progress.put(1)
 
 
 class GroupingError(RuntimeError):

@@ -185,3 +185,50 @@ def test_otlp_export_from_a_parallel_run(tmp_path):
             spans[n] = sorted(s.SerializeToString(deterministic=True) for req in rx.requests["traces"]
                               for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
     assert len(spans[1]) == 16 and spans[2] == spans[1]
+
+
+def test_progress_on_a_terminal(corpus, tmp_path):
+    """With stderr on a terminal, --workers shows a bar of every worker's reading of every file, and
+    writes what it writes without one."""
+    import pty
+
+    root, files = corpus
+    master, slave = pty.openpty()
+    out = tmp_path / "tty"
+    out.mkdir()
+    args = [str(BIN / "oisp-analyze"), str(root), *GOLDEN_KEY_ARGS, "--out", str(out / "events.jsonl"),
+            "--workers", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the program ended and the terminal closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    text = shown.decode(errors="replace")
+    total = 2 * len(files)
+    assert "segments x 2 workers" in text and f"{total}/{total}" in text, text[-2000:]
+    plain = analyze([root], tmp_path / "plain", 2)
+    assert plain.returncode == 0 and "workers" not in plain.stderr
+    assert (out / "events.jsonl").read_bytes() == (tmp_path / "plain" / "events.jsonl").read_bytes()
+
+
+def test_progress_ends_when_a_worker_fails():
+    """A worker that failed before counting all its files does not leave the bar waiting for them."""
+    import queue
+    from concurrent.futures import Future
+
+    ok, failed = Future(), Future()
+    ok.set_result(None)
+    failed.set_exception(RuntimeError("worker failed"))
+    done = queue.Queue()
+    done.put(1)
+    seen: list[int] = []
+    parallel_run._follow([ok, failed], done, seen.append, total=4)
+    assert seen == [1]
