@@ -110,8 +110,7 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
                                str(calls), str(per_second), str(connections)],
                               cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
-    rec = analyzer = None
-    procs: dict[str, subprocess.Popen] = {}  # the running ones, as the kills replace them
+    procs: dict[str, subprocess.Popen] = {}  # "recorder", "analyzer": the running ones, as kills replace them
     rec_log, an_log = workdir / "recorder.log", workdir / "analyzer.log"
     ready = workdir / "ready.json"
     tail = _Tail(events)
@@ -139,8 +138,8 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
     try:
         if client.stdout.readline().strip() != "ready":
             raise RuntimeError("the client did not start")
-        rec = start_recorder()
-        analyzer = start_analyzer()
+        procs["recorder"] = start_recorder()
+        procs["analyzer"] = start_analyzer()
         tail.start()
         client.stdin.write("go\n")
         client.stdin.flush()
@@ -151,7 +150,6 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
         # program on a timer thread of its own, so that a recorder being started again delays no kill
         plans = {"analyzer": sorted(rng.uniform(0.4, 0.9) * span for _ in range(analyzer_kills)),
                  "recorder": [rng.uniform(0.1, 0.2) * span] if recorder_kill else []}
-        procs.update(analyzer=analyzer, recorder=rec)
         ending = threading.Event()
         failures: list[BaseException] = []
 
@@ -180,7 +178,6 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
         ending.set()
         for t in killers:
             t.join()
-        analyzer, rec = procs["analyzer"], procs["recorder"]
         if failures:
             raise failures[0]
         if client.wait(timeout=60) != 0:
@@ -192,7 +189,7 @@ def run(workdir: Path, calls: int, per_second: float, analyzer_kills: int = 0, r
         published = len(list(segments.glob("*.parquet")))
     finally:
         tail.stop.set()
-        for proc in {analyzer, rec, *procs.values()} - {None}:
+        for proc in filter(None, (procs.get("analyzer"), procs.get("recorder"))):  # the analyzer first
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
