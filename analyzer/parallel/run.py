@@ -42,8 +42,8 @@ from analyzer.sinks.sink import Sink
 # a worker costs about half a second (a Python process importing the analyzer), in which one analyzes
 # about this much.
 ROWS_PER_WORKER = 16_384
-PROGRESS_SECONDS = 0.2  # how often a worker that failed before counting all its files is noticed
 BYTES_PER_WORKER = 32 << 20
+PROGRESS_SECONDS = 0.2  # how often the progress wait looks whether every worker has ended
 
 
 class ParallelError(RuntimeError):
@@ -106,14 +106,14 @@ def run_parallel(files: list[Path], cfg: AnalyzerConfig, sinks: list[Sink], work
 
 
 def _follow(futures: list, done, progress: Callable[[int], object], total: int) -> None:
-    """Hand progress the readings the workers count on `done` until every one is counted, or a worker
-    ended without counting all of its (it failed: _result says how)."""
+    """Hand progress the readings the workers count on `done` until every one is counted, or every
+    worker has ended and nothing more comes (one failed before counting all of its: _result says how)."""
     counted = 0
     while counted < total:
         try:
             done.get(timeout=PROGRESS_SECONDS)
         except queue.Empty:
-            if all(f.done() for f in futures) and any(f.exception() for f in futures):
+            if all(f.done() for f in futures):
                 return
             continue
         counted += 1
