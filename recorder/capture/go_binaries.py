@@ -24,6 +24,7 @@ import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import BinaryIO
 
 import capstone
@@ -73,11 +74,7 @@ class GoFunction:
     # file offset of the first instruction past the stack-bound check, which runs once per call: where
     # the entry probe attaches (the arguments are still in their registers there); the entry when the
     # function has no check (a NOSPLIT function) or one of an unknown shape
-    probe_offset: int = -1
-
-    def __post_init__(self) -> None:
-        if self.probe_offset < 0:
-            object.__setattr__(self, "probe_offset", self.entry_offset)
+    probe_offset: int
 
     @property
     def probe_address(self) -> int:
@@ -341,7 +338,7 @@ def past_stack_check(code: bytes, address: int, arch: str) -> int:
     what it is; without one (a NOSPLIT function, an unknown shape) the function's own address."""
     md = _disassembler(arch)
     past = address
-    for vaddr, size, mnemonic, op_str in list(md.disasm_lite(code, address))[:PROLOGUE_INSTRUCTIONS]:
+    for vaddr, size, mnemonic, op_str in islice(md.disasm_lite(code, address), PROLOGUE_INSTRUCTIONS):
         target = _branch_target(mnemonic, op_str, conditional=True)
         if target is not None and address < target < address + len(code) and \
                 _jumps_back_after_call(md, code, address, target):
@@ -366,9 +363,8 @@ def _branch_target(mnemonic: str, op_str: str, conditional: bool) -> int | None:
 def _jumps_back_after_call(md: capstone.Cs, code: bytes, address: int, block: int) -> bool:
     """Whether the code at `block` calls a function, then jumps to `address` (the morestack block)."""
     called = False
-    for i, (_vaddr, _size, mnemonic, op_str) in enumerate(md.disasm_lite(code[block - address:], block)):
-        if i >= MORESTACK_BLOCK_INSTRUCTIONS:
-            return False
+    instructions = islice(md.disasm_lite(code[block - address:], block), MORESTACK_BLOCK_INSTRUCTIONS)
+    for _vaddr, _size, mnemonic, op_str in instructions:
         if mnemonic in ("call", "bl"):
             called = True
         elif mnemonic in ("jmp", "b"):
