@@ -42,4 +42,3 @@ def from_row(row: dict) -> ProcessIdentity:
     values = {f: row.get(column) for f, column in COLUMN_OF.items()}
     values["cmdline"] = tuple(values["cmdline"]) if values["cmdline"] else None
     return ProcessIdentity(**values)
-
