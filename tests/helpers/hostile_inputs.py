@@ -246,6 +246,26 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(b)
 
 
+HUGE = (0x40000000, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 40, (1 << 63) - 1)  # lengths and offsets no file has
+
+
+def damage_file(rng: random.Random, data: bytes) -> bytes:
+    """File-level damage of a segment or in-progress stream: a few bits flipped, a 4- or 8-byte field
+    (a length, an offset, a count) made huge, or the file cut and padded with garbage."""
+    b = bytearray(data)
+    how = rng.choice(("flip", "huge", "cut"))
+    if how == "flip":
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif how == "huge":
+        width = rng.choice((4, 8))
+        at = rng.randrange(0, len(b) - width)
+        b[at:at + width] = (rng.choice(HUGE) & ((1 << 8 * width) - 1)).to_bytes(width, "little")
+    else:
+        b = b[:rng.randrange(len(b))] + rng.randbytes(rng.randrange(1, 200))
+    return bytes(b)
+
+
 COLUMNS = [("kind", pa.string()), ("ts_wall", pa.int64()), ("node", pa.string()), ("pid", pa.int32()),
            ("tid", pa.int32()), ("uid", pa.int64()), ("comm", pa.string()), ("cgroup_id", pa.uint64()),
            ("conn_id", pa.string()), ("direction", pa.string()), ("stream_offset", pa.uint64()),

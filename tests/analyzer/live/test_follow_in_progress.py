@@ -21,6 +21,7 @@ from conftest import HASH_KEY
 from contract import segment_names
 from helpers.analyzer_inputs import FIXTURES
 from helpers.follow_helpers import assert_same_events, one_shot_lines, output_lines
+from helpers.hostile_inputs import damage_file
 from recorder.store.conversion import publish
 from recorder.store.inprogress import InProgressSegment
 
@@ -175,18 +176,7 @@ def test_mutated_streams_never_raise(source, tmp_path):
     rng = random.Random(20261202)
     outcomes = {"problem": 0, "rows": 0, "nothing": 0}
     for _ in range(600):
-        data = bytearray(whole)
-        how = rng.choice(("flip", "huge", "cut"))
-        if how == "flip":
-            for _ in range(rng.randint(1, 8)):
-                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        elif how == "huge":
-            at = rng.randrange(0, len(data) - 8) & ~7
-            huge = rng.choice((0x7FFFFFFF, 0xFFFFFFFF, 1 << 40, (1 << 63) - 1))
-            data[at:at + 8] = huge.to_bytes(8, "little")
-        else:
-            data = data[:rng.randrange(len(data))] + rng.randbytes(rng.randrange(1, 200))
-        path.write_bytes(bytes(data))
+        path.write_bytes(damage_file(rng, whole))
         got = read_stream(path, rng.choice((0, 13)), ReadReport())
         for batch in got.batches:
             assert batch.schema.names[:len(COLUMNS)] == COLUMNS
