@@ -280,9 +280,14 @@ def _follow(segments_dir: Path, events_out: Path, cfg) -> int:
             server.close()
 
 
+def _shows_progress(files: list[Path]) -> bool:
+    """Whether a run over these files shows a bar: stderr is a terminal and there is more than one."""
+    return sys.stderr.isatty() and len(files) > 1
+
+
 def _progress(files: list[Path]):
     """The files, with a progress bar on stderr when it is a terminal."""
-    if not sys.stderr.isatty() or len(files) < 2:
+    if not _shows_progress(files):
         yield from files
         return
     with click.progressbar(files, label="segments", file=sys.stderr, show_pos=True) as bar:
@@ -293,7 +298,7 @@ def _progress(files: list[Path]):
 def _parallel_progress(files: list[Path], workers: int):
     """run_parallel's progress callback: a bar on stderr of every worker's reading of every file (each
     reads them all, for its share of the connections) when it is a terminal, else None."""
-    if not sys.stderr.isatty() or len(files) < 2:
+    if not _shows_progress(files):
         yield None
         return
     with click.progressbar(length=len(files) * workers, label=f"segments x {workers} workers",
