@@ -91,7 +91,43 @@ def redact_text(text: str) -> str:
     return done
 
 
+# What each pattern needs in ASCII text to change it (str.lower() and re.I agree on ASCII, not beyond:
+# re.I matches "ſ" to "s"), so that a pattern that cannot match is not run, and most strings run none:
+# a key prefix of _KEY_SHAPES; a word that is_secret_name needs in a name (_NAME_WORDS: "tokens" holds
+# "token", so removing it there cannot make a word the text lacks; the AWS headers hold "x-amz"), or a
+# "%" that unquote may turn into one, for the patterns that redact only under a secret name. A
+# substitution only puts "[redacted]" where a value was, which holds none of these, so what the
+# original text lacks no later pattern finds.
+_KEY_PREFIXES = ("sk-", "sk_", "xai-", "hf_", "r8_", "glpat-", "AIza", "AKIA", "ASIA", "ghp_", "gho_",
+                 "ghs_", "ghu_", "ghr_", "github_pat_", "eyJ", "xox")
+_NAME_WORDS = ("key", "token", "secret", "auth", "cookie", "session", "passw", "credential", "sig", "x-amz")
+
+
 def _redact_text(text: str) -> str:
+    if not text.isascii():
+        return _redact_patterns(text)
+    low = text.lower()
+    named = "%" in text or any(w in low for w in _NAME_WORDS)
+    if "=" in text or ":" in text:
+        if "secret" in low:
+            text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+        if named and "=" in text:
+            text = _PARAM.sub(_param, text)
+        if "@" in text and "://" in text:
+            text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+        if named and ":" in text:
+            text = _HEADER_LINE.sub(_header_line, text)
+            if '"' in text:
+                text = _JSON_FIELD.sub(_json_field, text)
+    if "bearer" in low:
+        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    if any(p in text for p in _KEY_PREFIXES):
+        text = _KEY_SHAPES.sub(REDACTED, text)
+    return text
+
+
+def _redact_patterns(text: str) -> str:
+    """Every pattern, unfiltered: for text beyond ASCII (and the reference _redact_text must equal)."""
     if "=" in text or ":" in text:
         text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
         text = _PARAM.sub(_param, text)
