@@ -19,6 +19,12 @@ Limits.max_connection_body_bytes, and bytes waiting for their parser (requests p
 server is silent, responses whose request was lost) at most Limits.max_pipelined_requests captured
 writes per direction: over it, the exchanges in flight are handed out as they stand and both parsers
 restart as after a gap, the waiting bytes kept (the oldest waiting responses beyond the budget dropped).
+
+The common case skips h11 (http1_simple.py): with both parsers idle and nothing waiting, a request whole
+in one write is parsed directly and its exchange begun as h11's events would begin it; its response,
+if whole in one write too, ends it, and h11 never saw either. Anything else first puts the parsers
+where h11 would be (`_materialize`: the request's bytes read by the server role, the mirror sent to the
+client role) and goes on through h11.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections import deque
 
 import h11
 
+from analyzer.http.http1_simple import SimpleMessage, simple_request, simple_response
 from analyzer.model import ConnectionInfo, Exchange, Limits, StreamGap, SyncState
 
 MAX_HEADER_BYTES = 256 * 1024
@@ -40,6 +47,9 @@ STATUS_LINE = re.compile(rb"(?:^|\r?\n)(HTTP/1\.[01] [1-5]\d\d[ \r])")
 
 def _headers(raw) -> list[tuple[str, str]]:
     return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+
+
+_NO_TRAILERS = h11.EndOfMessage()
 
 
 def looks_like_http1(egress: bytes, ingress: bytes) -> bool:
@@ -71,6 +81,11 @@ class Http1Connection:
     def feed_request(self, data: bytes, ts_ns: int) -> None:
         if self._dead:
             return
+        if self._fast is not None:
+            self._materialize()
+        elif self._idle() and (msg := simple_request(data)) is not None:
+            self._fast_request(msg, data, ts_ns)
+            return
         self._req_backlog.append((data, ts_ns))
         self._pump()
         if len(self._req_backlog) > self.limits.max_pipelined_requests:
@@ -79,6 +94,12 @@ class Http1Connection:
     def feed_response(self, data: bytes, ts_ns: int) -> None:
         if self._dead:
             return
+        if self._fast is not None:
+            x = self._fast[0]
+            if not self._backlog and (msg := simple_response(data, x.method)) is not None:
+                self._fast_response(x, msg, ts_ns)
+                return
+            self._materialize()
         self._backlog.append((data, ts_ns))
         self._pump()
         if len(self._backlog) > self.limits.max_pipelined_requests:
@@ -89,6 +110,8 @@ class Http1Connection:
         flight and resynchronize."""
         if self._dead:
             return  # parsing stopped: nothing is in flight, nothing will be
+        if self._fast is not None:
+            self._materialize()
         gap = StreamGap(direction, length, reason)
         if self._bridge(gap):
             return
@@ -104,6 +127,8 @@ class Http1Connection:
 
     def finish(self, closed: bool) -> list[Exchange]:
         """End of input. `closed`: the capture saw the connection end (so EOF delimits bodies)."""
+        if self._fast is not None:
+            self._materialize()
         if closed and not self._dead and not self._backlog:
             try:
                 self._resp.receive_data(b"")  # end of file: delimits a body read until close
@@ -190,6 +215,62 @@ class Http1Connection:
         self._backlog = []
         # body bytes gone by so far (parsed or lost in a bridged gap) of the message being read, per side
         self._body_off = {"request": 0, "response": 0}
+        # the exchange whose request went the fast way (neither parser saw it), its bytes and start line
+        self._fast: tuple[Exchange, bytes, SimpleMessage] | None = None
+
+    def _idle(self) -> bool:
+        """Both parsers between messages, in sync, nothing waiting or buffered: h11 would read the next
+        request from its first byte, and the response to it likewise."""
+        return (self._cur_req is None and self._cur_resp is None and not self._inflight
+                and not self._req_backlog and not self._backlog
+                and self._sync["request"] is SyncState.IN_SYNC and self._sync["response"] is SyncState.IN_SYNC
+                and self._req.their_state is h11.IDLE and self._req.our_state is h11.IDLE
+                and self._resp.their_state is h11.IDLE and self._resp.our_state is h11.IDLE
+                and not self._req.trailing_data[0] and not self._resp.trailing_data[0])
+
+    def _fast_request(self, msg: SimpleMessage, data: bytes, ts: int) -> None:
+        """A whole request, as the Request, Data and EndOfMessage events of _pump_requests would take
+        it; the client-role parser is told of it only if its response needs h11 (_materialize)."""
+        self._seq += 1
+        x = Exchange(self.conn, "1.1", self._seq)
+        x.method = msg.method.decode("latin-1")
+        x.path = msg.target.decode("latin-1")
+        x.request.headers = _headers(msg.headers)
+        x.authority = x.request.header("host")
+        x.request.start_ns = ts
+        self._req_ts = ts
+        self._body_off["request"] = 0
+        self._begin(x)
+        self._inflight.append(x)
+        self._cur_req = self._cur_resp = x
+        self._fast = (x, data, msg)
+        if msg.body:
+            self._add_body(x, "request", msg.body, ts)
+        self._end_message(x, "request", _NO_TRAILERS, ts)
+
+    def _fast_response(self, x: Exchange, msg: SimpleMessage, ts: int) -> None:
+        """A whole response to the fast request, as the events of _pump_responses would take it."""
+        self._resp_ts = ts
+        x.status = msg.status
+        x.response.headers = _headers(msg.headers)
+        self._body_off["response"] = 0
+        if x.response.start_ns is None:
+            x.response.start_ns = ts
+        if msg.body:
+            self._add_body(x, "response", msg.body, ts)
+        self._end_message(x, "response", _NO_TRAILERS, ts)
+        self._maybe_next_cycle()
+
+    def _materialize(self) -> None:
+        """Bring the parsers to where h11 would be had the fast request gone through it: the
+        server-role parser reads its bytes (to the pause after its end), the client-role parser is
+        told it went out."""
+        x, data, msg = self._fast
+        self._fast = None
+        self._req.receive_data(data)
+        while self._req.next_event() not in (h11.NEED_DATA, h11.PAUSED):
+            pass  # Request, Data, EndOfMessage: what the fast path took already
+        self._send_mirror(x, msg.method, msg.target, b"1.1")
 
     def _flush_inflight(self) -> None:
         while self._inflight:
@@ -298,11 +379,13 @@ class Http1Connection:
         """Tell the client-role parser a request went out, so it expects the response."""
         if self._cur_resp is not None:
             return  # still reading the previous response; this one is mirrored after it
+        self._send_mirror(x, ev.method, ev.target, ev.http_version)
+
+    def _send_mirror(self, x: Exchange, method: bytes, target: bytes, http_version: bytes) -> None:
         headers = [(b"host", (x.authority or "unknown").encode("latin-1")), (b"content-length", b"0")]
         if any(k == "connection" and "close" in v.lower() for k, v in x.request.headers):
             headers.append((b"connection", b"close"))
-        self._resp.send(h11.Request(method=ev.method, target=ev.target, headers=headers,
-                                    http_version=ev.http_version))
+        self._resp.send(h11.Request(method=method, target=target, headers=headers, http_version=http_version))
         self._resp.send(h11.EndOfMessage())
         self._cur_resp = x
 
@@ -397,6 +480,10 @@ class Http1Connection:
         self._inflight.remove(x)
         self._finished(x)
         self._cur_resp = None
+        if self._fast is not None:  # both messages went the fast way: h11 saw neither, both are idle
+            self._fast = None
+            self._cur_req = None
+            return
         if self._resp.their_state is not h11.DONE or self._req.their_state is not h11.DONE:
             # the server closes after this response (Connection: close, HTTP/1.0): nothing follows
             if self._resp.their_state in (h11.MUST_CLOSE, h11.CLOSED):

@@ -93,9 +93,9 @@ def redact_text(text: str) -> str:
 
 # What each pattern needs in ASCII text to change it (str.lower() and re.I agree on ASCII, not beyond:
 # re.I matches "ſ" to "s"), so that a pattern that cannot match is not run, and most strings run none:
-# a key prefix of _KEY_SHAPES; a word that is_secret_name needs in a name (_NAME_WORDS: "tokens" holds
-# "token", so removing it there cannot make a word the text lacks; the AWS headers hold "x-amz"), or a
-# "%" that unquote may turn into one, for the patterns that redact only under a secret name. A
+# a key prefix of _KEY_SHAPES; a word that is_secret_name needs in a name (_NAME_WORDS, found as it finds
+# them: "tokens" removed first; the AWS headers hold "x-amz"), or a "%" that unquote may turn into one,
+# for the patterns that redact only under a secret name. A
 # substitution only puts "[redacted]" where a value was, which holds none of these, so what the
 # original text lacks no later pattern finds.
 _KEY_PREFIXES = ("sk-", "sk_", "xai-", "hf_", "r8_", "glpat-", "AIza", "AKIA", "ASIA", "ghp_", "gho_",
@@ -107,7 +107,10 @@ def _redact_text(text: str) -> str:
     if not text.isascii():
         return _redact_patterns(text)
     low = text.lower()
-    named = "%" in text or any(w in low for w in _NAME_WORDS)
+    # a name is delimited by characters that are not letters, so each "tokens" of the text is wholly in
+    # one or outside it: removed from the whole text, a name's words (less its "tokens") are all there
+    words = low.replace("tokens", "") if "tokens" in low else low
+    named = "%" in text or any(w in words for w in _NAME_WORDS)
     if "=" in text or ":" in text:
         if "secret" in low:
             text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)

@@ -205,7 +205,8 @@ def test_the_prefilters_change_nothing():
               "=", ":", "://", "@", '"', "\n", "\r\n", " ", "\t", "&", "?", ";", "#", "-", "_", ".", "/", "+",
               "sk-", "sk_", "gsk_", "xai-", "hf_", "r8_", "glpat-", "AIza", "AKIA", "ASIA", "ghp_", "gho_",
               "github_pat_", "eyJ", "xoxb-", "Bearer ", "bearer\t", "BEARER", "abcdefgh", "ABCDEFGHIJKLMNOP",
-              "0123456789", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "https", "user", "x", "ſ", "K", "é"]
+              "0123456789", "tokensy", "ke", "=tokens", "tokens:", '"tokens',
+              "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "https", "user", "x", "ſ", "K", "é"]
     rng = random.Random(7)
     checked = changed = 0
     for _ in range(20_000):
