@@ -28,6 +28,7 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _CHUNK = 1 << 20  # brackets summed at a time, to bound the memory of the running depth
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # pairs were joined by json.loads already
 
 
@@ -57,16 +58,23 @@ def loads_bounded(data: bytes | str, max_bytes: int = MAX_JSON_BYTES,
                   max_depth: int = MAX_JSON_DEPTH) -> object:
     """json.loads, refusing (JsonRefused) text over the size or depth budget; ValueError when the
     text is not JSON, as json.loads."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if len(raw) > max_bytes:
-        raise JsonRefused("json_too_large")
-    if too_deep(raw, max_depth):
-        raise JsonRefused("json_too_deep")
+    text = isinstance(data, str)
+    if text and 4 * len(data) <= max_bytes and data.count("[") + data.count("{") <= max_depth:
+        # within both budgets however it is encoded (UTF-8 takes at most 4 bytes a character, and the
+        # brackets are ASCII): the text is not encoded only to be measured (stream events, one by one)
+        escaped = "\\u" in data and _SURROGATE_ESCAPE_TEXT.search(data)
+    else:
+        raw = data.encode("utf-8", "surrogatepass") if text else bytes(data)
+        if len(raw) > max_bytes:
+            raise JsonRefused("json_too_large")
+        if too_deep(raw, max_depth):
+            raise JsonRefused("json_too_deep")
+        escaped = _SURROGATE_ESCAPE.search(raw)
     # a RecursionError is not expected under the depth budget (unless one is configured past the
     # interpreter's recursion limit): never let it escape
     try:
         value = json.loads(data)
-        return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(raw) else value
+        return _without_lone_surrogates(value) if escaped else value
     except RecursionError:
         raise JsonRefused("json_too_deep") from None
 

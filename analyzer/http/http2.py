@@ -34,6 +34,7 @@ from analyzer.model import ConnectionInfo, Exchange, HttpMessage, Limits, Stream
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = 9
 MAX_FRAME_SIZE = (1 << 24) - 1  # the format's own limit
+END_STREAM, PADDED = 0x1, 0x8  # DATA frame flags
 MAX_HEADER_BLOCK = 1 << 20  # encoded bytes of one header block (HEADERS plus CONTINUATIONs)
 SCAN_WINDOW = 64 * 1024  # bytes searched for the start of frames after joining or a gap
 MAX_NOTES = 64  # notes per exchange from frames a peer can repeat (resets, undecodable blocks)
@@ -47,6 +48,16 @@ ERROR_CODES = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 3: "FLOW
                4: "SETTINGS_TIMEOUT", 5: "STREAM_CLOSED", 6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM",
                8: "CANCEL", 9: "COMPRESSION_ERROR", 10: "CONNECT_ERROR", 11: "ENHANCE_YOUR_CALM",
                12: "INADEQUATE_SECURITY", 13: "HTTP_1_1_REQUIRED"}
+
+
+def plain_data_frame(buf: bytes, pos: int) -> tuple[int, bool] | None:
+    """(stream id, END_STREAM) of the frame at `pos` when it is a DATA frame without padding on a
+    stream (as hyperframe would read it: the reserved bit cleared), else None: hyperframe reads it (and
+    refuses a DATA frame on stream 0, or bad padding)."""
+    if buf[pos + 3] != 0x0 or buf[pos + 4] & PADDED:
+        return None
+    sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+    return (sid, bool(buf[pos + 4] & END_STREAM)) if sid else None
 
 
 def plausible_frame(buf: bytes, pos: int) -> int | None:
@@ -272,6 +283,12 @@ class Http2Connection:
                     break
                 if len(d.buf) - pos < FRAME_HEADER + length:
                     break
+                plain = d.block is None and plain_data_frame(d.buf, pos)
+                if plain:  # most frames of a stream: read without hyperframe's objects
+                    data = view[pos + FRAME_HEADER:pos + FRAME_HEADER + length].tobytes()
+                    pos += FRAME_HEADER + length
+                    self._data(d, plain[0], data, plain[1], ts_ns)
+                    continue
                 try:
                     frame, _ = Frame.parse_frame_header(view[pos:pos + FRAME_HEADER])
                     frame.parse_body(view[pos + FRAME_HEADER:pos + FRAME_HEADER + length])
@@ -405,7 +422,7 @@ class Http2Connection:
             if "END_HEADERS" in frame.flags:
                 self._end_block(d)
         elif isinstance(frame, DataFrame):
-            self._data(d, frame, ts)
+            self._data(d, frame.stream_id, frame.data, "END_STREAM" in frame.flags, ts)
         elif isinstance(frame, RstStreamFrame):
             x = self._exchange(frame.stream_id)
             code = ERROR_CODES.get(frame.error_code, str(frame.error_code))
@@ -421,32 +438,32 @@ class Http2Connection:
                 other = self.dirs["response" if is_req else "request"]
                 other.decoder.max_allowed_table_size = min(size, self.limits.max_hpack_table_bytes)
 
-    def _data(self, d: _Direction, frame: DataFrame, ts: int) -> None:
-        x = self._exchange(frame.stream_id)
+    def _data(self, d: _Direction, stream_id: int, data: bytes, end_stream: bool, ts: int) -> None:
+        x = self._exchange(stream_id)
         msg = x.request if d.name == "request" else x.response
         if msg.start_ns is None:
             msg.start_ns = ts
             msg.headers_reliable = False  # body before any headers we saw
         room = self.max_body - len(msg.body)
-        held = self.streams.get(frame.stream_id) is x and not x.complete
+        held = self.streams.get(stream_id) is x and not x.complete
         shared = self.limits.max_connection_body_bytes - self.held_body_bytes
-        over_shared = held and shared < min(room, len(frame.data))  # the connection's budget binds
+        over_shared = held and shared < min(room, len(data))  # the connection's budget binds
         if over_shared:
             room = shared
             self.conn.hit("max_connection_body_bytes")
-        if len(frame.data) > room:
+        if len(data) > room:
             if not msg.capped:
                 x.notes.append(f"{d.name} body over the connection's body budget" if over_shared
                                else f"{d.name} body over the size cap")
             msg.capped = True
         if room > 0:
-            msg.add_body(frame.data[:room], ts)
+            msg.add_body(data[:room], ts)
             if held:
-                kept = min(room, len(frame.data))
+                kept = min(room, len(data))
                 self._held[x.stream_id] = self._held.get(x.stream_id, 0) + kept
                 self.held_body_bytes += kept
         msg.end_ns = ts
-        if "END_STREAM" in frame.flags:
+        if end_stream:
             msg.complete = not msg.capped
             if msg.complete:
                 self._completed(x, d.name)

@@ -76,6 +76,7 @@ _MAYBE_SECRET = re.compile(r"[=:_\-]|AIza|AKIA|ASIA|eyJ|[bB][eE][aA][rR][eE][rR]
 _CACHED_LENGTH = 256
 _CACHE_SIZE = 1 << 16
 _cache: dict[str, str] = {}
+_cache_get = _cache.get
 
 
 def redact_text(text: str) -> str:
@@ -266,7 +267,11 @@ def _redact_all(value):
         out = {}
         for k, v in value.items():
             t = type(v)
-            out[k] = v if t in _LEAVES else redact_text(v) if t is str else _redact_all(v)
+            if t is str:  # a short string seen before is the cache's, without a call
+                done = _cache_get(v)
+                out[k] = redact_text(v) if done is None else done
+            else:
+                out[k] = v if t in _LEAVES else _redact_all(v)
         return out
     if kind is list:
         return [v if type(v) in _LEAVES else redact_text(v) if type(v) is str else _redact_all(v)

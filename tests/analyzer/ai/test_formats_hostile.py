@@ -206,3 +206,27 @@ def test_typed_accessors():
     assert dicts_at(doc, "a") == [{"b": 1}, {"b": True}] and dicts_at(doc, "s") == []
     assert as_number(doc["f"]) is None and as_number(1.5) == 1.5 and as_int(False) is None
     assert as_strs("x") == ["x"] and as_strs(["x", 1]) is None
+
+
+def test_text_within_the_budgets_reads_as_its_bytes_do():
+    """loads_bounded reads a str within both budgets without encoding it: at the edges of the size and
+    depth budgets, with multi-byte characters and surrogate escapes, a str gives what its UTF-8 bytes
+    give (the same value, or the same refusal)."""
+    from analyzer.ai.json_budget import loads_bounded
+
+    def outcome(data, max_bytes, max_depth):
+        try:
+            return loads_bounded(data, max_bytes, max_depth)
+        except ValueError as exc:
+            return type(exc).__name__, str(exc)
+
+    texts = ['{"a": "\u00e9\u00e9"}', '{"a": "\U0001f600"}', '[[["x"]]]', '{"a": "\\ud800 \\ud83d\\ude00"}',
+             '"\\uDBFF"', '[1, 2', "[]" * 3, '{"k": "' + "\u4e00" * 20 + '"}']
+    checked = 0
+    for t in texts:
+        raw = t.encode("utf-8", "surrogatepass")
+        for max_bytes in range(len(t) - 1, len(raw) + 2):
+            for max_depth in range(0, 5):
+                assert outcome(t, max_bytes, max_depth) == outcome(raw, max_bytes, max_depth), (t, max_bytes)
+                checked += 1
+    assert checked > 200
