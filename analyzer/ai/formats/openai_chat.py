@@ -113,16 +113,23 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
             parse_error(chunk, call)
             continue
         call.provider_request_id = call.provider_request_id or str_at(chunk, "id")
-        call.model_returned = truthy_str(chunk.get("model")) or call.model_returned
-        for choice in dicts_at(chunk, "choices"):
-            if choice.get("index", 0) != 0:
+        model = chunk.get("model")
+        if model and isinstance(model, str):
+            call.model_returned = model
+        # the json_shapes reads (dicts_at, at) spelled out: this loop runs once per streamed token
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            piece = truthy_str(at(choice, "delta", "content"))
-            if piece:
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
+            piece = delta.get("content")
+            if piece and isinstance(piece, str):
                 if call.first_token_index is None:
                     call.first_token_index = i
                 text.append(piece)
-            for tc in dicts_at(choice, "delta", "tool_calls"):
+            for tc in dicts_at(delta, "tool_calls"):
                 slot = calls.setdefault(int_at(tc, "index") or 0, ToolCall(None, None))
                 slot.id = truthy_str(tc.get("id")) or slot.id
                 slot.name = truthy_str(at(tc, "function", "name")) or slot.name
