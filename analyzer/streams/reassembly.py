@@ -56,6 +56,9 @@ class StreamAssembler:
         self.pending_bytes += _cost(piece)
 
     def push(self, piece: Piece) -> list[Piece]:
+        if not self._pending and type(piece) is Data and piece.offset == self.next_offset and piece.data:
+            self.next_offset += len(piece.data)  # in order, nothing waiting: what _drain would hand on
+            return [piece]
         self._push(piece)
         # over the budget, the holes are not waited for any longer
         return self._drain(final=self.pending_bytes > self.max_pending)

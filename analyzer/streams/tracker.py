@@ -40,6 +40,8 @@ _ROW_COLUMNS = {"kind", "ts_wall", "node", "pid", "tid", "uid", "comm", "cgroup_
                 "stream_offset", "length", "data", "gap_reason", "lib_path", "tls_stack",
                 "_pos"}  # _pos: a parallel run's row positions (analyzer/parallel/order.py)
 _IDENTITY_KINDS = {"process", "sni", "socket"}
+# the columns a data row of an open connection is taken from (ConnectionTracker.feed)
+_DATA_ROW = ("kind", "node", "conn_id", "ts_wall", "direction", "stream_offset", "data")
 
 
 @dataclass
@@ -90,11 +92,38 @@ class ConnectionTracker:
     def feed(self, batch: pa.RecordBatch) -> list[Exchange]:
         """Consume one batch; the exchanges of the connections it closed."""
         out: list[Exchange] = []
-        for r in _rows(batch):
+        core, columns, extra = _columns(batch)
+        if not core:
+            for i in range(batch.num_rows):
+                self._row(extra.get(i, {}))
+            return out
+        # Most rows are data rows of a connection already open: they are taken from the columns as they
+        # are (_data_row), the checks of _piece spelled out; every other row goes through _row as a dict.
+        at = {n: k for k, n in enumerate(core)}
+        fast = all(n in at for n in _DATA_ROW)
+        if fast:
+            kinds, nodes, conns, times, dirs, offsets, datas = (columns[at[n]] for n in _DATA_ROW)
+        open_ = self.open
+        for i, values in enumerate(zip(*columns, strict=True)):
+            if fast and kinds[i] == "data":
+                c = open_.get((nodes[i], conns[i]))
+                ts, direction, offset, data = times[i], dirs[i], offsets[i], datas[i]
+                if c is not None and isinstance(ts, int) and direction in _DIRECTION \
+                        and isinstance(offset, int) and offset >= 0 and isinstance(data, bytes):
+                    self._data_row(c, direction, Data(offset, data, ts))
+                    continue
+            r = dict(zip(core, values, strict=True))
+            if i in extra:
+                r.update(extra[i])
             done = self._row(r)
             if done:
                 out.extend(done)
         return out
+
+    def _data_row(self, c: _Conn, direction: str, piece: Data) -> None:
+        c.info.last_ts_ns = max(c.info.last_ts_ns, piece.ts_ns)
+        for p in c.streams[direction].push(piece):
+            self._deliver(c, direction, p)
 
     def drain(self, idle_before_ns: int) -> list[Exchange]:
         """The finished exchanges of open connections with no row since idle_before_ns (wall clock,
@@ -301,10 +330,10 @@ class ConnectionTracker:
         return None
 
 
-def _rows(batch: pa.RecordBatch) -> Iterator[dict]:
-    """The batch's rows as dicts. The identity columns (a third of the schema, null on nearly every
-    row) are converted only for the rows whose kind reads them: converting every column of every
-    row to Python objects was the largest single cost of a run."""
+def _columns(batch: pa.RecordBatch) -> tuple[list[str], list[list], dict[int, dict]]:
+    """The batch's core columns (names, Python lists), and the identity columns of the rows whose kind
+    reads them, by row (a third of the schema, null on nearly every row: converting every column of
+    every row to Python objects was the largest single cost of a run)."""
     names = batch.schema.names
     core = [n for n in names if n in _ROW_COLUMNS]
     other = [n for n in names if n not in _ROW_COLUMNS]
@@ -317,14 +346,7 @@ def _rows(batch: pa.RecordBatch) -> Iterator[dict]:
             taken = batch.select(other).take(pa.array(wanted, pa.int64())).to_pydict()
             extra = {i: dict(zip(other, values, strict=True))
                      for i, values in zip(wanted, zip(*taken.values(), strict=True), strict=True)}
-    if not core:
-        yield from (extra.get(i, {}) for i in range(batch.num_rows))
-        return
-    for i, values in enumerate(zip(*columns, strict=True)):
-        r = dict(zip(core, values, strict=True))
-        if i in extra:
-            r.update(extra[i])
-        yield r
+    return core, columns, extra
 
 
 def _piece(r: dict) -> Data | Gap | None | bool:
