@@ -229,6 +229,12 @@ class SseParser:
                 self._data.append(raw[6:].decode("utf-8", "replace"))
                 self._has_fields = True
                 continue
+            if not raw:  # the blank line after each event: _line's dispatch, inline
+                if self._has_fields:
+                    events.append(SseEvent(self._event or "message", "\n".join(self._data), self._id,
+                                           self._retry))
+                    self._data, self._event, self._retry, self._has_fields = [], "", None, False
+                continue
             ev = self._line(raw)
             if ev:
                 events.append(ev)
