@@ -102,6 +102,16 @@ def redact_text(text: str) -> str:
 _KEY_PREFIXES = ("sk-", "sk_", "xai-", "hf_", "r8_", "glpat-", "AIza", "AKIA", "ASIA", "ghp_", "gho_",
                  "ghs_", "ghu_", "ghr_", "github_pat_", "eyJ", "xox")
 _NAME_WORDS = ("key", "token", "secret", "auth", "cookie", "session", "passw", "credential", "sig", "x-amz")
+# each list as one search in short text (`any(w in text for w in ...)` paid a generator step a word); long
+# text is searched word by word (str's search skips ahead, the alternation tries each position)
+_KEY_PREFIX = re.compile("|".join(map(re.escape, _KEY_PREFIXES)))
+_NAME_WORD = re.compile("|".join(map(re.escape, _NAME_WORDS)))
+_SHORT = 4096
+
+
+def _holds(text: str, pattern: re.Pattern, words: tuple[str, ...]) -> bool:
+    """Whether the text holds one of the words (`pattern`: their alternation)."""
+    return pattern.search(text) is not None if len(text) < _SHORT else any(w in text for w in words)
 
 
 def _redact_text(text: str) -> str:
@@ -111,7 +121,7 @@ def _redact_text(text: str) -> str:
     # a name is delimited by characters that are not letters, so each "tokens" of the text is wholly in
     # one or outside it: removed from the whole text, a name's words (less its "tokens") are all there
     words = low.replace("tokens", "") if "tokens" in low else low
-    named = "%" in text or any(w in words for w in _NAME_WORDS)
+    named = "%" in text or _holds(words, _NAME_WORD, _NAME_WORDS)
     if "=" in text or ":" in text:
         if "secret" in low:
             text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
@@ -125,7 +135,7 @@ def _redact_text(text: str) -> str:
                 text = _JSON_FIELD.sub(_json_field, text)
     if "bearer" in low:
         text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
-    if any(p in text for p in _KEY_PREFIXES):
+    if _holds(text, _KEY_PREFIX, _KEY_PREFIXES):
         text = _KEY_SHAPES.sub(REDACTED, text)
     return text
 
@@ -274,8 +284,15 @@ def _redact_all(value):
                 out[k] = v if t in _LEAVES else _redact_all(v)
         return out
     if kind is list:
-        return [v if type(v) in _LEAVES else redact_text(v) if type(v) is str else _redact_all(v)
-                for v in value]
+        out = []
+        for v in value:
+            t = type(v)
+            if t is str:
+                done = _cache_get(v)
+                out.append(redact_text(v) if done is None else done)
+            else:
+                out.append(v if t in _LEAVES else _redact_all(v))
+        return out
     if kind in _LEAVES:
         return value
     if isinstance(value, str):  # subclasses
