@@ -36,7 +36,7 @@ from analyzer.ai.json_budget import JsonRefused, loads_bounded
 from analyzer.ai.providers import ProviderRegistry
 from analyzer.ai.stream_times import item_time
 from analyzer.http.aws_eventstream import EventStreamError, decode
-from analyzer.http.bodies import SseParser, decode_body, split_ndjson
+from analyzer.http.bodies import decode_body, split_ndjson, split_sse
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
 from analyzer.model import ConnectionInfo, Exchange, HttpMessage, Limits
 
@@ -81,10 +81,8 @@ def _json(msg: HttpMessage, limits: Limits) -> tuple[object | None, list | None]
         lines, _ = split_ndjson(decoded.data, limits.max_event_line_bytes)
         return None, [("ndjson", line) for line in lines]
     if kind is BodyKind.SSE:
-        parser = SseParser(max_line=limits.max_event_line_bytes)
-        events = parser.feed(decoded.data)
-        events += parser.finish()[0]
-        return None, [(e.event, e.data) for e in events]
+        events, tail, _ = split_sse(decoded.data, limits.max_event_line_bytes)
+        return None, [(e.event, e.data) for e in events + tail]
     # JSON, or OTHER: servers label JSON loosely, and without captured headers nothing says it is
     try:
         return loads_bounded(decoded.data, limits.max_json_bytes, limits.max_json_depth), None

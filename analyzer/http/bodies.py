@@ -14,6 +14,7 @@ import io
 import re
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import brotli
 import zstandard
@@ -290,6 +291,19 @@ class SseParser:
         open_ = bool(self._buf.strip()) or self._over or self._has_fields
         events = self.feed(b"\n\n") if open_ else []
         return events, open_ or self.truncated_lines > 0
+
+
+@lru_cache(maxsize=1)
+def split_sse(data: bytes, max_line: int = MAX_LINE) -> tuple[tuple[SseEvent, ...], tuple[SseEvent, ...],
+                                                             bool]:
+    """A whole SSE body split: (events, events still open at its end, whether any were cut off), as
+    SseParser's feed and finish give them. The last body's split is kept: the events and the
+    --exchanges record of one exchange split the same decoded body one after the other. (Equal bytes,
+    equal split: the events are not to be changed by callers.)"""
+    parser = SseParser(max_line=max_line)
+    events = parser.feed(data)
+    tail, cut = parser.finish()
+    return tuple(events), tuple(tail), cut
 
 
 _NDJSON_BLOCK = 1024 * 1024  # split in C a block at a time, so no copy is larger than this

@@ -15,7 +15,7 @@ import hmac
 import json
 from dataclasses import replace
 
-from analyzer.http.bodies import DecodedBody, SseParser, decode_body, split_ndjson
+from analyzer.http.bodies import DecodedBody, decode_body, split_ndjson, split_sse
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
 from analyzer.http.redaction import redact_authority, redact_headers, redact_text, redact_tree, redact_url
 from analyzer.model import Exchange, HttpMessage, Limits
@@ -42,11 +42,9 @@ def _body(msg: HttpMessage, limits: Limits, content: str = "full", hash_key: byt
     # NDJSON is the shared list, application/ndjson included; AWS event-stream frames are not split here.
     kind = body_kind(msg)
     if decoded.error is None and kind is BodyKind.SSE:
-        parser = SseParser(max_line=limits.max_event_line_bytes)
-        events = parser.feed(decoded.data)
-        tail, cut = parser.finish()
-        out["sse"] = [{"event": e.event, "data": e.data, **({"id": e.id} if e.id is not None else {})}
-                      for e in events + tail]
+        events, tail, cut = split_sse(decoded.data, limits.max_event_line_bytes)
+        out["sse"] = [{"event": e.event, "data": e.data} if e.id is None else
+                      {"event": e.event, "data": e.data, "id": e.id} for e in events + tail]
         out["sse_cut_off"] = cut
     elif decoded.error is None and kind is BodyKind.NDJSON:
         out["ndjson"], out["ndjson_cut_off"] = split_ndjson(decoded.data, limits.max_event_line_bytes)

@@ -129,7 +129,10 @@ def parse_stream(events: list[tuple[str, str]], call: AiCall) -> None:
                 if call.first_token_index is None:
                     call.first_token_index = i
                 text.append(piece)
-            for tc in dicts_at(delta, "tool_calls"):
+            tool_calls = delta.get("tool_calls")
+            for tc in tool_calls if isinstance(tool_calls, list) else ():
+                if not isinstance(tc, dict):
+                    continue
                 slot = calls.setdefault(int_at(tc, "index") or 0, ToolCall(None, None))
                 slot.id = truthy_str(tc.get("id")) or slot.id
                 slot.name = truthy_str(at(tc, "function", "name")) or slot.name
