@@ -121,9 +121,28 @@ class ConnectionTracker:
         return out
 
     def _data_row(self, c: _Conn, direction: str, piece: Data) -> None:
-        c.info.last_ts_ns = max(c.info.last_ts_ns, piece.ts_ns)
+        info = c.info
+        info.last_ts_ns = max(info.last_ts_ns, piece.ts_ns)
         for p in c.streams[direction].push(piece):
-            self._deliver(c, direction, p)
+            if type(p) is not Data or c.undetected:
+                self._deliver(c, direction, p)
+                continue
+            # _deliver, _feed and _call for bytes of a connection whose protocol is known (nearly every
+            # piece), without their three calls
+            if direction == "egress":
+                info.egress_bytes += len(p.data)
+            else:
+                info.ingress_bytes += len(p.data)
+            parser = c.parser
+            if parser is None:
+                continue
+            try:
+                if c.sides[direction] == "request":
+                    parser.feed_request(p.data, p.ts_ns)
+                else:
+                    parser.feed_response(p.data, p.ts_ns)
+            except Exception as exc:  # noqa: BLE001 - as in _call: one connection's bytes must not end the run
+                self._fail(c, exc)
 
     def drain(self, idle_before_ns: int) -> list[Exchange]:
         """The finished exchanges of open connections with no row since idle_before_ns (wall clock,
