@@ -260,6 +260,13 @@ class Http2Connection:
     def _feed(self, d: _Direction, data: bytes, ts_ns: int) -> None:
         if d.sync is SyncState.DEAD:
             return
+        if not d.buf and d.sync is SyncState.IN_SYNC and not d.expect_preface and d.block is None \
+                and len(data) >= FRAME_HEADER and int.from_bytes(data[:3], "big") == len(data) - FRAME_HEADER:
+            plain = plain_data_frame(data, 0)
+            if plain:  # a write of one whole DATA frame (a streamed token): the loop below, no buffer
+                d.ts = ts_ns
+                self._data(d, plain[0], data[FRAME_HEADER:], plain[1], ts_ns)
+                return
         d.append(data)
         d.ts = ts_ns
         if d.expect_preface:

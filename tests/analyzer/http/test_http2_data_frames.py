@@ -1,7 +1,8 @@
-"""DATA frames read without hyperframe (http2.plain_data_frame) give what hyperframe's reading gives: on
+"""DATA frames read without hyperframe (http2.plain_data_frame, and a write of one whole DATA frame without
+the buffer) give what hyperframe's reading gives: on
 seeded connections mixing plain, padded, empty, stream-0, reserved-bit and header-block-interrupting
-DATA frames with HEADERS, CONTINUATION, RST_STREAM and unknown frames, cut into writes at random,
-Http2Connection hands out the same exchanges and notes with the shortcut turned off."""
+DATA frames with HEADERS, CONTINUATION, RST_STREAM and unknown frames, cut into writes at random or
+frame by frame, some writes lost, Http2Connection hands out the same exchanges and notes with the shortcut turned off."""
 
 from __future__ import annotations
 
@@ -62,12 +63,15 @@ def streams(rng: random.Random) -> tuple[bytes, bytes]:
     return egress, ingress
 
 
-def run(egress: bytes, ingress: bytes, cuts: list[int]) -> list:
+def run(egress: bytes, ingress: bytes, cuts: list[int], gaps: set[int]) -> list:
     h = Http2Connection(conn(), start_seen=True)
     h.feed_request(egress, 1)
     pos, ts = 0, 2
-    for cut in cuts + [len(ingress)]:
-        h.feed_response(ingress[pos:cut], ts)
+    for i, cut in enumerate(cuts + [len(ingress)]):
+        if i in gaps:  # the write is lost: frames are sought again after it
+            h.gap("response", cut - pos, "missing")
+        else:
+            h.feed_response(ingress[pos:cut], ts)
         pos, ts = cut, ts + 1
     return [[dataclasses.asdict(x) for x in h.finish()], h.notes, dataclasses.asdict(h.conn)]
 
@@ -77,8 +81,16 @@ def test_plain_data_frames_read_as_hyperframe_reads_them(monkeypatch):
     cases = []
     for _ in range(400):
         egress, ingress = streams(rng)
-        cuts = sorted(rng.sample(range(1, len(ingress)), min(len(ingress) - 1, rng.randint(0, 20))))
-        cases.append((egress, ingress, cuts))
+        if rng.random() < 0.5:  # a write per frame, as an application writes a streamed token
+            cuts, pos = [], 0
+            while pos < len(ingress):
+                pos += 9 + int.from_bytes(ingress[pos:pos + 3], "big")
+                cuts.append(pos)
+            cuts = cuts[:-1]
+        else:
+            cuts = sorted(rng.sample(range(1, len(ingress)), min(len(ingress) - 1, rng.randint(0, 20))))
+        gaps = {i for i in range(len(cuts)) if rng.random() < 0.03}
+        cases.append((egress, ingress, cuts, gaps))
     fast = [run(*c) for c in cases]
     assert any(x["response"]["body"] for r in fast for x in r[0])  # bodies were read
     monkeypatch.setattr(http2, "plain_data_frame", lambda buf, pos: None)
