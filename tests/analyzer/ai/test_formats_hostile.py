@@ -230,3 +230,31 @@ def test_text_within_the_budgets_reads_as_its_bytes_do():
                 assert outcome(t, max_bytes, max_depth) == outcome(raw, max_bytes, max_depth), (t, max_bytes)
                 checked += 1
     assert checked > 200
+
+
+def test_the_scanner_reads_as_json_loads_does():
+    """json_budget._loads calls json's C scanner directly on text without surrounding whitespace: on
+    seeded near-JSON strings (whitespace, extra data, a BOM, NaN, big numbers, cut text) it gives
+    json.loads's value, or raises its error with its message."""
+    import json
+    import random
+
+    from analyzer.ai.json_budget import _loads
+
+    def outcome(f, text):
+        try:
+            return "value", f(text)
+        except ValueError as exc:
+            return type(exc).__name__, str(exc)
+
+    pieces = ['{"a": 1}', "[", "]", "{", "}", '"x"', ",", ":", " ", "\n", "\t", "\r", "\ufeff", "NaN",
+              "-Infinity", "1e400", "12345678901234567890123", "true", "null", '"\\u00e9"', '"\\ud800"', "x",
+              "\x0c", "0", "-", ".5", '"', "\\"]
+    rng = random.Random(9)
+    values = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        got = outcome(_loads, text)
+        assert got == outcome(json.loads, text), text
+        values += got[0] == "value"
+    assert values > 1000

@@ -1,8 +1,8 @@
-"""DATA frames read without hyperframe (http2.plain_data_frame, and a write of one whole DATA frame without
-the buffer) give what hyperframe's reading gives: on
-seeded connections mixing plain, padded, empty, stream-0, reserved-bit and header-block-interrupting
-DATA frames with HEADERS, CONTINUATION, RST_STREAM and unknown frames, cut into writes at random or
-frame by frame, some writes lost, Http2Connection hands out the same exchanges and notes with the shortcut turned off."""
+"""DATA frames read without hyperframe (http2.plain_data_frame, and a write of one whole DATA frame
+without the buffer) give what hyperframe's reading gives: on seeded connections mixing plain, padded,
+empty, stream-0, reserved-bit and header-block-interrupting DATA frames with HEADERS, CONTINUATION,
+RST_STREAM and unknown frames, cut into writes at random or frame by frame, some writes lost,
+Http2Connection hands out the same exchanges and notes with the shortcut turned off."""
 
 from __future__ import annotations
 
