@@ -446,27 +446,32 @@ class Http2Connection:
                 other.decoder.max_allowed_table_size = min(size, self.limits.max_hpack_table_bytes)
 
     def _data(self, d: _Direction, stream_id: int, data: bytes, end_stream: bool, ts: int) -> None:
-        x = self._exchange(stream_id)
+        x = self.streams.get(stream_id)
+        held = x is not None  # an open stream (else a new one, or a throwaway of one taken already)
+        if not held:
+            x = self._exchange(stream_id)
+            held = self.streams.get(stream_id) is x
         msg = x.request if d.name == "request" else x.response
         if msg.start_ns is None:
             msg.start_ns = ts
             msg.headers_reliable = False  # body before any headers we saw
+        size = len(data)
         room = self.max_body - len(msg.body)
-        held = self.streams.get(stream_id) is x and not x.complete
+        held = held and not (x.request.complete and x.response.complete)
         shared = self.limits.max_connection_body_bytes - self.held_body_bytes
-        over_shared = held and shared < min(room, len(data))  # the connection's budget binds
+        over_shared = held and shared < min(room, size)  # the connection's budget binds
         if over_shared:
             room = shared
             self.conn.hit("max_connection_body_bytes")
-        if len(data) > room:
+        if size > room:
             if not msg.capped:
                 x.notes.append(f"{d.name} body over the connection's body budget" if over_shared
                                else f"{d.name} body over the size cap")
             msg.capped = True
         if room > 0:
-            msg.add_body(data[:room], ts)
+            msg.add_body(data if size <= room else data[:room], ts)
             if held:
-                kept = min(room, len(data))
+                kept = min(room, size)
                 self._held[x.stream_id] = self._held.get(x.stream_id, 0) + kept
                 self.held_body_bytes += kept
         msg.end_ns = ts
