@@ -93,10 +93,6 @@ class ConnectionTracker:
         """Consume one batch; the exchanges of the connections it closed."""
         out: list[Exchange] = []
         core, columns, extra = _columns(batch)
-        if not core:
-            for i in range(batch.num_rows):
-                self._row(extra.get(i, {}))
-            return out
         # Most rows are data rows of a connection already open: they are taken from the columns as they
         # are (_data_row), the checks of _piece spelled out; every other row goes through _row as a dict.
         at = {n: k for k, n in enumerate(core)}
@@ -104,7 +100,7 @@ class ConnectionTracker:
         if fast:
             kinds, nodes, conns, times, dirs, offsets, datas = (columns[at[n]] for n in _DATA_ROW)
         open_ = self.open
-        for i, values in enumerate(zip(*columns, strict=True)):
+        for i in range(batch.num_rows):
             if fast and kinds[i] == "data":
                 c = open_.get((nodes[i], conns[i]))
                 ts, direction, offset, data = times[i], dirs[i], offsets[i], datas[i]
@@ -112,7 +108,7 @@ class ConnectionTracker:
                         and isinstance(offset, int) and offset >= 0 and isinstance(data, bytes):
                     self._data_row(c, direction, Data(offset, data, ts))
                     continue
-            r = dict(zip(core, values, strict=True))
+            r = {name: column[i] for name, column in zip(core, columns, strict=True)}
             if i in extra:
                 r.update(extra[i])
             done = self._row(r)
