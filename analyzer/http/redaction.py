@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from urllib.parse import unquote
 
 REDACTED = "[redacted]"
@@ -29,8 +30,16 @@ _COUNT_WORD = re.compile(r"tokens", re.I)
 
 def is_secret_name(name: str) -> bool:
     """A header, query parameter, option or field name that says its value is a credential."""
+    # names repeat from message to message (host, content-type, authorization): short ones are remembered
+    return _known_name(name) if len(name) <= 64 else _secret_name(name)
+
+
+def _secret_name(name: str) -> bool:
     low = name.lower()
     return low in AWS_HEADERS or low == "sig" or bool(_SECRET_WORD.search(_COUNT_WORD.sub("", low)))
+
+
+_known_name = lru_cache(maxsize=4096)(_secret_name)
 
 
 # ---- key-shaped strings -------------------------------------------------------------------------------
