@@ -166,8 +166,16 @@ def redact_url(url: str | None) -> str | None:
     """A URL or request target: userinfo and secret query parameters replaced, key-shaped strings too."""
     if url is None:
         return None
+    # request targets repeat from exchange to exchange: short ones are remembered
+    return _known_url(url) if len(url) <= _CACHED_LENGTH else _redact_url(url)
+
+
+def _redact_url(url: str) -> str:
     url = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", url)
     return _KEY_SHAPES.sub(REDACTED, _PARAM.sub(_param, url))
+
+
+_known_url = lru_cache(maxsize=4096)(_redact_url)
 
 
 redact_path = redact_url  # the request target of an exchange
