@@ -84,7 +84,7 @@ class Http1Connection:
         if self._fast is not None:
             self._materialize()
         elif self._idle() and (msg := simple_request(data)) is not None:
-            self._fast_request(msg, data, ts_ns)
+            self._fast_request(msg, data[:len(data) - len(msg.body)], ts_ns)
             return
         self._req_backlog.append((data, ts_ns))
         self._pump()
@@ -215,8 +215,9 @@ class Http1Connection:
         self._backlog = []
         # body bytes gone by so far (parsed or lost in a bridged gap) of the message being read, per side
         self._body_off = {"request": 0, "response": 0}
-        # the exchange whose request went the fast way (neither parser saw it), its bytes and start line
-        self._fast: tuple[Exchange, bytes, SimpleMessage] | None = None
+        # the exchange whose request went the fast way (neither parser saw it): its head's bytes and its
+        # body's length (the body itself is the exchange's: not held twice), method and target
+        self._fast: tuple[Exchange, bytes, int, bytes, bytes] | None = None
 
     def _idle(self) -> bool:
         """Both parsers between messages, in sync, nothing waiting or buffered: h11 would read the next
@@ -228,7 +229,7 @@ class Http1Connection:
                 and self._resp.their_state is h11.IDLE and self._resp.our_state is h11.IDLE
                 and not self._req.trailing_data[0] and not self._resp.trailing_data[0])
 
-    def _fast_request(self, msg: SimpleMessage, data: bytes, ts: int) -> None:
+    def _fast_request(self, msg: SimpleMessage, head: bytes, ts: int) -> None:
         """A whole request, as the Request, Data and EndOfMessage events of _pump_requests would take
         it; the client-role parser is told of it only if its response needs h11 (_materialize)."""
         self._seq += 1
@@ -243,7 +244,7 @@ class Http1Connection:
         self._begin(x)
         self._inflight.append(x)
         self._cur_req = self._cur_resp = x
-        self._fast = (x, data, msg)
+        self._fast = (x, head, len(msg.body), msg.method, msg.target)
         if msg.body:
             self._add_body(x, "request", msg.body, ts)
         self._end_message(x, "request", _NO_TRAILERS, ts)
@@ -265,12 +266,17 @@ class Http1Connection:
         """Bring the parsers to where h11 would be had the fast request gone through it: the
         server-role parser reads its bytes (to the pause after its end), the client-role parser is
         told it went out."""
-        x, data, msg = self._fast
+        x, head, length, method, target = self._fast
         self._fast = None
-        self._req.receive_data(data)
-        while self._req.next_event() not in (h11.NEED_DATA, h11.PAUSED):
-            pass  # Request, Data, EndOfMessage: what the fast path took already
-        self._send_mirror(x, msg.method, msg.target, b"1.1")
+        # then the body's bytes as h11 counts them (what they were went to the exchange already: stand-ins,
+        # no larger than the write they came in); no empty chunk, which h11 takes for the end of input
+        self._req.receive_data(head + bytes(length))
+        for _ in range(4):  # Request, Data, EndOfMessage (what the fast path took already), the pause
+            if self._req.next_event() in (h11.NEED_DATA, h11.PAUSED):
+                break
+        else:  # h11 read these bytes otherwise than the fast path: never guess on
+            raise h11.LocalProtocolError("the fast path and h11 read a request differently")
+        self._send_mirror(x, method, target, b"1.1")
 
     def _flush_inflight(self) -> None:
         while self._inflight:

@@ -168,3 +168,17 @@ def test_what_the_fast_path_reads():
     assert simple_response(RESPONSES[2], "GET").status == 200
     for data in RESPONSES[3:]:
         assert simple_response(data, "GET") is None, data
+
+
+def test_a_request_in_flight_is_held_once():
+    """While its answer is awaited, a fast request's body is the exchange's alone: the parser keeps its
+    head and the body's length, not the write (a long prompt is not held twice per connection)."""
+    body = b'{"messages": "' + b"x" * 100_000 + b'"}'
+    h = Http1Connection(conn())
+    h.feed_request(POST % (len(body), body), 1)
+    x, head, length = h._fast[:3]
+    assert bytes(x.request.body) == body and length == len(body)
+    assert head.endswith(b"\r\n\r\n") and len(head) < 200
+    h.feed_response(RESPONSES[3], 2)  # chunked: h11 reads it, after reading the request's stand-in bytes
+    (done,) = h.finish(closed=True)
+    assert done.complete and bytes(done.request.body) == body and bytes(done.response.body) == b"{}"
