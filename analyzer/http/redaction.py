@@ -105,9 +105,8 @@ def redact_text(text: str) -> str:
 # re.I matches "ſ" to "s"), so that a pattern that cannot match is not run, and most strings run none:
 # a key prefix of _KEY_SHAPES; a word that is_secret_name needs in a name (_NAME_WORDS, found as it finds
 # them: "tokens" removed first; the AWS headers hold "x-amz"), or a "%" that unquote may turn into one,
-# for the patterns that redact only under a secret name. A
-# substitution only puts "[redacted]" where a value was, which holds none of these, so what the
-# original text lacks no later pattern finds.
+# for the patterns that redact only under a secret name. A substitution only puts "[redacted]" where a
+# value was, which holds none of these, so what the original text lacks no later pattern finds.
 _KEY_PREFIXES = ("sk-", "sk_", "xai-", "hf_", "r8_", "glpat-", "AIza", "AKIA", "ASIA", "ghp_", "gho_",
                  "ghs_", "ghu_", "ghr_", "github_pat_", "eyJ", "xox")
 _NAME_WORDS = ("key", "token", "secret", "auth", "cookie", "session", "passw", "credential", "sig", "x-amz")
