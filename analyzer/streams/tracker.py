@@ -94,7 +94,7 @@ class ConnectionTracker:
         out: list[Exchange] = []
         core, columns, extra = _columns(batch)
         # Most rows are data rows of a connection already open: they are taken from the columns as they
-        # are (_data_row), the checks of _piece spelled out; every other row goes through _row as a dict.
+        # are (_data_piece, as _piece checks them); every other row goes through _row as a dict.
         at = {n: k for k, n in enumerate(core)}
         fast = all(n in at for n in _DATA_ROW)
         if fast:
@@ -103,10 +103,9 @@ class ConnectionTracker:
         for i in range(batch.num_rows):
             if fast and kinds[i] == "data":
                 c = open_.get((nodes[i], conns[i]))
-                ts, direction, offset, data = times[i], dirs[i], offsets[i], datas[i]
-                if c is not None and isinstance(ts, int) and direction in _DIRECTION \
-                        and isinstance(offset, int) and offset >= 0 and isinstance(data, bytes):
-                    self._data_row(c, direction, Data(offset, data, ts))
+                piece = c and _data_piece(times[i], dirs[i], offsets[i], datas[i])
+                if piece:
+                    self._data_row(c, dirs[i], piece)
                     continue
             r = {name: column[i] for name, column in zip(core, columns, strict=True)}
             if i in extra:
@@ -117,28 +116,9 @@ class ConnectionTracker:
         return out
 
     def _data_row(self, c: _Conn, direction: str, piece: Data) -> None:
-        info = c.info
-        info.last_ts_ns = max(info.last_ts_ns, piece.ts_ns)
+        c.info.last_ts_ns = max(c.info.last_ts_ns, piece.ts_ns)
         for p in c.streams[direction].push(piece):
-            if type(p) is not Data or c.undetected:
-                self._deliver(c, direction, p)
-                continue
-            # _deliver, _feed and _call for bytes of a connection whose protocol is known (nearly every
-            # piece), without their three calls
-            if direction == "egress":
-                info.egress_bytes += len(p.data)
-            else:
-                info.ingress_bytes += len(p.data)
-            parser = c.parser
-            if parser is None:
-                continue
-            try:
-                if c.sides[direction] == "request":
-                    parser.feed_request(p.data, p.ts_ns)
-                else:
-                    parser.feed_response(p.data, p.ts_ns)
-            except Exception as exc:  # noqa: BLE001 - as in _call: one connection's bytes must not end the run
-                self._fail(c, exc)
+            self._deliver(c, direction, p)
 
     def drain(self, idle_before_ns: int) -> list[Exchange]:
         """The finished exchanges of open connections with no row since idle_before_ns (wall clock,
@@ -272,15 +252,21 @@ class ConnectionTracker:
         self._feed(c, direction, piece)
 
     def _feed(self, c: _Conn, direction: str, piece: Data | Gap) -> None:
-        if c.parser is None:
+        parser = c.parser
+        if parser is None:
             return
         side = c.sides[direction]
         if isinstance(piece, Gap):
-            self._call(c, c.parser.gap, side, piece.length, piece.reason)
-        elif side == "request":
-            self._call(c, c.parser.feed_request, piece.data, piece.ts_ns)
-        else:
-            self._call(c, c.parser.feed_response, piece.data, piece.ts_ns)
+            self._call(c, parser.gap, side, piece.length, piece.reason)
+            return
+        # bytes, nearly every piece: _call's boundary without its call
+        try:
+            if side == "request":
+                parser.feed_request(piece.data, piece.ts_ns)
+            else:
+                parser.feed_response(piece.data, piece.ts_ns)
+        except Exception as exc:  # noqa: BLE001 - one connection's bytes must not end the run
+            self._fail(c, exc)
 
     def _call(self, c: _Conn, step, *args):
         """A parser step; if it raises, parsing of this connection ends there (the run goes on)."""
@@ -375,19 +361,30 @@ def _piece(r: dict) -> Data | Gap | None | bool:
         return None
     if not isinstance(r.get("ts_wall"), int) or not isinstance(r.get("conn_id"), (str, type(None))):
         return False
-    if kind not in ("data", "gap"):
+    if kind == "data":
+        return _data_piece(r["ts_wall"], r.get("direction"), r.get("stream_offset"), r.get("data")) or False
+    if kind != "gap":
         return None
     offset = r.get("stream_offset")
-    if r.get("direction") not in _DIRECTION or not isinstance(offset, int) or offset < 0:
+    if not _placed(r.get("direction"), offset):
         return False
-    if kind == "data":
-        data = r.get("data")
-        return Data(offset, data, r["ts_wall"]) if isinstance(data, bytes) else False
     length = r.get("length")
     if not isinstance(length, int) or length <= 0:
         return False
     reason = r.get("gap_reason")
     return Gap(offset, length, reason if isinstance(reason, str) and reason else "missing", r["ts_wall"])
+
+
+def _placed(direction: object, offset: object) -> bool:
+    """A stream row's direction and offset are what the recorder writes."""
+    return direction in _DIRECTION and isinstance(offset, int) and offset >= 0
+
+
+def _data_piece(ts: object, direction: object, offset: object, data: object) -> Data | None:
+    """A data row's piece, or None when a value is not what the recorder writes (the row is dropped)."""
+    if isinstance(ts, int) and _placed(direction, offset) and isinstance(data, bytes):
+        return Data(offset, data, ts)
+    return None
 
 
 def _socket(info: ConnectionInfo, r: dict) -> None:
