@@ -307,10 +307,11 @@ def _row_checks(batch: pa.Table) -> Iterator[tuple[str, pa.ChunkedArray]]:
 def _has_null_item(lists: pa.ChunkedArray) -> pa.ChunkedArray:
     """Per row: whether its list holds a null."""
     flat = lists.combine_chunks()
-    if pc.list_flatten(flat).null_count == 0:  # the usual case: no mask to build row by row
+    items = pc.list_flatten(flat)
+    if items.null_count == 0:  # the usual case: no mask to build row by row
         return pa.chunked_array([pa.array(np.zeros(len(flat), dtype=bool))])
     rows = pc.list_parent_indices(flat)
-    holes = pc.filter(rows, pc.is_null(pc.list_flatten(flat)))
+    holes = pc.filter(rows, pc.is_null(items))
     mask = pc.is_in(pa.array(range(len(flat)), pa.int64()), value_set=holes.cast(pa.int64()))
     return pa.chunked_array([mask])
 
