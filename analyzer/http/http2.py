@@ -457,7 +457,7 @@ class Http2Connection:
             msg.headers_reliable = False  # body before any headers we saw
         size = len(data)
         room = self.max_body - len(msg.body)
-        held = held and not (x.request.complete and x.response.complete)
+        held = held and not x.complete
         shared = self.limits.max_connection_body_bytes - self.held_body_bytes
         over_shared = held and shared < min(room, size)  # the connection's budget binds
         if over_shared:
