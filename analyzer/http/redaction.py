@@ -10,6 +10,9 @@ records, DuckDB rows, OTLP, the summary on the terminal, log lines that quote ca
   JWTs, `Bearer <token>`;
 - a walk over an event (`redact_event`) that redacts every string, except the OISP content fields
   when the content is kept as captured (`--content full`).
+
+The walks are the last pass over every tree written as JSON: they also turn each float into a JsonFloat,
+which the JSON writers give json's float text (analyzer/json_text.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import unquote
+
+from analyzer.json_text import JsonFloat
 
 REDACTED = "[redacted]"
 # headers whose names say nothing by pattern but carry credentials (kept from the first list; the
@@ -271,16 +276,17 @@ def redact_tree(value, keep: Callable[[tuple], bool] | None = None, path: tuple 
         return value if keep(path) else redact_text(value)
     if isinstance(value, dict):
         return {k: redact_tree(v, keep, (*path, k)) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [redact_tree(v, keep, (*path, i)) for i, v in enumerate(value)]
-    return value
+    return JsonFloat(value) if isinstance(value, float) else value
 
 
 _CONTENT_TAILS = {("messages", "content"), ("choices", "message", "content"), ("tool_calls", "arguments")}
 _CONTENT_PREFIXES = {t[:n] for t in _CONTENT_TAILS for n in range(len(t))}
 
 
-_LEAVES = frozenset({int, float, bool, type(None)})
+# leaves written as they are (a float is made a JsonFloat)
+_LEAVES = frozenset({int, bool, type(None), JsonFloat})
 
 
 def _redact_all(value):
@@ -311,11 +317,13 @@ def _redact_all(value):
         return out
     if kind in _LEAVES:
         return value
+    if isinstance(value, float):
+        return JsonFloat(value)
     if isinstance(value, str):  # subclasses
         return redact_text(value)
     if isinstance(value, dict):
         return {k: _redact_all(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # a tuple is written as a list: its strings are text too
         return [_redact_all(v) for v in value]
     return value
 
@@ -332,9 +340,9 @@ def _redact_data(value, tail: tuple):
             out[k] = _redact_data(v, below) if below in _CONTENT_PREFIXES or below in _CONTENT_TAILS \
                 else _redact_all(v)
         return out
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_redact_data(v, tail) for v in value]
-    return value
+    return JsonFloat(value) if isinstance(value, float) else value
 
 
 def redact_event(event: dict, content: str) -> dict:

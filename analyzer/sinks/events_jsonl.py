@@ -13,13 +13,15 @@ import json
 import os
 from pathlib import Path
 
+from analyzer.json_text import compact_sorted
 from analyzer.model import Exchange
 from analyzer.sinks.sink import LineFile, open_output
 
 
 def event_line(ev: dict) -> str:
-    """An event as one line: the one-shot `--out` and live mode both write this."""
-    return json.dumps(ev, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """An event as one line: the one-shot `--out` and live mode both write this (the redacted event:
+    its floats are JsonFloats, analyzer/json_text.py)."""
+    return compact_sorted(ev)
 
 
 class EventsFile(LineFile):

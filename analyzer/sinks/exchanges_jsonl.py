@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from dataclasses import replace
 
 from analyzer.http.bodies import DecodedBody, decode_body, split_ndjson, split_sse
 from analyzer.http.body_kind import BodyKind, body_kind, content_encoding
 from analyzer.http.redaction import redact_authority, redact_headers, redact_text, redact_tree, redact_url
+from analyzer.json_text import compact_sorted
 from analyzer.model import Exchange, HttpMessage, Limits
 from analyzer.sinks.sink import LineFile
 
@@ -99,8 +99,7 @@ def exchange_to_dict(x: Exchange, max_decoded: int | None = None, content: str =
 
 def dumps(x: Exchange, content: str = "full", hash_key: bytes | None = None,
           limits: Limits | None = None) -> str:
-    return json.dumps(exchange_to_dict(x, content=content, hash_key=hash_key, limits=limits),
-                      ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return compact_sorted(exchange_to_dict(x, content=content, hash_key=hash_key, limits=limits))
 
 
 class ExchangesFile(LineFile):
