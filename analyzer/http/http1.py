@@ -45,8 +45,31 @@ REQUEST_LINE = re.compile(
 STATUS_LINE = re.compile(rb"(?:^|\r?\n)(HTTP/1\.[01] [1-5]\d\d[ \r])")
 
 
+# (name, value) pairs repeat from message to message (host, content-type, user-agent, accept): short ones
+# are kept decoded, up to _KNOWN_SIZE of them (then forgotten all at once: a bound, not a policy)
+_KNOWN_PAIR_BYTES = 256
+_KNOWN_SIZE = 1 << 14
+_known: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+
+
+def _header(k: bytes, v: bytes) -> tuple[str, str]:
+    return k.decode("latin-1").lower(), v.decode("latin-1")
+
+
 def _headers(raw) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+    """h11's (or http1_simple's) header pairs as text: names lower-cased, in order."""
+    out = []
+    for pair in raw:
+        done = _known.get(pair)
+        if done is None:
+            k, v = pair
+            done = _header(k, v)
+            if len(k) + len(v) <= _KNOWN_PAIR_BYTES:
+                if len(_known) >= _KNOWN_SIZE:
+                    _known.clear()
+                _known[pair] = done
+        out.append(done)
+    return out
 
 
 _NO_TRAILERS = h11.EndOfMessage()
