@@ -291,30 +291,46 @@ _LEAVES = frozenset({int, bool, type(None), JsonFloat})
 
 def _redact_all(value):
     """redact_tree without exceptions: no path to build at each node; the common types are told apart
-    by identity (the walk runs over every node of every event and exchange)."""
+    by identity (the walk runs over every node of every event and exchange). A dict or list in which
+    nothing changes is returned as it is, not copied (most are: copying them was a third of the walk);
+    one that changes is copied on its first change, so the value handed in is never modified."""
     kind = type(value)
     if kind is str:
         return redact_text(value)
     if kind is dict:
-        out = {}
+        out = None
         for k, v in value.items():
             t = type(v)
             if t is str:  # a short string seen before is the cache's, without a call
                 done = _cache_get(v)
-                out[k] = redact_text(v) if done is None else done
+                if done is None:
+                    done = redact_text(v)
+            elif t in _LEAVES:
+                continue
             else:
-                out[k] = v if t in _LEAVES else _redact_all(v)
-        return out
+                done = _redact_all(v)
+            if done is not v and (t is not str or done != v):
+                if out is None:
+                    out = dict(value)
+                out[k] = done
+        return value if out is None else out
     if kind is list:
-        out = []
-        for v in value:
+        out = None
+        for i, v in enumerate(value):
             t = type(v)
             if t is str:
                 done = _cache_get(v)
-                out.append(redact_text(v) if done is None else done)
+                if done is None:
+                    done = redact_text(v)
+            elif t in _LEAVES:
+                continue
             else:
-                out.append(v if t in _LEAVES else _redact_all(v))
-        return out
+                done = _redact_all(v)
+            if done is not v and (t is not str or done != v):
+                if out is None:
+                    out = list(value)
+                out[i] = done
+        return value if out is None else out
     if kind in _LEAVES:
         return value
     if isinstance(value, float):
@@ -330,16 +346,21 @@ def _redact_all(value):
 
 def _redact_data(value, tail: tuple):
     """The event's data with content kept: `tail` is the path below "data" less list indices (as
-    _content_path reads it); a subtree no content field lies under is redacted whole."""
+    _content_path reads it); a subtree no content field lies under is redacted whole (_redact_all).
+    Returned as it is where nothing changes, as _redact_all does."""
     if isinstance(value, str):
         return value if tail in _CONTENT_TAILS else redact_text(value)
     if isinstance(value, dict):
-        out = {}
+        out = None
         for k, v in value.items():
             below = tail if isinstance(k, int) else (*tail, k)
-            out[k] = _redact_data(v, below) if below in _CONTENT_PREFIXES or below in _CONTENT_TAILS \
+            done = _redact_data(v, below) if below in _CONTENT_PREFIXES or below in _CONTENT_TAILS \
                 else _redact_all(v)
-        return out
+            if done is not v and (type(v) is not str or done != v):
+                if out is None:
+                    out = dict(value)
+                out[k] = done
+        return value if out is None else out
     if isinstance(value, (list, tuple)):
         return [_redact_data(v, tail) for v in value]
     return JsonFloat(value) if isinstance(value, float) else value

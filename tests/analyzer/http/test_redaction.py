@@ -218,3 +218,71 @@ def test_the_prefilters_change_nothing():
         checked += 1
         changed += expected != text
     assert changed > checked // 10  # the strings do hold secrets, not only near misses
+
+
+def _reference_walk(value, keep, path=()):
+    """The walk as first written: a fresh copy of every container, every string through redact_text unless
+    keep(path), floats as JsonFloat, tuples as lists."""
+    from analyzer.http.redaction import redact_text
+    from analyzer.json_text import JsonFloat
+
+    if isinstance(value, str):
+        return value if keep(path) else redact_text(value)
+    if isinstance(value, dict):
+        return {k: _reference_walk(v, keep, (*path, k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_reference_walk(v, keep, (*path, i)) for i, v in enumerate(value)]
+    return JsonFloat(value) if isinstance(value, float) else value
+
+
+def test_the_walks_equal_a_plain_copying_walk_and_never_change_their_input():
+    """redact_tree and redact_event return containers in which nothing changed as they are: on seeded
+    trees of secrets and near misses, in every place of an event, they give what a walk copying every
+    node gives (types included), and the tree handed in is left as it was."""
+    import copy
+    import random
+
+    from analyzer.http.redaction import _content_path, redact_tree
+
+    rng = random.Random(11)
+    texts = ["gpt-4o", "sk-proj-0123456789abcdef", "Bearer abcdefghijk", "https://u:p@h/x?key=abc", "ok",
+             "authorization: sk-ant-0123456789", "é sk-0123456789ab", "x" * 300,
+             "x" * 300 + " AKIA0123456789ABCD"]
+    leaves = [None, True, 3, 2**70, 1.5e-07, float("nan"), *texts]
+
+    def tree(depth):
+        r = rng.random()
+        if depth > 3 or r < 0.3:
+            return rng.choice(leaves)
+        if r < 0.55:
+            return [tree(depth + 1) for _ in range(rng.randint(0, 4))]
+        if r < 0.6:
+            return tuple(tree(depth + 1) for _ in range(rng.randint(0, 3)))
+        keys = ["messages", "content", "choices", "message", "tool_calls", "arguments", "model", "a", 7]
+        return {rng.choice(keys): tree(depth + 1) for _ in range(rng.randint(0, 5))}
+
+    def same(a, b):
+        assert type(a) is type(b), (a, b)
+        if isinstance(a, dict):
+            assert list(a) == list(b)
+            for k in a:
+                same(a[k], b[k])
+        elif isinstance(a, list):
+            assert len(a) == len(b)
+            for x, y in zip(a, b, strict=True):
+                same(x, y)
+        else:
+            assert a == b or a != a and b != b
+
+    changed = 0
+    for _ in range(3000):
+        event = {"data": tree(0), "process": tree(1), "ts": rng.choice(texts)}
+        before = copy.deepcopy(event)
+        for content in ("full", "hash"):
+            keep = _content_path if content == "full" else (lambda path: False)
+            expected = _reference_walk(event, keep)
+            same(redact_event(event, content), expected)
+            same(redact_tree(event), _reference_walk(event, lambda path: False))
+            changed += expected != event
+        same(event, before)
+    assert changed > 1000
