@@ -310,16 +310,19 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
              duckdb_out: Path | None, cfg, workers: int | None = None) -> int:
     from functools import partial
 
-    import duckdb
-
     from analyzer.parallel.run import ParallelError, default_workers, run_parallel
     from analyzer.parallel.totals import Totals
     from analyzer.pipeline import Pipeline
     from analyzer.segments.reader import ReadReport, one_line, read_batches
-    from analyzer.sinks.duckdb_tables import DuckDBSink
     from analyzer.sinks.events_jsonl import EventsFile
     from analyzer.sinks.exchanges_jsonl import ExchangesFile
 
+    output_errors: tuple[type[Exception], ...] = (OSError,)
+    if duckdb_out:  # duckdb only with --duckdb: importing it took 70 ms of every run
+        import duckdb
+
+        from analyzer.sinks.duckdb_tables import DuckDBSink
+        output_errors = (OSError, duckdb.Error)
     report = ReadReport()
     pipeline = Pipeline(cfg)  # the exporter first: one that cannot start leaves no file behind
     try:
@@ -329,7 +332,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
         for sink, path in ((exchanges, exchanges_out), (EventsFile, events_out)):
             if path is not None:
                 pipeline.sinks.append(sink(path))
-    except (OSError, duckdb.Error) as exc:  # the checks passed, yet opening failed (or a race)
+    except output_errors as exc:  # the checks passed, yet opening failed (or a race)
         pipeline.close()
         click.echo(f"oisp-analyze: {one_line(str(exc))}", err=True)
         return 1
@@ -344,7 +347,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
                 totals = Totals.of(pipeline, report)
         finally:
             tail = "".join(", " + piece for piece in pipeline.close())
-    except (OSError, duckdb.Error) as exc:  # writing failed: a full disk, a pipe closed early
+    except output_errors as exc:  # writing failed: a full disk, a pipe closed early
         click.echo(f"oisp-analyze: cannot write the output: {one_line(str(exc))}", err=True)
         return 1
     except ParallelError as exc:

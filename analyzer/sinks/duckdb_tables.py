@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 
 from analyzer.http.redaction import redact_cmdline, redact_path, redact_text
@@ -130,6 +129,9 @@ class DuckDBSink(Sink):
     wants_events = True
 
     def __init__(self, path: Path):
+        import duckdb  # here: the parallel path imports this module for its rows (parallel/recording.py),
+        # and a run without --duckdb need not pay duckdb's import (70 ms)
+
         _replace(path)
         with _private_files():
             self.con = duckdb.connect(str(path))
