@@ -310,6 +310,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
              duckdb_out: Path | None, cfg, workers: int | None = None) -> int:
     from functools import partial
 
+    from analyzer.collector_pace import pace_for_batch
     from analyzer.parallel.run import ParallelError, default_workers, run_parallel
     from analyzer.parallel.totals import Totals
     from analyzer.pipeline import Pipeline
@@ -325,6 +326,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
         output_errors = (OSError, duckdb.Error)
     report = ReadReport()
     pipeline = Pipeline(cfg)  # the exporter first: one that cannot start leaves no file behind
+    pace_for_batch()
     try:
         if duckdb_out:
             pipeline.sinks.insert(0, DuckDBSink(duckdb_out))

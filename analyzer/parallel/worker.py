@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analyzer.collector_pace import pace_for_batch
 from analyzer.config import AnalyzerConfig
 from analyzer.parallel.order import with_positions
 from analyzer.parallel.partition import partition_mask
@@ -66,6 +67,7 @@ def report_progress_to(queue) -> None:
     """The pool's initializer: files read are counted on `queue` (None: not counted)."""
     global _progress
     _progress = queue
+    pace_for_batch()  # a spawned process that analyzes one partition and exits
 
 
 def analyze_partition(task: PartitionTask, files: Iterable[SegmentFile]) -> PartitionResult:
