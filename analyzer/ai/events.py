@@ -48,8 +48,22 @@ class EventOptions:
     prices: PriceTable = field(default_factory=bundle_table)
 
 
+# the text of each second up to its fraction, kept: strftime was most of _ts (3.5 us, 0.9 us so); events of
+# a run fall in few seconds. Forgotten all at once past _SECONDS_KEPT (a bound, not a policy).
+_SECONDS_KEPT = 4096
+_seconds: dict[tuple[int, ...], str] = {}
+
+
 def _ts(ns: int | None) -> str:
-    return datetime.fromtimestamp((ns or 0) / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ns since the epoch as RFC 3339 UTC with microseconds (strftime's "%Y-%m-%dT%H:%M:%S.%fZ")."""
+    dt = datetime.fromtimestamp((ns or 0) / 1e9, UTC)
+    key = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
+    head = _seconds.get(key)
+    if head is None:
+        if len(_seconds) >= _SECONDS_KEPT:
+            _seconds.clear()
+        head = _seconds[key] = dt.strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{head}{dt.microsecond:06d}Z"
 
 
 def _id(*parts: object) -> str:

@@ -95,3 +95,19 @@ def test_cli_events_from_the_samples_validate_and_repeat(tmp_path):
     # known hosts by name; the self-hosted server only by its OpenAI-shaped path and body
     assert ("openai", "host", "high") in by_how and ("anthropic", "host", "high") in by_how
     assert ("openai_compatible", "path", "medium") in by_how
+
+
+def test_event_times_equal_strftime_across_seconds_and_the_cache_bound(monkeypatch):
+    import random
+    from datetime import UTC, datetime
+
+    from analyzer.ai import events
+
+    monkeypatch.setattr(events, "_SECONDS_KEPT", 16)  # filled and cleared many times over
+    monkeypatch.setattr(events, "_seconds", {})
+    rng = random.Random(5)
+    base = 1_764_499_605_000_000_000
+    for ns in [None, 0, 1, 999, 10**9 - 1, 2**62, *(base + rng.randint(0, 60 * 10**9) for _ in range(5000))]:
+        expected = datetime.fromtimestamp((ns or 0) / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert events._ts(ns) == expected
+        assert len(events._seconds) <= 16
