@@ -146,10 +146,29 @@ def _zstd(data: bytes, cap: int) -> tuple[bytes, str | None]:
 _DECODERS = {"gzip": _gzip, "x-gzip": _gzip, "deflate": _deflate, "br": _brotli, "zstd": _zstd}
 
 
+# The bodies decoded last, kept: an exchange's events and its --exchanges record decode the same request
+# and response one after the other (a gzip answer was decompressed twice). A body is found again only as
+# the same object holding the same bytes (compared, not copied); bodies over _RECENT_BYTES are not kept.
+_RECENT = 2
+_RECENT_BYTES = 8 * 1024 * 1024
+_recent: list[tuple[bytes | bytearray, bytes, str | None, int, DecodedBody]] = []
+
+
 def decode_body(raw: bytes | bytearray, content_encoding: str | None, max_decoded: int = DEFAULT_MAX_DECODED,
                 truncated: bool = False) -> DecodedBody:
     """Undo each Content-Encoding in reverse order of application, each under max_decoded."""
-    raw = bytes(raw)
+    for obj, snapshot, encoding, cap, done in _recent:
+        if obj is raw and encoding == content_encoding and cap == max_decoded and snapshot == raw:
+            return DecodedBody(done.data, done.encoding, done.error, truncated)
+    snapshot = bytes(raw)  # the body itself when it is bytes
+    done = _decode_body(snapshot, content_encoding, max_decoded, truncated)
+    if len(raw) <= _RECENT_BYTES:
+        _recent.insert(0, (raw, snapshot, content_encoding, max_decoded, done))
+        del _recent[_RECENT:]
+    return DecodedBody(done.data, done.encoding, done.error, truncated)
+
+
+def _decode_body(raw: bytes, content_encoding: str | None, max_decoded: int, truncated: bool) -> DecodedBody:
     chain = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
     chain = [c for c in chain if c != "identity"]
     encoding = ",".join(chain)
