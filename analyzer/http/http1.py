@@ -495,7 +495,8 @@ class Http1Connection:
 
     def _end_message(self, x: Exchange, side: str, ev: h11.EndOfMessage, ts: int) -> None:
         msg = getattr(x, side)
-        msg.trailers = _headers(ev.headers)
+        # the fast path's end: no trailers (iterating h11's empty header list took 2 us)
+        msg.trailers = [] if ev is _NO_TRAILERS else _headers(ev.headers)
         msg.end_ns = ts
         self._ended[side].add(id(x))
         msg.complete = not msg.capped and not msg.missing_bytes
