@@ -62,3 +62,45 @@ def test_otlp_resource_attributes():
     assert r["k8s.deployment.name"] == "chat-api" and r["k8s.serviceaccount.name"] == "chat-api"
     assert (r["container.image.name"], r["container.image.tag"]) == ("registry.local:5000/chat-api", "2.4.1")
     assert r["k8s.pod.label.team"] == "ml" and r["k8s.namespace.name"] == "ml"
+
+
+def test_contexts_derived_from_kept_values_equal_deriving_them_anew():
+    """process_context and host_context keep what they derive from a process's identity (its redacted
+    command line, its labels): the events' dicts equal deriving it each time, are new objects for each
+    event, and a command line or label text beyond _KEPT_CHARS is derived anew, not kept."""
+    import random
+
+    from analyzer.ai import context
+    from analyzer.http.redaction import redact_cmdline
+    from analyzer.model import ConnectionInfo
+
+    rng = random.Random(9)
+    words = ["python3", "-m", "uvicorn", "--api-key", "sk-proj-0123456789abcdef", "-H",
+             "Authorization: Bearer x", "OPENAI_API_KEY=sk-0123456789abcd", "--port", "8080",
+             "https://u:p@h/x?key=abc", "é"]
+    labels = ['{"app":"chat","team":"ml"}', '{"a":1}', "not json", "[1]", '{"x":"' + "y" * 9000 + '"}']
+    context._kept_cmdline.cache_clear()
+    context._label_items.cache_clear()
+    short = set()
+    for _ in range(500):
+        cmdline = tuple(rng.choice(words) for _ in range(rng.randint(1, 8)))
+        if rng.random() < 0.05:
+            cmdline += ("z" * (context._KEPT_CHARS + 1),)
+        else:
+            short.add(cmdline)
+        text = rng.choice(labels)
+        p = ProcessIdentity(cmdline=cmdline, pod_uid="u", pod_labels=text, container_id="c")
+        c = ConnectionInfo("n", "c1", 1, 2, "python3", 0, 0, "/lib", process=p)
+        first, second = context.process_context(c), context.process_context(c)
+        args = redact_cmdline(cmdline)
+        assert first["cmdline_args"] == args and first["cmdline"] == " ".join(args)
+        assert first == second and first["cmdline_args"] is not second["cmdline_args"]
+        parsed = json.loads(text) if text.startswith("{") else None
+        expected = {k: v for k, v in parsed.items() if isinstance(v, str)} or None if parsed else None
+        host = context.host_context(c)
+        assert host["k8s"].get("labels") == expected
+        if expected:
+            assert host["k8s"]["labels"] is not context.host_context(c)["k8s"]["labels"]
+    # what was kept: each short command line and label text once, nothing beyond _KEPT_CHARS
+    assert context._kept_cmdline.cache_info().currsize == len(short)
+    assert context._label_items.cache_info().currsize == len(labels) - 1
