@@ -36,14 +36,8 @@ def _iso(ns: int) -> str:
         f".{ns % 1_000_000_000 // 1000:06d}Z"
 
 
-def _redacted_cmdline(cmdline: tuple[str, ...]) -> tuple[str, ...]:
-    if sum(map(len, cmdline)) > _KEPT_CHARS:
-        return tuple(redact_cmdline(cmdline))
-    return _kept_cmdline(cmdline)
-
-
 @lru_cache(maxsize=4096)
-def _kept_cmdline(cmdline: tuple[str, ...]) -> tuple[str, ...]:
+def _redacted_cmdline(cmdline: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(redact_cmdline(cmdline))
 
 
@@ -52,7 +46,10 @@ def process_context(c: ConnectionInfo) -> dict:
     out = {"pid": c.pid, "name": c.comm, "thread_id": c.tid}
     if p is None:
         return out
-    args = list(_redacted_cmdline(p.cmdline)) if p.cmdline else None
+    args = None
+    if p.cmdline:
+        kept = sum(map(len, p.cmdline)) <= _KEPT_CHARS
+        args = list(_redacted_cmdline(p.cmdline) if kept else _redacted_cmdline.__wrapped__(p.cmdline))
     out.update(_drop_none({
         "ppid": p.ppid, "exe": p.exe, "cmdline": " ".join(args) if args else None, "cmdline_args": args,
         "start_time": _iso(p.start_ns) if p.start_ns else None, "container_id": p.container_id,

@@ -79,7 +79,7 @@ def test_contexts_derived_from_kept_values_equal_deriving_them_anew():
              "Authorization: Bearer x", "OPENAI_API_KEY=sk-0123456789abcd", "--port", "8080",
              "https://u:p@h/x?key=abc", "é"]
     labels = ['{"app":"chat","team":"ml"}', '{"a":1}', "not json", "[1]", '{"x":"' + "y" * 9000 + '"}']
-    context._kept_cmdline.cache_clear()
+    context._redacted_cmdline.cache_clear()
     context._label_items.cache_clear()
     short = set()
     for _ in range(500):
@@ -102,5 +102,5 @@ def test_contexts_derived_from_kept_values_equal_deriving_them_anew():
         if expected:
             assert host["k8s"]["labels"] is not context.host_context(c)["k8s"]["labels"]
     # what was kept: each short command line and label text once, nothing beyond _KEPT_CHARS
-    assert context._kept_cmdline.cache_info().currsize == len(short)
+    assert context._redacted_cmdline.cache_info().currsize == len(short)
     assert context._label_items.cache_info().currsize == len(labels) - 1
