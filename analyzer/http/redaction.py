@@ -297,9 +297,9 @@ def _redact_all(value):
     kind = type(value)
     if kind is str:
         return redact_text(value)
-    if kind is dict:
+    if kind is dict or kind is list:
         out = None
-        for k, v in value.items():
+        for k, v in value.items() if kind is dict else enumerate(value):
             t = type(v)
             if t is str:  # a short string seen before is the cache's, without a call
                 done = _cache_get(v)
@@ -311,25 +311,8 @@ def _redact_all(value):
                 done = _redact_all(v)
             if done is not v and (t is not str or done != v):
                 if out is None:
-                    out = dict(value)
+                    out = kind(value)
                 out[k] = done
-        return value if out is None else out
-    if kind is list:
-        out = None
-        for i, v in enumerate(value):
-            t = type(v)
-            if t is str:
-                done = _cache_get(v)
-                if done is None:
-                    done = redact_text(v)
-            elif t in _LEAVES:
-                continue
-            else:
-                done = _redact_all(v)
-            if done is not v and (t is not str or done != v):
-                if out is None:
-                    out = list(value)
-                out[i] = done
         return value if out is None else out
     if kind in _LEAVES:
         return value
