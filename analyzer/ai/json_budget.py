@@ -17,6 +17,7 @@ import json
 import re
 
 import numpy as np
+import orjson
 
 MAX_JSON_BYTES = 32 * 1024 * 1024  # above what the providers accept in one request
 MAX_JSON_DEPTH = 128  # real API bodies (tool schemas included) stay far below; json.loads recurses
@@ -82,13 +83,26 @@ def loads_bounded(data: bytes | str, max_bytes: int = MAX_JSON_BYTES,
 # the C scanner json.loads ends in (after json.decoder.JSONDecoder.decode skips whitespace): called directly
 # for one stream event after another, it skips two Python frames and two regex matches each
 _SCAN = json.JSONDecoder().scan_once
+# orjson reads a body 3x faster than json.loads (4.5 -> 1.3 us for a chat answer) and gives the same value,
+# but for integers of 19 digits or more, which may lie beyond 64 bits: it makes those floats where json keeps
+# them exact. Text with such a run of digits (anywhere, strings included) goes to json; all it refuses too
+# (NaN, lone surrogate escapes, bytes that are not UTF-8: json reads CESU-8 and UTF-16/32), by its error.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 
 
 def _loads(data: bytes | str) -> object:
-    """json.loads(data): text the scanner reads whole from its first character is its value; anything
-    else (bytes, whitespace around the value, what follows it, an error) goes through json.loads, which
-    gives the value or raises as it always did."""
-    if isinstance(data, str):
+    """json.loads(data). Bytes without a run of 19 digits are read by orjson, which gives json.loads's value
+    (or raises, and json.loads then decides); text the scanner reads whole from its first character is its
+    value; anything else (whitespace around the value, what follows it, an error) goes through json.loads,
+    which gives the value or raises as it always did."""
+    if isinstance(data, bytes):
+        if _LONG_DIGITS not in data.translate(_DIGITS_AS_ZERO):
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
+    elif isinstance(data, str):
         try:
             value, end = _SCAN(data, 0)
         except StopIteration:

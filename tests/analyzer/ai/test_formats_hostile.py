@@ -258,3 +258,59 @@ def test_the_scanner_reads_as_json_loads_does():
         assert got == outcome(json.loads, text), text
         values += got[0] == "value"
     assert values > 1000
+
+
+def test_bytes_read_by_orjson_give_json_loads_value():
+    """Bodies (bytes) are read by orjson unless they hold a run of 19 digits: on seeded near-JSON bytes
+    (integers at and past 64 bits, floats of every shape, NaN, a BOM, UTF-16, CESU-8 surrogates, bytes
+    that are not UTF-8, cut text) _loads gives json.loads's value, types and signs included (compared by
+    repr), or raises its error with its message."""
+    import json
+    import random
+    import struct
+
+    from analyzer.ai.json_budget import _loads
+
+    def outcome(f, data):
+        try:
+            return "value", repr(f(data))
+        except ValueError as exc:
+            return type(exc).__name__, str(exc)
+
+    pieces = [b'{"a": 1}', b"[", b"]", b"{", b"}", b'"x"', b",", b":", b" ", b"\n", b"\xef\xbb\xbf", b"NaN",
+              b"-Infinity", b"1e400", b"-1e400", b"9223372036854775807", b"9223372036854775808",
+              b"-9223372036854775808", b"-9223372036854775809", b"18446744073709551615",
+              b"18446744073709551616", b"123456789012345678", b"-0", b"-0.0", b"1E5", b"true", b"null",
+              b'"\\u00e9"', b'"\\ud800"', b'"\\ud83d\\ude00"', b'"\xed\xa0\x80"', b'"\xff"', b"\x00", b"x",
+              '{"k": "é"}'.encode("utf-16"), b"0", b"-", b".5", b'"', b"\\"]
+    rng = random.Random(19)
+    values = floats = 0
+    for _ in range(20_000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        got = outcome(_loads, data)
+        assert got == outcome(json.loads, data), data
+        values += got[0] == "value"
+    for _ in range(20_000):  # floats as json.dumps and other writers spell them
+        f = struct.unpack("d", rng.randbytes(8))[0]
+        for text in (repr(f), f"{f:.17g}", f"{f:.3e}", f"{f:.6f}"):
+            data = f'{{"v": [{text}]}}'.encode()
+            got = outcome(_loads, data)
+            assert got == outcome(json.loads, data), data
+            floats += got[0] == "value"
+    assert values > 1000 and floats > 70_000
+
+
+def test_bytes_within_64_bits_do_not_go_through_json(monkeypatch):
+    """The orjson path is taken (json.loads is not called) for a body without a long run of digits, and
+    not for one with a run of 19 (which may be an integer past 64 bits: json keeps it exact)."""
+    import json
+
+    from analyzer.ai import json_budget
+
+    calls = []
+    real = json.loads
+    monkeypatch.setattr(json_budget.json, "loads", lambda data: calls.append(data) or real(data))
+    assert json_budget._loads(b'{"n": 123456789012345678, "s": "x"}') == {"n": 123456789012345678, "s": "x"}
+    assert calls == []
+    big = 2**64 + 1
+    assert json_budget._loads(b'{"n": %d}' % big) == {"n": big} and len(calls) == 1
