@@ -282,7 +282,6 @@ def redact_tree(value, keep: Callable[[tuple], bool] | None = None, path: tuple 
 
 
 _CONTENT_TAILS = {("messages", "content"), ("choices", "message", "content"), ("tool_calls", "arguments")}
-_CONTENT_PREFIXES = {t[:n] for t in _CONTENT_TAILS for n in range(len(t))}
 
 
 # leaves written as they are (a float is made a JsonFloat)
@@ -327,26 +326,50 @@ def _redact_all(value):
     return value
 
 
-def _redact_data(value, tail: tuple):
-    """The event's data with content kept: `tail` is the path below "data" less list indices (as
-    _content_path reads it); a subtree no content field lies under is redacted whole (_redact_all).
-    Returned as it is where nothing changes, as _redact_all does."""
-    if isinstance(value, str):
-        return value if tail in _CONTENT_TAILS else redact_text(value)
-    if isinstance(value, dict):
-        out = None
-        for k, v in value.items():
-            below = tail if isinstance(k, int) else (*tail, k)
-            done = _redact_data(v, below) if below in _CONTENT_PREFIXES or below in _CONTENT_TAILS \
-                else _redact_all(v)
-            if done is not v and (type(v) is not str or done != v):
-                if out is None:
-                    out = dict(value)
-                out[k] = done
-        return value if out is None else out
-    if isinstance(value, (list, tuple)):
-        return [_redact_data(v, tail) for v in value]
-    return JsonFloat(value) if isinstance(value, float) else value
+# the content paths as a tree of keys below "data" (list indices skipped): where a key leads, and _KEEP at
+# a content field; a key that leads nowhere holds no content below it (_redact_data redacts it whole)
+_KEEP: dict = {}
+_CONTENT_TREE: dict = {}
+for _tail in _CONTENT_TAILS:
+    _node = _CONTENT_TREE
+    for _key in _tail[:-1]:
+        _node = _node.setdefault(_key, {})
+    _node[_tail[-1]] = _KEEP
+
+
+def _redact_data(value, node: dict):
+    """The event's data with content kept: `node` is where its path below "data" (less list indices, as
+    _content_path reads it) stands in _CONTENT_TREE; a subtree no content field lies under is redacted
+    whole (_redact_all). Returned as it is where nothing changes, as _redact_all does."""
+    kind = type(value)
+    if kind is str:
+        return value if node is _KEEP else redact_text(value)
+    if kind is not dict and not isinstance(value, dict):
+        if isinstance(value, str):
+            return value if node is _KEEP else redact_text(value)
+        if isinstance(value, (list, tuple)):
+            return [_redact_data(v, node) for v in value]
+        return JsonFloat(value) if isinstance(value, float) else value
+    out = None
+    for k, v in value.items():
+        if type(k) is str:
+            child = node.get(k)
+        else:  # a list index as a key: the path reads on without it
+            child = node if isinstance(k, int) else None
+        if child is None:
+            if type(v) is str:  # a short string seen before is the cache's, without a call
+                done = _cache_get(v)
+                if done is None:
+                    done = redact_text(v)
+            else:
+                done = _redact_all(v)
+        else:
+            done = _redact_data(v, child)
+        if done is not v and (type(v) is not str or done != v):
+            if out is None:
+                out = dict(value)
+            out[k] = done
+    return value if out is None else out
 
 
 def redact_event(event: dict, content: str) -> dict:
@@ -354,7 +377,7 @@ def redact_event(event: dict, content: str) -> dict:
     as redact_tree(event, _content_path), walked without building each node's path)."""
     if content != "full" or not isinstance(event, dict):
         return _redact_all(event) if content != "full" else redact_tree(event, _content_path)
-    return {k: _redact_data(v, ()) if k == "data" else _redact_all(v) for k, v in event.items()}
+    return {k: _redact_data(v, _CONTENT_TREE) if k == "data" else _redact_all(v) for k, v in event.items()}
 
 
 # ---- terminal ---------------------------------------------------------------------------------------
