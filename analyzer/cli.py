@@ -311,6 +311,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     from functools import partial
 
     from analyzer.collector_pace import pace_for_batch
+    from analyzer.heap_reuse import keep_freed_memory
     from analyzer.parallel.run import ParallelError, default_workers, run_parallel
     from analyzer.parallel.totals import Totals
     from analyzer.pipeline import Pipeline
@@ -327,6 +328,7 @@ def _analyze(files: list[Path], exchanges_out: Path | None, events_out: Path | N
     report = ReadReport()
     pipeline = Pipeline(cfg)  # the exporter first: one that cannot start leaves no file behind
     pace_for_batch()
+    keep_freed_memory()
     try:
         if duckdb_out:
             pipeline.sinks.insert(0, DuckDBSink(duckdb_out))

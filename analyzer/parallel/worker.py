@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from analyzer.collector_pace import pace_for_batch
 from analyzer.config import AnalyzerConfig
+from analyzer.heap_reuse import keep_freed_memory
 from analyzer.parallel.order import with_positions
 from analyzer.parallel.partition import partition_mask
 from analyzer.parallel.recording import Outputs, RecordingSink
@@ -68,6 +69,7 @@ def report_progress_to(queue) -> None:
     global _progress
     _progress = queue
     pace_for_batch()  # a spawned process that analyzes one partition and exits
+    keep_freed_memory()
 
 
 def analyze_partition(task: PartitionTask, files: Iterable[SegmentFile]) -> PartitionResult:
