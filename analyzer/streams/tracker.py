@@ -42,6 +42,8 @@ _ROW_COLUMNS = {"kind", "ts_wall", "node", "pid", "tid", "uid", "comm", "cgroup_
 _IDENTITY_KINDS = {"process", "sni", "socket"}
 # the columns a data row of an open connection is taken from (ConnectionTracker.feed)
 _DATA_ROW = ("kind", "node", "conn_id", "ts_wall", "direction", "stream_offset", "data")
+# the columns a connection's state is made from, at its first row (ConnectionTracker._open)
+_OPEN_ROW = ("pid", "tid", "comm", "uid", "cgroup_id", "lib_path", "tls_stack")
 
 
 @dataclass
@@ -93,20 +95,44 @@ class ConnectionTracker:
         """Consume one batch; the exchanges of the connections it closed."""
         out: list[Exchange] = []
         core, columns, extra = _columns(batch)
-        # Most rows are data rows of a connection already open: they are taken from the columns as they
-        # are (_data_piece, as _piece checks them); every other row goes through _row as a dict.
+        # Most rows are data rows of a connection already open, and the open and close rows of plain
+        # connections: they are taken from the columns as they are (checked as _piece checks them); every
+        # other row goes through _row as a dict. A parallel run's rows (_pos) always do.
         at = {n: k for k, n in enumerate(core)}
         fast = all(n in at for n in _DATA_ROW)
+        ends = fast and "_pos" not in at
+        opens = ends and all(n in at for n in _OPEN_ROW)
         if fast:
             kinds, nodes, conns, times, dirs, offsets, datas = (columns[at[n]] for n in _DATA_ROW)
+        if opens:
+            identities = [columns[at[n]] for n in _OPEN_ROW]
         open_ = self.open
         for i in range(batch.num_rows):
-            if fast and kinds[i] == "data":
-                c = open_.get((nodes[i], conns[i]))
-                piece = c and _data_piece(times[i], dirs[i], offsets[i], datas[i])
-                if piece:
-                    self._data_row(c, dirs[i], piece)
-                    continue
+            if fast:
+                kind = kinds[i]
+                if kind == "data":
+                    c = open_.get((nodes[i], conns[i]))
+                    piece = c and _data_piece(times[i], dirs[i], offsets[i], datas[i])
+                    if piece:
+                        self._data_row(c, dirs[i], piece)
+                        continue
+                elif kind == "close" and ends:
+                    key = (nodes[i], conns[i])
+                    c = open_.get(key)
+                    ts = times[i]
+                    if c is not None and type(ts) is int:
+                        c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
+                        c.info.closed = True
+                        out.extend(self._close(key, closed=True))
+                        continue
+                elif kind == "open" and opens:
+                    ts, conn = times[i], conns[i]
+                    if type(ts) is int and (conn is None or type(conn) is str):
+                        key = (nodes[i], conn)
+                        c = open_.get(key) or self._open(key, ts, *(column[i] for column in identities))
+                        c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
+                        c.info.seen_from_start = True
+                        continue
             r = {name: column[i] for name, column in zip(core, columns, strict=True)}
             if i in extra:
                 r.update(extra[i])
@@ -178,16 +204,9 @@ class ConnectionTracker:
         c = self.open.get(key)
         ts = r["ts_wall"]
         if c is None:
-            info = ConnectionInfo(r["node"], r["conn_id"], r.get("pid"), r.get("tid"), r.get("comm"),
-                                  r.get("uid"), r.get("cgroup_id"), r.get("lib_path"), first_ts_ns=ts,
-                                  process=self.processes.get((r["node"], r.get("pid"))),
-                                  tls_stack=r.get("tls_stack"))
-            streams = {d: StreamAssembler(max_pending=self.limits.max_reorder_bytes) for d in _DIRECTION}
-            c = self.open[key] = _Conn(info, streams, first_source=self.source,
-                                       sequence_base=self.resumable.get(key, 0))
-            self.connections_seen += 1
+            c = self._open(key, ts, *(r.get(n) for n in _OPEN_ROW))
             if "_pos" in r:  # a parallel run (analyzer/parallel/order.py): ended by the input, unless closed
-                info.order = END_OF_INPUT + r["_pos"]
+                c.info.order = END_OF_INPUT + r["_pos"]
         c.info.last_ts_ns = max(c.info.last_ts_ns, ts)
         kind = r["kind"]
         if kind == "open":
@@ -210,6 +229,17 @@ class ConnectionTracker:
         for p in c.streams[direction].push(piece):
             self._deliver(c, direction, p)
         return None
+
+    def _open(self, key: tuple[str, str], ts: int, pid, tid, comm, uid, cgroup_id, lib_path,
+              tls_stack) -> _Conn:
+        """A connection's first row: its state (the identity columns of that row, _OPEN_ROW)."""
+        info = ConnectionInfo(key[0], key[1], pid, tid, comm, uid, cgroup_id, lib_path, first_ts_ns=ts,
+                              process=self.processes.get((key[0], pid)), tls_stack=tls_stack)
+        streams = {d: StreamAssembler(max_pending=self.limits.max_reorder_bytes) for d in _DIRECTION}
+        c = self.open[key] = _Conn(info, streams, first_source=self.source,
+                                   sequence_base=self.resumable.get(key, 0))
+        self.connections_seen += 1
+        return c
 
     def _close(self, key, closed: bool) -> list[Exchange]:
         c = self.open.pop(key)

@@ -1,4 +1,4 @@
-"""Data rows of an open connection are taken from the columns as they are (ConnectionTracker.feed,
+"""Data rows of an open connection, and open and close rows, are taken from the columns as they are (feed,
 _data_row) and in-order pieces skip the reorder heap (StreamAssembler.push): both are shortcuts only. On
 seeded hostile connections (shuffled rows, overlaps, gaps, duplicates, nulls, plaintext pairs, several
 connections in a batch), the tracker hands out the same exchanges, connections and counts as with the
@@ -9,9 +9,14 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import pyarrow as pa
+
 from analyzer.streams import reassembly, tracker
 from analyzer.streams.tracker import ConnectionTracker
-from helpers.hostile_inputs import batch_of, connection_rows
+from helpers.hostile_inputs import SCHEMA, connection_rows
+
+# with the TLS stack column (format 3 on), open rows have every column a connection is made from
+WITH_STACK = SCHEMA.append(pa.field("tls_stack", pa.string()))
 
 
 def run(batches) -> list:
@@ -31,7 +36,8 @@ def test_the_shortcuts_hand_out_what_the_rows_do(monkeypatch):
                 r.update(rng.choice([{"data": b"", "length": 0}, {"stream_offset": 0},
                                      {"stream_offset": r["stream_offset"] + 10_000}]))
         cut = rng.randint(0, len(rows))  # two batches: connections open in one, go on in the next
-        cases.append([batch_of(rows[:cut]), batch_of(rows[cut:])])
+        schema = rng.choice([SCHEMA, WITH_STACK])
+        cases.append([pa.RecordBatch.from_pylist(part, schema=schema) for part in (rows[:cut], rows[cut:])])
     fast = [run(c) for c in cases]
     assert sum(len(r[0]) for r in fast) > 100  # exchanges were made
     monkeypatch.setattr(tracker, "_DATA_ROW", (*tracker._DATA_ROW, "no such column"))
