@@ -204,7 +204,8 @@ def _request_data(x: Exchange, call: AiCall, opts: EventOptions, request_id: str
                                "description": t.get("description")}) for t in call.tools] or None,
         "tools_count": len(call.tools),
         "tool_choice": call.tool_choice,
-        "parameters": _drop_none({k: read(call.parameters.get(k)) for k, read in PARAMETERS.items()}) or None,
+        "parameters": _drop_none({k: read(call.parameters.get(k)) for k, read in PARAMETERS.items()}) or None
+        if call.parameters else None,
         "has_images": any(m.image_count for m in call.messages),
     })
 

@@ -19,6 +19,8 @@ Key = str | int  # a dict key, or a list index
 
 def at(value: object, *path: Key) -> object | None:
     """The value at `path` (dict keys and list indexes), or None when the shape does not fit."""
+    if len(path) == 1 and type(value) is dict and type(path[0]) is str:  # the common read: one key
+        return value.get(path[0])
     for key in path:
         if isinstance(key, str):
             if not isinstance(value, dict):
