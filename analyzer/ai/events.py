@@ -137,16 +137,20 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
         "ts": _ts(ts_ns),
         "host": host_context(c),
         "process": process_context(c),
-        "source": {"collector": COLLECTOR, "collector_version": COLLECTOR_VERSION,
-                   **({"capture_method": "ebpf_tracepoint", "capture_point": "socket_read_write"}
-                      if c.tls_stack == "plaintext" else
-                      {"capture_method": "ebpf_uprobe", "capture_point": "ssl_read_write"})},
+        "source": dict(_PLAINTEXT_SOURCE if c.tls_stack == "plaintext" else _TLS_SOURCE),
         "confidence": confidence,
         "attrs": {"provider_id": match.provider, "api_format": match.api_format,
                   "provider_matched_by": match.matched_by, "connection_id": c.conn_id,
                   "http_version": x.http_version, "stream_id": x.stream_id, "tls_library": c.lib_path,
                   "process_role": c.role, "uid": c.uid, "cgroup_id": c.cgroup_id, **connection_attrs(c)},
     }
+
+
+# the envelope's `source`, by how the bytes were captured (copied into each event: its dicts are its own)
+_TLS_SOURCE = {"collector": COLLECTOR, "collector_version": COLLECTOR_VERSION,
+               "capture_method": "ebpf_uprobe", "capture_point": "ssl_read_write"}
+_PLAINTEXT_SOURCE = {"collector": COLLECTOR, "collector_version": COLLECTOR_VERSION,
+                     "capture_method": "ebpf_tracepoint", "capture_point": "socket_read_write"}
 
 
 def _endpoint(x: Exchange) -> str:

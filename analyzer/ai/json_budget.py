@@ -70,7 +70,7 @@ def loads_bounded(data: bytes | str, max_bytes: int = MAX_JSON_BYTES,
             raise JsonRefused("json_too_large")
         if too_deep(raw, max_depth):
             raise JsonRefused("json_too_deep")
-        escaped = _SURROGATE_ESCAPE.search(raw)
+        escaped = b"\\u" in raw and _SURROGATE_ESCAPE.search(raw)
     # a RecursionError is not expected under the depth budget (unless one is configured past the
     # interpreter's recursion limit): never let it escape
     try:

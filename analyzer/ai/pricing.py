@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -52,15 +52,33 @@ class Price:
     table: str = ""  # the version of the table the price came from
 
 
+# prices looked up, kept per table: (provider, model) pairs repeat from call to call; up to _MEMO_SIZE of
+# them, for models named in up to _MEMO_CHARS characters (then forgotten all at once: a bound, not a policy)
+_MEMO_SIZE = 4096
+_MEMO_CHARS = 256
+
+
 @dataclass(frozen=True)
 class PriceTable:
     version: str  # what events say they were priced with (usage.price_table)
     prices: dict[str, Price]  # "provider/model" (or "provider/*") -> price
     fallback: PriceTable | None = None  # consulted for what this table does not price
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def price(self, provider: str, model: str | None) -> Price | None:
         """The price of provider/model: exact, then a dated snapshot's base name (gpt-4o-2024-08-06
         prices like gpt-4o), then the provider's `*`; then the fallback table's."""
+        if type(model) is not str or type(provider) is not str or len(model) > _MEMO_CHARS:
+            return self._price(provider, model)
+        key = (provider, model)
+        found = self._memo.get(key, self._memo)
+        if found is self._memo:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[key] = self._price(provider, model)
+        return found
+
+    def _price(self, provider: str, model: str | None) -> Price | None:
         if isinstance(model, str) and model:
             base = _DATED.sub("", model)
             for key in (f"{provider}/{model}", f"{provider}/{base}", f"{provider}/*"):

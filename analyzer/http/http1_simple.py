@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from h11._readers import header_field_re, request_line_re, status_line_re
 
+from analyzer.http.redaction import is_secret_name
+
 # larger heads go through h11 (its limit for a head still incomplete is MAX_HEADER_BYTES, http1.py)
 MAX_SIMPLE_HEAD = 64 * 1024
 MAX_LENGTH_DIGITS = 18  # h11 refuses more than 20; fewer here keeps clear of any version's limit
@@ -31,6 +33,14 @@ class SimpleMessage:
     status: int  # responses (0 for a request)
     headers: list[tuple[bytes, bytes]]
     body: bytes
+
+
+# header lines repeat from message to message (host, content-type, user-agent): short ones are kept split, up
+# to _KNOWN_LINES of them (then forgotten all at once: a bound, not a policy); never a line whose name says it
+# carries a credential (authorization, x-api-key, cookie): those are not kept beyond their message
+_KNOWN_LINE_BYTES = 256
+_KNOWN_LINES = 1 << 14
+_lines: dict[bytes, tuple[bytes, bytes]] = {}
 
 
 def _head(data: bytes, body_required: bool) -> tuple[bytes, list[tuple[bytes, bytes]], bytes] | None:
@@ -48,10 +58,17 @@ def _head(data: bytes, body_required: bool) -> tuple[bytes, list[tuple[bytes, by
     headers = []
     length = None
     for line in lines[1:]:
-        m = header_field_re.fullmatch(line)  # a folded line (leading space) does not match: h11 joins it
-        if m is None:
-            return None
-        name, value = m.group("field_name").lower(), m.group("field_value")
+        pair = _lines.get(line)
+        if pair is None:
+            m = header_field_re.fullmatch(line)  # a folded line (leading space) does not match: h11 joins it
+            if m is None:
+                return None
+            pair = m.group("field_name").lower(), m.group("field_value")
+            if len(line) <= _KNOWN_LINE_BYTES and not is_secret_name(pair[0].decode("latin-1")):
+                if len(_lines) >= _KNOWN_LINES:
+                    _lines.clear()
+                _lines[line] = pair
+        name, value = pair
         if name == b"content-length":
             if length is not None or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
                 return None

@@ -56,3 +56,30 @@ def test_unusable_override_files_are_refused_clearly(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(PricesError, match=message):
         load_prices(path)
+
+
+def test_prices_kept_per_table_equal_the_lookup(monkeypatch):
+    """PriceTable.price keeps what it looked up per (provider, model): on seeded pairs (dated snapshots,
+    unknown models, non-strings, long names, a memo filled past its bound) it gives what the plain lookup
+    gives, keeps no model over its size, and stays within its bound."""
+    import random
+
+    from analyzer.ai import pricing
+
+    monkeypatch.setattr(pricing, "_MEMO_SIZE", 8)  # fills and clears many times over
+    table = pricing.bundle_table()
+    table._memo.clear()
+    rng = random.Random(7)
+    providers = ["openai", "anthropic", "google", "nobody", None]
+    models = ["gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "claude-3-5-sonnet-20241022",
+              "x" * 300,
+              "", None, 5, "unknown-model", "gemini-1.5-pro"]
+    priced = 0
+    for _ in range(3000):
+        provider, model = rng.choice(providers), rng.choice(models)
+        got = table.price(provider, model)
+        assert got == table._price(provider, model), (provider, model)
+        priced += got is not None
+        assert len(table._memo) <= 8
+        assert all(len(m) <= pricing._MEMO_CHARS for _, m in table._memo)
+    assert priced > 200
