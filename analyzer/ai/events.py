@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,22 +49,31 @@ class EventOptions:
     prices: PriceTable = field(default_factory=bundle_table)
 
 
-# the text of each second up to its fraction, kept: strftime was most of _ts (3.5 us, 0.9 us so); events of
+# the text of each second up to its fraction, kept: strftime was most of _ts (3.5 us, 0.6 us so); events of
 # a run fall in few seconds. Forgotten all at once past _SECONDS_KEPT (a bound, not a policy).
 _SECONDS_KEPT = 4096
-_seconds: dict[tuple[int, ...], str] = {}
+_seconds: dict[int, str] = {}
 
 
 def _ts(ns: int | None) -> str:
-    """ns since the epoch as RFC 3339 UTC with microseconds (strftime's "%Y-%m-%dT%H:%M:%S.%fZ")."""
-    dt = datetime.fromtimestamp((ns or 0) / 1e9, UTC)
-    key = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
-    head = _seconds.get(key)
+    """ns since the epoch as RFC 3339 UTC with microseconds: datetime.fromtimestamp(ns / 1e9, UTC) written
+    with strftime's "%Y-%m-%dT%H:%M:%S.%fZ". Its seconds and microseconds are split off the same float as
+    datetime does (modf, then the fraction's microseconds rounded half to even), without making a datetime."""
+    t = (ns or 0) / 1e9
+    if not 0 <= t < 1e11:  # before the epoch or far ahead: as datetime gives it (or raises)
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fraction, whole = math.modf(t)
+    micro = round(fraction * 1e6)
+    second = int(whole)
+    if micro >= 1_000_000:
+        micro -= 1_000_000
+        second += 1
+    head = _seconds.get(second)
     if head is None:
         if len(_seconds) >= _SECONDS_KEPT:
             _seconds.clear()
-        head = _seconds[key] = dt.strftime("%Y-%m-%dT%H:%M:%S.")
-    return f"{head}{dt.microsecond:06d}Z"
+        head = _seconds[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{head}{micro:06d}Z"
 
 
 def _id(*parts: object) -> str:

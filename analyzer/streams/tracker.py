@@ -327,8 +327,7 @@ class ConnectionTracker:
         if not final and (len(eg) < DETECT_BYTES or len(ing) < DETECT_BYTES):
             return
         c.parser = self._choose(c.info, eg, ing, c.sequence_base)
-        server_side = looks_like_http1(ing, eg) or bool(ing) and ing == CLIENT_PREFACE[:len(ing)]
-        if c.parser is None and server_side:
+        if c.parser is None and (looks_like_http1(ing, eg) or bool(ing) and ing == CLIENT_PREFACE[:len(ing)]):
             # the process answers requests: it is the server end of the connection
             c.info.role = "server"
             c.sides = {"egress": "response", "ingress": "request"}

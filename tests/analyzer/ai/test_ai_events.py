@@ -107,7 +107,13 @@ def test_event_times_equal_strftime_across_seconds_and_the_cache_bound(monkeypat
     monkeypatch.setattr(events, "_seconds", {})
     rng = random.Random(5)
     base = 1_764_499_605_000_000_000
-    for ns in [None, 0, 1, 999, 10**9 - 1, 2**62, *(base + rng.randint(0, 60 * 10**9) for _ in range(5000))]:
+    # around half a microsecond (rounded half to even), the end of a second, before the epoch, far ahead
+    edges = [base + k * 1000 + d for k in (0, 1, 2, 999_999, 10**6)
+             for d in (-501, -500, -499, 499, 500, 501)]
+    others = [-1, -(10**9) - 500, -base, 10**20 - 1, 2**63 - 1, *(rng.randint(0, 2**63) for _ in range(5000))]
+    halves = [500, 1500, 2500, 3500]  # exactly half a microsecond as a double: 0, 2, 2, 4 (to even)
+    for ns in [None, 0, 1, 999, 10**9 - 1, 2**62, *halves, *edges, *others,
+               *(base + rng.randint(0, 60 * 10**9) for _ in range(5000))]:
         expected = datetime.fromtimestamp((ns or 0) / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         assert events._ts(ns) == expected
         assert len(events._seconds) <= 16
