@@ -175,6 +175,8 @@ def _events(x: Exchange, registry: ProviderRegistry, opts: EventOptions) -> list
     # the Host or :authority header names the service; the TLS server name stands in when the
     # headers were not captured (HTTP/2 joined mid-connection)
     match = registry.classify(x.authority or x.connection.server_name, path)
+    if match is None and x.request.headers_reliable:
+        return []  # no provider by host or path, and headers to tell: not an AI call (its body is not read)
     body, _ = _json(x.request, opts.limits)
     notes = _body_notes(body, "request")
     module = next((m for fragment, m in PARSERS if fragment in path), None)
