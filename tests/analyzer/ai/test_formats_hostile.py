@@ -314,3 +314,20 @@ def test_bytes_within_64_bits_do_not_go_through_json(monkeypatch):
     assert calls == []
     big = 2**64 + 1
     assert json_budget._loads(b'{"n": %d}' % big) == {"n": big} and len(calls) == 1
+
+
+def test_bodies_of_exchanges_no_provider_names_are_not_read(monkeypatch):
+    """An exchange whose host and path name no provider, its headers captured, gives no events without its
+    bodies being decoded or parsed; one whose headers were not captured (HTTP/2 joined mid-connection) still
+    has its request body read, since an AI-shaped body alone can tell the call."""
+    read = []
+    real = ee._json
+    monkeypatch.setattr(ee, "_json", lambda msg, limits: read.append(msg) or real(msg, limits))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    plain = exchange("example.com", "/upload", body, b'{"ok": true}')
+    assert analyze_exchange(plain, REG, EventOptions()).events == [] and read == []
+    unknown = exchange(None, None, body, b'{"ok": true}')
+    unknown.request.headers_reliable = False
+    events = analyze_exchange(unknown, REG, EventOptions()).events
+    assert read and read[0] is unknown.request
+    assert [e["event_type"] for e in events] == ["ai.request", "ai.response"]
