@@ -371,8 +371,12 @@ class Http1Connection:
             while progress and not self._dead:
                 progress = self._pump_requests() | self._pump_responses()
         except h11.RemoteProtocolError as exc:
+            # h11 raises its error from a method of the error itself: its traceback holds the error, a cycle
+            # that kept every frame below (the tracker's, with the batch being read) until a collection
+            exc.__traceback__ = None
             self._stop(f"HTTP/1 parse error: {exc}")
         except h11.LocalProtocolError as exc:  # our mirroring was refused: a state we did not expect
+            exc.__traceback__ = None
             self._stop(f"HTTP/1 state error: {exc}")
 
     def _pump_requests(self) -> bool:

@@ -196,7 +196,11 @@ def _read_file(path: Path, report: ReadReport, skip_rows: int = 0) -> Iterator[p
             batch = _normalized(batch, present, dropped)
             report.rows_read += batch.num_rows
             # one batch per run (a run's table has a chunk per row group)
-            yield from batch.combine_chunks().to_batches()
+            batches = batch.combine_chunks().to_batches()
+            # held here no longer than the consumer holds it: the next read is not made beside it
+            del batch
+            while batches:
+                yield batches.pop(0)
     report.files_read += 1
     if dropped:
         report.rows_dropped += sum(dropped.values())

@@ -88,7 +88,9 @@ class ConnectionTracker:
     def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
         """Consume batches of segment rows; yield exchanges as their connections close."""
         for batch in batches:
-            yield from self.feed(batch)
+            done = self.feed(batch)
+            del batch  # its columns were taken (as Python values): the next batch is read without it
+            yield from done
         yield from self.finish()
 
     def feed(self, batch: pa.RecordBatch) -> list[Exchange]:
@@ -308,6 +310,7 @@ class ConnectionTracker:
 
     def _fail(self, c: _Conn, exc: Exception) -> None:
         """The parser raised: hand out what it holds, marked, and ignore the connection's bytes."""
+        exc.__traceback__ = None  # its frames (this batch's among them) go now, even if it is in a cycle
         self.parse_errors += 1
         c.info.parse_error = type(exc).__name__
         parser, c.parser = c.parser, None

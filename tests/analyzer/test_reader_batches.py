@@ -87,3 +87,35 @@ def test_row_groups_of_the_recorders_size_are_never_joined(tmp_path, monkeypatch
     assert runs == [[0], [1], [2], [3], [4]]
     monkeypatch.setattr(reader, "SMALL_GROUP_ROWS", 1001)
     assert list(row_group_runs(md, max_rows=1 << 40, max_bytes=1 << 40, max_groups=100)) == [[0, 1, 2, 3, 4]]
+
+
+def test_a_batch_is_freed_before_the_next_is_read(tmp_path, monkeypatch):
+    """Read and tracked, a batch's Arrow memory is let go once the tracker has taken its columns: when the
+    next row groups are read, nothing of the batches before is still allocated, not even through the cycle
+    an h11 parse error makes (this fixture's connection, cut at each file's end, has them). Held, they made
+    each read fault in fresh memory: on the large-bodies bench, 0.5 s of reading became 0.1 s."""
+    table = pq.read_table(H1[0])
+    big = table.set_column(table.schema.get_field_index("data"), table.schema.field("data"),
+                           pa.array([None if v is None else v * 10 for v in table["data"].to_pylist()],
+                                    table.schema.field("data").type))
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"seg-{i}.parquet")
+        pq.write_table(big, paths[-1], row_group_size=65)  # two reads a file (BATCH_GROUPS below)
+    monkeypatch.setattr(reader, "BATCH_GROUPS", 1)
+    one_batch = big.nbytes // 2
+    del big, table  # nothing of this test's own is allocated
+    held = []
+    read = pq.ParquetFile.read_row_groups
+
+    def watched(self, *args, **kwargs):
+        held.append(pa.total_allocated_bytes())
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", watched)
+    sizes = []
+    for x in ConnectionTracker().process(read_batches(paths, ReadReport())):
+        sizes.append(len(x.response.body))
+    assert len(held) == 6 and sum(sizes) > 0
+    assert one_batch > 5_000_000
+    assert max(held) < one_batch / 10, (held, one_batch)
