@@ -85,8 +85,9 @@ def _json_field(m: re.Match) -> str:
 # forms), _ or - (most key prefixes), the prefixes without either, "bearer" in any case. Text without any
 # of it holds nothing to redact; one scan of a character class is cheap where the patterns are not.
 _MAYBE_SECRET = re.compile(r"[=:_\-]|AIza|AKIA|ASIA|eyJ|[bB][eE][aA][rR][eE][rR]")
-# Short strings repeat from event to event (models, paths, header values): their redaction is kept, up to
-# _CACHE_SIZE of them (then forgotten all at once: a bound, not a policy).
+# Short strings repeat from event to event (models, paths, header values): those redaction leaves as they
+# are are kept, up to _CACHE_SIZE of them (then forgotten all at once: a bound, not a policy). One that holds
+# a credential is redacted anew each time: the analyzer does not keep it beyond its use.
 _CACHED_LENGTH = 256
 _CACHE_SIZE = 1 << 16
 _cache: dict[str, str] = {}
@@ -100,9 +101,10 @@ def redact_text(text: str) -> str:
     done = _cache.get(text)
     if done is None:
         done = _redact_text(text) if _MAYBE_SECRET.search(text) else text
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.clear()
-        _cache[text] = done
+        if done == text:
+            if len(_cache) >= _CACHE_SIZE:
+                _cache.clear()
+            _cache[text] = done
     return done
 
 
@@ -170,8 +172,15 @@ def redact_url(url: str | None) -> str | None:
     """A URL or request target: userinfo and secret query parameters replaced, key-shaped strings too."""
     if url is None:
         return None
-    # request targets repeat from exchange to exchange: short ones are remembered
-    return _known_url(url) if len(url) <= _CACHED_LENGTH else _redact_url(url)
+    # request targets repeat from exchange to exchange: short ones without a credential are remembered
+    done = _urls.get(url)
+    if done is None:
+        done = _redact_url(url)
+        if done == url and len(url) <= _CACHED_LENGTH:
+            if len(_urls) >= _URLS_SIZE:
+                _urls.clear()
+            _urls[url] = done
+    return done
 
 
 def _redact_url(url: str) -> str:
@@ -179,7 +188,8 @@ def _redact_url(url: str) -> str:
     return _KEY_SHAPES.sub(REDACTED, _PARAM.sub(_param, url))
 
 
-_known_url = lru_cache(maxsize=4096)(_redact_url)
+_URLS_SIZE = 4096
+_urls: dict[str, str] = {}
 
 
 redact_path = redact_url  # the request target of an exchange

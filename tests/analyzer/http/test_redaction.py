@@ -286,3 +286,22 @@ def test_the_walks_equal_a_plain_copying_walk_and_never_change_their_input():
             changed += expected != event
         same(event, before)
     assert changed > 1000
+
+
+def test_strings_holding_a_credential_are_not_kept():
+    """redact_text and redact_url keep short strings they leave as they are (a bound cache), never one that
+    held a credential: redacted anew each time, the same way, and not held beyond its use."""
+    from analyzer.http import redaction
+
+    secrets = ["sk-proj-0123456789abcdefgh", "Bearer abcdefghijklmnop", "https://u:p@h/x",
+               "authorization: sk-ant-0123456789", '{"api_key": "abcdefgh"}']
+    urls = ["/v1/models?key=AIzaSyA0123456789abcdef", "https://u:p@h/x", "/v1/x?token=abc"]
+    plain = ["gpt-4o", "/v1/chat/completions", "hello there"]
+    for _ in range(2):
+        assert [redaction.redact_text(s) for s in secrets] == [redaction._redact_text(s) for s in secrets]
+        assert all(redaction.REDACTED in redaction.redact_text(s) for s in secrets)
+        assert all(redaction.REDACTED in redaction.redact_url(u) for u in urls)
+        assert [redaction.redact_text(s) for s in plain] == plain
+        assert [redaction.redact_url(u) for u in plain[1:2]] == plain[1:2]
+    assert not set(secrets) & set(redaction._cache) and not set(urls) & set(redaction._urls)
+    assert set(plain) <= set(redaction._cache) and plain[1] in redaction._urls
