@@ -100,7 +100,7 @@ def redact_text(text: str) -> str:
         return _redact_text(text) if _MAYBE_SECRET.search(text) else text
     done = _cache.get(text)
     if done is None:
-        done = _redact_text(text) if _MAYBE_SECRET.search(text) else text
+        done = _redact_text(text) if _MAYBE_SECRET_SHORT.search(text) else text
         if done == text:
             if len(_cache) >= _CACHE_SIZE:
                 _cache.clear()
@@ -121,6 +121,12 @@ _NAME_WORDS = ("key", "token", "secret", "auth", "cookie", "session", "passw", "
 # text is searched word by word (str's search skips ahead, the alternation tries each position)
 _KEY_PREFIX = re.compile("|".join(map(re.escape, _KEY_PREFIXES)))
 _NAME_WORD = re.compile("|".join(map(re.escape, _NAME_WORDS)))
+# _MAYBE_SECRET for short text, sharper (one scan of each alternative is cheap over a few dozen characters):
+# = or :, a key prefix as _KEY_SHAPES writes it (case-sensitive), "bearer" in any case (no character beyond
+# ASCII matches one of its letters under re.I). Ids and names with _ or - in them (req_..., a connection's
+# pid-..., chatcmpl-..., gpt-4o-mini) hold none of these, and are not run through the patterns.
+_MAYBE_SECRET_SHORT = re.compile("|".join(["[=:]", *map(re.escape, _KEY_PREFIXES),
+                                            "[bB][eE][aA][rR][eE][rR]"]))
 _SHORT = 4096
 
 
@@ -133,11 +139,11 @@ def _redact_text(text: str) -> str:
     if not text.isascii():
         return _redact_patterns(text)
     low = text.lower()
-    # a name is delimited by characters that are not letters, so each "tokens" of the text is wholly in
-    # one or outside it: removed from the whole text, a name's words (less its "tokens") are all there
-    words = low.replace("tokens", "") if "tokens" in low else low
-    named = "%" in text or _holds(words, _NAME_WORD, _NAME_WORDS)
-    if "=" in text or ":" in text:
+    if "=" in text or ":" in text:  # the patterns that redact only under a secret name need one of these
+        # a name is delimited by characters that are not letters, so each "tokens" of the text is wholly in
+        # one or outside it: removed from the whole text, a name's words (less its "tokens") are all there
+        words = low.replace("tokens", "") if "tokens" in low else low
+        named = "%" in text or _holds(words, _NAME_WORD, _NAME_WORDS)
         if "secret" in low:
             text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
         if named and "=" in text:
