@@ -11,7 +11,7 @@ from analyzer.collector_pace import pace_for_batch
 assert gc.get_freeze_count() == 0
 pace_for_batch()
 frozen = gc.get_freeze_count()
-assert frozen > 1000 and gc.get_threshold() == (10_000, 10, 10), (frozen, gc.get_threshold())
+assert frozen > 1000 and gc.get_threshold() == (100_000, 10, 10), (frozen, gc.get_threshold())
 junk = [[i] for i in range(100)]
 pace_for_batch()  # a second call freezes nothing more
 assert gc.get_freeze_count() == frozen
