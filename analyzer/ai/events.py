@@ -23,6 +23,7 @@ from analyzer.ai.context import connection_attrs, host_context, process_context
 from analyzer.ai.formats.json_shapes import as_int, as_number, as_strs
 from analyzer.ai.pricing import PriceTable, bundle_table, call_cost
 from analyzer.ai.providers import ProviderMatch
+from analyzer.bounded_dict import BoundedDict
 from analyzer.http.redaction import redact_path
 from analyzer.model import Exchange, Limits
 
@@ -50,9 +51,8 @@ class EventOptions:
 
 
 # the text of each second up to its fraction, kept: strftime was most of _ts (3.5 us, 0.6 us so); events of
-# a run fall in few seconds. Forgotten all at once past _SECONDS_KEPT (a bound, not a policy).
-_SECONDS_KEPT = 4096
-_seconds: dict[int, str] = {}
+# a run fall in few seconds. Up to 4096 seconds kept (analyzer/bounded_dict.py).
+_seconds: BoundedDict = BoundedDict(4096)
 
 
 def _ts(ns: int | None) -> str:
@@ -70,9 +70,7 @@ def _ts(ns: int | None) -> str:
         second += 1
     head = _seconds.get(second)
     if head is None:
-        if len(_seconds) >= _SECONDS_KEPT:
-            _seconds.clear()
-        head = _seconds[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        head = _seconds.keep(second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S."))
     return f"{head}{micro:06d}Z"
 
 

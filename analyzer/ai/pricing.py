@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from analyzer.ai.calls import Usage
+from analyzer.bounded_dict import BoundedDict
 
 BUNDLE = Path(__file__).resolve().parent.parent / "oisp_spec" / "bundle.json"
 RATES = ("input", "output", "cache_read", "cache_write", "reasoning")
@@ -63,7 +64,7 @@ class PriceTable:
     version: str  # what events say they were priced with (usage.price_table)
     prices: dict[str, Price]  # "provider/model" (or "provider/*") -> price
     fallback: PriceTable | None = None  # consulted for what this table does not price
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    _memo: BoundedDict = field(default_factory=lambda: BoundedDict(_MEMO_SIZE), repr=False, compare=False)
 
     def price(self, provider: str, model: str | None) -> Price | None:
         """The price of provider/model: exact, then a dated snapshot's base name (gpt-4o-2024-08-06
@@ -73,9 +74,7 @@ class PriceTable:
         key = (provider, model)
         found = self._memo.get(key, self._memo)
         if found is self._memo:
-            if len(self._memo) >= _MEMO_SIZE:
-                self._memo.clear()
-            found = self._memo[key] = self._price(provider, model)
+            found = self._memo.keep(key, self._price(provider, model))
         return found
 
     def _price(self, provider: str, model: str | None) -> Price | None:

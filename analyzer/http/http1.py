@@ -34,6 +34,7 @@ from collections import deque
 
 import h11
 
+from analyzer.bounded_dict import BoundedDict
 from analyzer.http.http1_simple import SimpleMessage, simple_request, simple_response
 from analyzer.http.redaction import is_secret_name
 from analyzer.model import ConnectionInfo, Exchange, Limits, StreamGap, SyncState
@@ -47,11 +48,10 @@ STATUS_LINE = re.compile(rb"(?:^|\r?\n)(HTTP/1\.[01] [1-5]\d\d[ \r])")
 
 
 # (name, value) pairs repeat from message to message (host, content-type, user-agent, accept): short ones
-# are kept decoded, up to _KNOWN_SIZE of them (then forgotten all at once: a bound, not a policy); never a
+# are kept decoded, up to 16,384 of them (then forgotten all at once: a bound, not a policy); never a
 # pair whose name says it carries a credential: an API key is not kept beyond its message
 _KNOWN_PAIR_BYTES = 256
-_KNOWN_SIZE = 1 << 14
-_known: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+_known: BoundedDict = BoundedDict(1 << 14)
 
 
 def _header(k: bytes, v: bytes) -> tuple[str, str]:
@@ -67,9 +67,7 @@ def _headers(raw) -> list[tuple[str, str]]:
             k, v = pair
             done = _header(k, v)
             if len(k) + len(v) <= _KNOWN_PAIR_BYTES and not is_secret_name(done[0]):
-                if len(_known) >= _KNOWN_SIZE:
-                    _known.clear()
-                _known[pair] = done
+                _known.keep(pair, done)
         out.append(done)
     return out
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from h11._readers import header_field_re, request_line_re, status_line_re
 
+from analyzer.bounded_dict import BoundedDict
 from analyzer.http.redaction import is_secret_name
 
 # larger heads go through h11 (its limit for a head still incomplete is MAX_HEADER_BYTES, http1.py)
@@ -36,11 +37,10 @@ class SimpleMessage:
 
 
 # header lines repeat from message to message (host, content-type, user-agent): short ones are kept split, up
-# to _KNOWN_LINES of them (then forgotten all at once: a bound, not a policy); never a line whose name says it
+# to 16,384 of them (then forgotten all at once: a bound, not a policy); never a line whose name says it
 # carries a credential (authorization, x-api-key, cookie): those are not kept beyond their message
 _KNOWN_LINE_BYTES = 256
-_KNOWN_LINES = 1 << 14
-_lines: dict[bytes, tuple[bytes, bytes]] = {}
+_lines: BoundedDict = BoundedDict(1 << 14)
 
 
 def _head(data: bytes, body_required: bool) -> tuple[bytes, list[tuple[bytes, bytes]], bytes] | None:
@@ -65,9 +65,7 @@ def _head(data: bytes, body_required: bool) -> tuple[bytes, list[tuple[bytes, by
                 return None
             pair = m.group("field_name").lower(), m.group("field_value")
             if len(line) <= _KNOWN_LINE_BYTES and not is_secret_name(pair[0].decode("latin-1")):
-                if len(_lines) >= _KNOWN_LINES:
-                    _lines.clear()
-                _lines[line] = pair
+                _lines.keep(line, pair)
         name, value = pair
         if name == b"content-length":
             if length is not None or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import unquote
 
+from analyzer.bounded_dict import BoundedDict
 from analyzer.json_text import JsonFloat
 
 REDACTED = "[redacted]"
@@ -86,11 +87,10 @@ def _json_field(m: re.Match) -> str:
 # of it holds nothing to redact; one scan of a character class is cheap where the patterns are not.
 _MAYBE_SECRET = re.compile(r"[=:_\-]|AIza|AKIA|ASIA|eyJ|[bB][eE][aA][rR][eE][rR]")
 # Short strings repeat from event to event (models, paths, header values): those redaction leaves as they
-# are are kept, up to _CACHE_SIZE of them (then forgotten all at once: a bound, not a policy). One that holds
+# are are kept, up to 65,536 of them (then forgotten all at once: a bound, not a policy). One that holds
 # a credential is redacted anew each time: the analyzer does not keep it beyond its use.
 _CACHED_LENGTH = 256
-_CACHE_SIZE = 1 << 16
-_cache: dict[str, str] = {}
+_cache: BoundedDict = BoundedDict(1 << 16)
 _cache_get = _cache.get
 
 
@@ -102,9 +102,7 @@ def redact_text(text: str) -> str:
     if done is None:
         done = _redact_text(text) if _MAYBE_SECRET_SHORT.search(text) else text
         if done == text:
-            if len(_cache) >= _CACHE_SIZE:
-                _cache.clear()
-            _cache[text] = done
+            _cache.keep(text, done)
     return done
 
 
@@ -183,9 +181,7 @@ def redact_url(url: str | None) -> str | None:
     if done is None:
         done = _redact_url(url)
         if done == url and len(url) <= _CACHED_LENGTH:
-            if len(_urls) >= _URLS_SIZE:
-                _urls.clear()
-            _urls[url] = done
+            _urls.keep(url, done)
     return done
 
 
@@ -194,8 +190,7 @@ def _redact_url(url: str) -> str:
     return _KEY_SHAPES.sub(REDACTED, _PARAM.sub(_param, url))
 
 
-_URLS_SIZE = 4096
-_urls: dict[str, str] = {}
+_urls: BoundedDict = BoundedDict(4096)
 
 
 redact_path = redact_url  # the request target of an exchange

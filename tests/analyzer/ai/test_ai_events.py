@@ -102,9 +102,9 @@ def test_event_times_equal_strftime_across_seconds_and_the_cache_bound(monkeypat
     from datetime import UTC, datetime
 
     from analyzer.ai import events
+    from analyzer.bounded_dict import BoundedDict
 
-    monkeypatch.setattr(events, "_SECONDS_KEPT", 16)  # filled and cleared many times over
-    monkeypatch.setattr(events, "_seconds", {})
+    monkeypatch.setattr(events, "_seconds", BoundedDict(16))  # filled and cleared many times over
     rng = random.Random(5)
     base = 1_764_499_605_000_000_000
     # around half a microsecond (rounded half to even), the end of a second, before the epoch, far ahead

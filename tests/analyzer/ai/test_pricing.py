@@ -66,8 +66,8 @@ def test_prices_kept_per_table_equal_the_lookup(monkeypatch):
 
     from analyzer.ai import pricing
 
-    monkeypatch.setattr(pricing, "_MEMO_SIZE", 8)  # fills and clears many times over
     table = pricing.bundle_table()
+    monkeypatch.setattr(table._memo, "limit", 8)  # fills and clears many times over
     table._memo.clear()
     rng = random.Random(7)
     providers = ["openai", "anthropic", "google", "nobody", None]

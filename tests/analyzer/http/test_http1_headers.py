@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from analyzer.bounded_dict import BoundedDict
 from analyzer.http import http1
 
 
@@ -13,8 +14,7 @@ def plain(raw) -> list[tuple[str, str]]:
 
 
 def test_cached_decoding_equals_plain_decoding(monkeypatch):
-    monkeypatch.setattr(http1, "_KNOWN_SIZE", 64)  # fills and clears many times over
-    monkeypatch.setattr(http1, "_known", {})
+    monkeypatch.setattr(http1, "_known", BoundedDict(64))  # fills and clears many times over
     rng = random.Random(3)
     names = [b"host", b"Content-Type", b"X-\xc0\xe9", b"authorization", b"x-request-id"]
     for _ in range(5000):
@@ -32,7 +32,7 @@ def test_no_credential_pair_is_kept(monkeypatch):
     key is not held beyond its message."""
     from analyzer.http.redaction import is_secret_name
 
-    monkeypatch.setattr(http1, "_known", {})
+    monkeypatch.setattr(http1, "_known", BoundedDict(http1._known.limit))
     raw = [(b"Authorization", b"Bearer sk-0123456789abcdef"), (b"x-api-key", b"k"), (b"Cookie", b"s=1"),
            (b"host", b"api.openai.com"), (b"content-type", b"application/json")]
     for _ in range(3):
@@ -57,15 +57,14 @@ def test_head_lines_split_through_the_cache_equal_the_plain_split(monkeypatch):
     for _ in range(3000):
         picked = [rng.choice(lines) for _ in range(rng.randint(0, 8))]
         heads.append(b"\r\n".join([b"POST /v1 HTTP/1.1", *picked]) + b"\r\n\r\nhi")
-    monkeypatch.setattr(http1_simple, "_KNOWN_LINES", 4)  # fills and clears many times over
-    monkeypatch.setattr(http1_simple, "_lines", {})
+    monkeypatch.setattr(http1_simple, "_lines", BoundedDict(4))  # fills and clears many times over
     cached = [http1_simple._head(h, False) for h in heads]
     kept = http1_simple._lines
     assert kept and len(kept) <= 4
     assert all(len(line) <= http1_simple._KNOWN_LINE_BYTES and not is_secret_name(name.decode("latin-1"))
                for line, (name, _) in kept.items())
     monkeypatch.setattr(http1_simple, "_KNOWN_LINE_BYTES", -1)  # nothing kept
-    monkeypatch.setattr(http1_simple, "_lines", {})
+    monkeypatch.setattr(http1_simple, "_lines", BoundedDict(4))
     assert [http1_simple._head(h, False) for h in heads] == cached
     assert http1_simple._lines == {}
     assert sum(c is not None for c in cached) > 100
