@@ -171,7 +171,7 @@ def decode_body(raw: bytes | bytearray, content_encoding: str | None, max_decode
 def _decode_body(raw: bytes, content_encoding: str | None, max_decoded: int, truncated: bool) -> DecodedBody:
     if not content_encoding:  # most bodies: nothing to undo
         return DecodedBody(raw, "", None, truncated)
-    chain = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    chain = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
     chain = [c for c in chain if c != "identity"]
     encoding = ",".join(chain)
     data, note = raw, None
