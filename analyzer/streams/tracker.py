@@ -29,6 +29,9 @@ from analyzer.streams.reassembly import Data, Gap, StreamAssembler
 from contract import identity
 from contract.identity import ProcessIdentity
 
+# Rows taken as Python values at a time: a batch is as large as its writer made its row group, and its
+# columns as Python objects took several times its size (the exchanges it closed were held to its end too)
+SLICE_ROWS = 4096
 DETECT_BYTES = 64  # bytes of either direction that settle the protocol
 MAX_RESUMABLE = 10_000  # expired connections remembered, in case their process speaks again
 MAX_PLAIN_ENDS = 100_000  # plaintext connection ends remembered for pairing client and server
@@ -88,13 +91,20 @@ class ConnectionTracker:
     def process(self, batches: Iterable[pa.RecordBatch]) -> Iterator[Exchange]:
         """Consume batches of segment rows; yield exchanges as their connections close."""
         for batch in batches:
-            done = self.feed(batch)
-            del batch  # its columns were taken (as Python values): the next batch is read without it
-            yield from done
+            for start in range(0, batch.num_rows, SLICE_ROWS):
+                yield from self._feed_rows(batch.slice(start, SLICE_ROWS))
+            del batch  # its rows were taken (as Python values): the next batch is read without it
         yield from self.finish()
 
     def feed(self, batch: pa.RecordBatch) -> list[Exchange]:
         """Consume one batch; the exchanges of the connections it closed."""
+        out: list[Exchange] = []
+        for start in range(0, batch.num_rows, SLICE_ROWS):
+            out.extend(self._feed_rows(batch.slice(start, SLICE_ROWS)))
+        return out
+
+    def _feed_rows(self, batch: pa.RecordBatch) -> list[Exchange]:
+        """feed() for a slice of a batch."""
         out: list[Exchange] = []
         core, columns, extra = _columns(batch)
         # Most rows are data rows of a connection already open, and the open and close rows of plain

@@ -48,3 +48,26 @@ def test_the_shortcuts_hand_out_what_the_rows_do(monkeypatch):
     monkeypatch.setattr(reassembly.StreamAssembler, "push", push)
     for c, expected in zip(cases, fast, strict=True):
         assert run(c) == expected
+
+
+def test_a_batch_is_taken_in_slices_with_the_same_exchanges(monkeypatch):
+    """Rows become Python values SLICE_ROWS at a time, and process() hands out the exchanges of each slice
+    before taking the next: connections cut across slices (and batches) come out as with one slice."""
+    rng = random.Random(5)
+    rows = [r for _ in range(60) for r in connection_rows(rng)]
+    cut = len(rows) // 2
+    batches = [pa.RecordBatch.from_pylist(part, schema=WITH_STACK) for part in (rows[:cut], rows[cut:])]
+    whole = run(batches)
+    assert len(whole[0]) > 20
+    for size in (1, 3, 7):
+        monkeypatch.setattr(tracker, "SLICE_ROWS", size)
+        assert run(batches) == whole
+        t = ConnectionTracker()  # feed() (live mode) slices too, and returns the whole batch's exchanges
+        fed = [x for b in batches for x in t.feed(b)] + t.finish()
+        assert [dataclasses.asdict(x) for x in fed] == whole[0]
+    # the first exchange comes before the batch's last rows were taken
+    monkeypatch.setattr(tracker, "SLICE_ROWS", 8)
+    t = ConnectionTracker()
+    one = pa.RecordBatch.from_pylist(rows, schema=WITH_STACK)
+    next(t.process([one]))
+    assert t.connections_seen < whole[4]
