@@ -154,6 +154,20 @@ def _envelope(x: Exchange, event_type: str, ts_ns: int | None, match: ProviderMa
     }
 
 
+def _other_envelope(envelope: dict, x: Exchange, event_type: str, ts_ns: int | None) -> dict:
+    """The envelope of the exchange's other event: the same but for its id, type and time. Its confidence
+    and attrs are its own dicts (the fallback lowers confidence event by event, the response adds to its
+    attrs); host, process and source are shared, as nothing changes them once built (the redaction copies)."""
+    c = x.connection
+    out = dict(envelope)
+    out["event_id"] = _id(c.node, c.conn_id, x.stream_id, x.sequence, event_type)
+    out["event_type"] = event_type
+    out["ts"] = _ts(ts_ns)
+    out["confidence"] = dict(envelope["confidence"])
+    out["attrs"] = dict(envelope["attrs"])
+    return out
+
+
 # the envelope's `source`, by how the bytes were captured (copied into each event: its dicts are its own)
 _TLS_SOURCE = {"collector": COLLECTOR, "collector_version": COLLECTOR_VERSION,
                "capture_method": "ebpf_uprobe", "capture_point": "ssl_read_write"}
@@ -180,7 +194,7 @@ def build_events(x: Exchange, match: ProviderMatch, call: AiCall, opts: EventOpt
     events = [req]
     if x.status is None and not x.response.body:
         return events
-    resp = _envelope(x, "ai.response", x.response.end_ns or x.response.start_ns, match, call)
+    resp = _other_envelope(req, x, "ai.response", x.response.end_ns or x.response.start_ns)
     resp["related_events"] = [{"event_id": req["event_id"], "relationship": "caused_by"}]
     resp["data"] = _response_data(x, match, call, opts, request_id, provider)
     # first token: the capture time of the stream event that carried it; a JSON-array stream (Gemini
