@@ -23,6 +23,7 @@ from functools import lru_cache
 from urllib.parse import unquote
 
 from analyzer.bounded_dict import BoundedDict
+from analyzer.http.secret_scan import may_hold_secret
 from analyzer.json_text import JsonFloat
 
 REDACTED = "[redacted]"
@@ -82,10 +83,6 @@ def _json_field(m: re.Match) -> str:
     return f"{m.group(1)}{REDACTED}\"" if m.group(3) and is_secret_name(m.group(2)) else m.group(0)
 
 
-# What one of the patterns above needs somewhere in the text: = or : (the name=value, URL, header and JSON
-# forms), _ or - (most key prefixes), the prefixes without either, "bearer" in any case. Text without any
-# of it holds nothing to redact; one scan of a character class is cheap where the patterns are not.
-_MAYBE_SECRET = re.compile(r"[=:_\-]|AIza|AKIA|ASIA|eyJ|[bB][eE][aA][rR][eE][rR]")
 # Short strings repeat from event to event (models, paths, header values): those redaction leaves as they
 # are are kept, up to 65,536 of them (then forgotten all at once: a bound, not a policy). One that holds
 # a credential is redacted anew each time: the analyzer does not keep it beyond its use.
@@ -97,7 +94,9 @@ _cache_get = _cache.get
 def redact_text(text: str) -> str:
     """Text with every credential it visibly holds replaced by the marker."""
     if len(text) > _CACHED_LENGTH:
-        return _redact_text(text) if _MAYBE_SECRET.search(text) else text
+        # one RE2 scan says whether a pattern could change it (analyzer/http/secret_scan.py): real prompts
+        # and bodies are long, and Python's alternations cost several ns a character each
+        return _redact_text(text) if may_hold_secret(text) else text
     done = _cache.get(text)
     if done is None:
         done = _redact_text(text) if _MAYBE_SECRET_SHORT.search(text) else text
@@ -119,10 +118,12 @@ _NAME_WORDS = ("key", "token", "secret", "auth", "cookie", "session", "passw", "
 # text is searched word by word (str's search skips ahead, the alternation tries each position)
 _KEY_PREFIX = re.compile("|".join(map(re.escape, _KEY_PREFIXES)))
 _NAME_WORD = re.compile("|".join(map(re.escape, _NAME_WORDS)))
-# _MAYBE_SECRET for short text, sharper (one scan of each alternative is cheap over a few dozen characters):
-# = or :, a key prefix as _KEY_SHAPES writes it (case-sensitive), "bearer" in any case (no character beyond
-# ASCII matches one of its letters under re.I). Ids and names with _ or - in them (req_..., a connection's
-# pid-..., chatcmpl-..., gpt-4o-mini) hold none of these, and are not run through the patterns.
+# What one of the patterns needs somewhere in a short text (longer text is scanned by secret_scan instead;
+# one scan of each alternative is cheap over a few dozen characters, a call to RE2 is not): = or : (the
+# name=value, URL, header and JSON forms), a key prefix as _KEY_SHAPES writes it (case-sensitive), "bearer"
+# in any case (no character beyond ASCII matches one of its letters under re.I). Ids and names with _ or -
+# in them (req_..., a connection's pid-..., chatcmpl-..., gpt-4o-mini) hold none of these, and are not run
+# through the patterns.
 _MAYBE_SECRET_SHORT = re.compile("|".join(["[=:]", *map(re.escape, _KEY_PREFIXES),
                                             "[bB][eE][aA][rR][eE][rR]"]))
 _SHORT = 4096
