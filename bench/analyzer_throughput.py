@@ -1,11 +1,12 @@
-"""Analyzer throughput and memory on three generated corpora, against a plain pyarrow scan (the floor).
+"""Analyzer throughput and memory on four generated corpora, against a plain pyarrow scan (the floor).
 
 Corpora (CORPORA): large bodies (copies of the real-recorder fixtures in tests/fixtures/segments: an
 HTTP/1.1 keep-alive connection and an HTTP/2 connection with 24 multiplexed SSE streams and 1 MiB
 bodies), small SSE events (a synthetic HTTP/2 connection streaming 2,000 small SSE events, one TLS
-write each), short connections (one small chat completion each). Copies get new pids and connection
-ids, written as segments until the captured payload reaches the size asked; each corpus runs at a
-size and twice it: throughput should hold, and peak memory should not grow with the input.
+write each), short connections (one small chat completion each), real-size prompts (a 28 KB chat
+request and its answer per connection: prose and code, what real prompts cost to redact). Copies get new
+pids and connection ids, written as segments until the captured payload reaches the size asked; each
+corpus runs at a size and twice it: throughput should hold, and peak memory should not grow with the input.
 
 usage: python bench/analyzer_throughput.py [--before CHECKOUT] [--scale X]
   --before: also run the analyzer of another checkout (e.g. a worktree of an earlier commit) and compare
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -119,11 +121,56 @@ def short_template(like: pa.Table) -> pa.Table:
     return _connection(like, [request], [response])
 
 
-# The three corpora: each a list of connection templates copied round after round.
+def _prose(rng: random.Random, chars: int) -> str:
+    """Sentences of common words, some punctuation beyond ASCII (as real text has), about `chars` long."""
+    out: list[str] = []
+    while sum(map(len, out)) < chars:
+        words = " ".join(rng.choice(PROSE_WORDS) for _ in range(rng.randint(6, 18)))
+        end = rng.choice([".", ",", ";", ":", "?", " \u2014", ".\n", " \u201cok\u201d."])
+        out.append(words.capitalize() + end)
+    return " ".join(out)
+
+
+PROSE_WORDS = ("the of and to in is that for it as was with be by on not this are or from at which but have "
+               "an they you were all there would their we been has when who will more no if out so what up "
+               "about into than them can only other new some could time these two may then do first any my "
+               "now such like our over function return value const import class def self print error result "
+               "data list map key token session user assistant system model messages content role request "
+               "response").split()
+CODE = ("def handler(event):\n    url = f'https://api.example.com/v1/items?page={page}&limit=50'\n"
+        "    items = [item for item in fetch(url) if item['status'] == 'active']\n"
+        "    return {'status': 200}\n")
+
+
+def prompt_template(like: pa.Table) -> pa.Table:
+    """One HTTP/1.1 connection with a chat request of real size (about 28 KB: a system prompt and six turns
+    of prose and code) and a 2 KB answer, captured 16 KiB a write: what real prompts cost to redact."""
+    rng = random.Random(1)
+    messages = [{"role": "system", "content": _prose(rng, 2000)}]
+    for _ in range(6):
+        code = "\n```python\n" + CODE * 3 + "```\n"
+        messages.append({"role": "user", "content": _prose(rng, 2500) + code})
+        messages.append({"role": "assistant", "content": _prose(rng, 1200)})
+    body = json.dumps({"model": "gpt-4o", "messages": messages, "max_tokens": 1024,
+                       "temperature": 0.2}).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\ncontent-type: application/json"
+               b"\r\nauthorization: Bearer sk-bench\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+    message = {"role": "assistant", "content": _prose(rng, 2000)}
+    answer = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "model": "gpt-4o-2024-08-06",
+                         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 6500, "completion_tokens": 450,
+                                   "total_tokens": 6950}}).encode()
+    response = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                % len(answer)) + answer
+    return _connection(like, [request[i:i + 16384] for i in range(0, len(request), 16384)], [response])
+
+
+# The corpora: each a list of connection templates copied round after round.
 CORPORA = {
     "large bodies": lambda h1, h2: [h1, h2],
     "small SSE events": lambda h1, h2: [sse_template(h2)],
     "short connections": lambda h1, h2: [short_template(h1)],
+    "real-size prompts": lambda h1, h2: [prompt_template(h1)],
     "mixed": lambda h1, h2: [h1, h2, sse_template(h2)],
 }
 
@@ -246,7 +293,7 @@ def comparable_events(out: Path) -> list[str]:
 # runs of each analyzer on each corpus: its time is the best of them, its peak memory the largest
 RUNS = 2
 # captured payload per corpus, in GB: each run at that size and at twice it (memory must stay flat)
-SIZES = {"large bodies": 0.4, "small SSE events": 0.05, "short connections": 0.025}
+SIZES = {"large bodies": 0.4, "small SSE events": 0.05, "short connections": 0.025, "real-size prompts": 0.05}
 
 
 def main() -> None:
@@ -302,11 +349,13 @@ def main() -> None:
         lines.append(line)
     body = f"""## Analyzer throughput and memory (`bench/analyzer_throughput.py`)
 
-Three generated corpora, each at a size and twice it: **large bodies** (copies of the two real-recorder
+Four generated corpora, each at a size and twice it: **large bodies** (copies of the two real-recorder
 fixtures: HTTP/1.1 keep-alive with gzip, chunked, SSE and a 1 MiB body; HTTP/2 with 24 multiplexed SSE
 streams and 1 MiB bodies), **small SSE events** (an HTTP/2 connection streaming {SSE_EVENTS:,} small chat
 completion chunks, one TLS write, one row, each), **short connections** (one small chat completion per
-connection, a write each way). Copies get new pids and connection ids; files rotate every
+connection, a write each way), **real-size prompts** (one chat completion per connection whose request
+is about 28 KB, a system prompt and six turns of prose and code, captured 16 KiB a write; a 2 KB answer).
+Copies get new pids and connection ids; files rotate every
 {FILE_PAYLOAD // 1_000_000} MB of payload (the copies compress well: the files on disk are small).
 "pyarrow scan" reads every column of every row group on one thread, best of 3 (the floor);
 "oisp-analyze" is `oisp-analyze DIR --workers 1 --out EVENTS --exchanges EXCHANGES`, one process
